@@ -1,0 +1,21 @@
+//! Test peers for grpcproxy: the ping service (a port of the Go grpc-proxy test service),
+//! a scripted raw HTTP/2 backend, and a raw HTTP/2 client that sees exact bytes.
+
+pub mod ping;
+pub mod raw;
+pub mod serve;
+pub mod trailers;
+
+/// The generated code of `proto/ping.proto`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
+pub mod pb {
+    tonic::include_proto!("grpcproxy.testing");
+}
+
+pub use ping::PingService;
+pub use serve::TestServer;

@@ -1,0 +1,227 @@
+//! Raw HTTP/2 peers for byte-exact tests: a scripted backend and a client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// An error type for scripted bodies; an `h2::Error` inside resets the stream with its reason.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response or request body made of scripted frames.
+pub type RawBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// One gRPC message frame: flag byte, big-endian length, payload.
+pub fn grpc_frame(compressed: bool, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + payload.len());
+    out.put_u8(compressed as u8);
+    out.put_u32(payload.len() as u32);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A body of the given frames, in order.
+pub fn frames_body(frames: Vec<Frame<Bytes>>) -> RawBody {
+    let stream = tokio_stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+    StreamBody::new(stream).boxed_unsync()
+}
+
+/// A body fed through a channel: send frames, or an error to reset the stream.
+pub fn channel_body() -> (mpsc::Sender<Result<Frame<Bytes>, BoxError>>, RawBody) {
+    let (tx, rx) = mpsc::channel(16);
+    (
+        tx,
+        StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync(),
+    )
+}
+
+/// Trailers with the given entries.
+pub fn header_map(entries: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in entries {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<RawBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A scripted HTTP/2 backend: every request goes to one async handler.
+#[derive(Debug)]
+pub struct RawBackend {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawBackend {
+    /// Starts a backend on `127.0.0.1:0` answering every request with `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<RawBody>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler(req).await) }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`, for an upstream.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        // Dropping the task drops its JoinSet, which aborts every connection task.
+        self.task.abort();
+    }
+}
+
+/// Everything the client received for one call.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// True when the headers ended the stream (a gRPC trailers-only response).
+    pub trailers_only: bool,
+    /// Every DATA byte, concatenated.
+    pub data: Bytes,
+    /// The trailers, if the stream ended with some.
+    pub trailers: Option<HeaderMap>,
+    /// The error that ended the stream instead, if any.
+    pub error: Option<String>,
+}
+
+impl RawResponse {
+    /// The `grpc-status`, from the trailers or (trailers-only) the headers.
+    pub fn grpc_status(&self) -> Option<&str> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A raw HTTP/2 client connection.
+#[derive(Debug, Clone)]
+pub struct RawClient {
+    sender: hyper::client::conn::http2::SendRequest<RawBody>,
+}
+
+impl RawClient {
+    /// Connects to `addr` with cleartext HTTP/2.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    /// Sends a POST to `path` with `headers` (plus content-type and te when absent) and
+    /// `body`, and collects the whole response.
+    pub async fn call(&self, path: &str, headers: HeaderMap, body: RawBody) -> RawResponse {
+        let response = self.start(path, headers, body).await;
+        collect(response).await
+    }
+
+    /// Sends a request and returns the response once its headers arrived.
+    pub async fn start(
+        &self,
+        path: &str,
+        mut headers: HeaderMap,
+        body: RawBody,
+    ) -> Response<Incoming> {
+        headers
+            .entry("content-type")
+            .or_insert(http::HeaderValue::from_static("application/grpc"));
+        headers
+            .entry("te")
+            .or_insert(http::HeaderValue::from_static("trailers"));
+        let mut request = Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = format!("http://localhost{path}").parse().unwrap();
+        *request.headers_mut() = headers;
+        self.sender.clone().send_request(request).await.unwrap()
+    }
+}
+
+/// Reads a whole response: headers, every DATA byte, trailers or the error.
+pub async fn collect(response: Response<Incoming>) -> RawResponse {
+    let (parts, mut body) = response.into_parts();
+    let trailers_only = body.is_end_stream();
+    let mut data = BytesMut::new();
+    let mut trailers = None;
+    let mut error = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
+            Err(e) => {
+                error = Some(format!("{e:?}"));
+                break;
+            }
+        }
+    }
+    RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        trailers_only,
+        data: data.freeze(),
+        trailers,
+        error,
+    }
+}
+
+/// Reads a request body to the end: every DATA byte and the trailers.
+pub async fn read_request(body: Incoming) -> Result<(Bytes, Option<HeaderMap>), hyper::Error> {
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok((collected.to_bytes(), trailers))
+}

@@ -1,0 +1,323 @@
+//! The bodies the proxy forwards: the client's request towards the backend, and the
+//! backend's response towards the client.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tonic::Status;
+
+use crate::call_state::{abort_status, AbortReason, CallState};
+use crate::frame::{FrameDecoder, FrameEvent};
+use crate::status::status_from_upstream_error;
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The request body type sent on upstream connections (one box per call, not per frame).
+pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A backend's response body: from grpcproxy's own connections or from a tonic `Channel`.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    Hyper(hyper::body::Incoming),
+    Tonic(tonic::body::Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::Tonic(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::Tonic(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Checks message prefixes against a size limit as DATA goes by.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageLimit {
+    decoder: FrameDecoder,
+    max: u32,
+}
+
+impl MessageLimit {
+    pub(crate) fn new(max: u32) -> Self {
+        Self {
+            decoder: FrameDecoder::new(),
+            max,
+        }
+    }
+
+    /// True if a message in `chunk` announces more than the limit.
+    fn exceeded_by(&mut self, chunk: &[u8]) -> bool {
+        let mut exceeded = false;
+        let max = self.max;
+        self.decoder.feed(chunk, |event| {
+            if let FrameEvent::Header(header) = event {
+                exceeded |= header.len > max;
+            }
+        });
+        exceeded
+    }
+}
+
+/// Why the request stream towards the backend ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestBodyError {
+    /// The client's stream failed (reset, disconnect); the source keeps its h2 reason so
+    /// hyper resets the backend stream with the same one.
+    #[error("client request stream failed")]
+    Client(#[source] BoxError),
+    /// The proxy ended the call; the backend stream is reset with CANCEL.
+    #[error("the proxy ended the call ({reason:?})")]
+    Aborted {
+        reason: AbortReason,
+        #[source]
+        h2: h2::Error,
+    },
+}
+
+pin_project! {
+    /// The client's request body on its way to the backend.
+    pub(crate) struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        call: Arc<CallState>,
+        limit: Option<MessageLimit>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn new(inner: B, call: Arc<CallState>, limit: Option<u32>) -> Self {
+        Self {
+            inner,
+            call,
+            limit: limit.map(MessageLimit::new),
+        }
+    }
+}
+
+fn aborted(reason: AbortReason) -> RequestBodyError {
+    RequestBodyError::Aborted {
+        reason,
+        h2: h2::Error::from(h2::Reason::CANCEL),
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        this.call.register_request_waker(cx.waker());
+        if let Some(reason) = this.call.abort_reason() {
+            return Poll::Ready(Some(Err(aborted(reason))));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(limit), Some(data)) = (this.limit.as_mut(), frame.data_ref()) {
+                    if limit.exceeded_by(data) {
+                        this.call.abort(AbortReason::RequestTooLarge);
+                        return Poll::Ready(Some(Err(aborted(AbortReason::RequestTooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e.into())))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Signals the client's departure to the request half when the response is dropped early.
+#[derive(Debug)]
+struct ResponseGuard {
+    call: Arc<CallState>,
+    finished: bool,
+}
+
+impl Drop for ResponseGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.call.abort(AbortReason::ClientGone);
+        }
+    }
+}
+
+pin_project! {
+    /// The response body the proxy sends to the client.
+    ///
+    /// While forwarding, it passes the backend's frames through untouched; a deadline, a
+    /// size limit or a backend failure ends it with trailers carrying the matching status.
+    #[derive(Debug, Default)]
+    pub struct ResponseBody {
+        upstream: Option<UpstreamBody>,
+        #[pin]
+        deadline: Option<Sleep>,
+        guard: Option<ResponseGuard>,
+        limit: Option<MessageLimit>,
+        backend: Option<Arc<str>>,
+        text: Option<Bytes>,
+    }
+}
+
+impl ResponseBody {
+    /// A body of plain text (for HTTP-level errors).
+    pub(crate) fn text(text: &'static str) -> Self {
+        Self {
+            text: Some(Bytes::from_static(text.as_bytes())),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn forward(
+        upstream: UpstreamBody,
+        call: Arc<CallState>,
+        deadline: Option<Instant>,
+        limit: Option<u32>,
+        backend: Arc<str>,
+    ) -> Self {
+        // A trailers-only response is complete already: hyper will not poll it.
+        let finished = upstream.is_end_stream();
+        Self {
+            upstream: Some(upstream),
+            deadline: deadline.map(tokio::time::sleep_until),
+            guard: Some(ResponseGuard { call, finished }),
+            limit: limit.map(MessageLimit::new),
+            backend: Some(backend),
+            text: None,
+        }
+    }
+}
+
+/// Ends the forwarding half: drops the backend stream and records a normal finish.
+fn finish(upstream: &mut Option<UpstreamBody>, guard: &mut Option<ResponseGuard>, normally: bool) {
+    *upstream = None;
+    if let Some(guard) = guard.as_mut() {
+        guard.finished = normally;
+    }
+    *guard = None;
+}
+
+fn trailers(status: Status) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+    // tonic renders grpc-status, the percent-encoded grpc-message, details and metadata.
+    let mut trailers: HeaderMap = status.into_http::<()>().into_parts().0.headers;
+    trailers.remove(http::header::CONTENT_TYPE);
+    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        if let Some(text) = this.text.take() {
+            return Poll::Ready(Some(Ok(Frame::data(text))));
+        }
+        let Some(upstream) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
+            if deadline.poll(cx).is_ready() {
+                let guard = this.guard.as_ref().expect("a forwarding body has a guard");
+                guard.call.abort(AbortReason::Deadline);
+                finish(this.upstream, this.guard, false);
+                return trailers(abort_status(AbortReason::Deadline, None));
+            }
+        }
+        match Pin::new(upstream).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(limit), Some(data)) = (this.limit.as_mut(), frame.data_ref()) {
+                    if limit.exceeded_by(data) {
+                        let max = limit.max;
+                        let guard = this.guard.as_ref().expect("a forwarding body has a guard");
+                        guard.call.abort(AbortReason::ResponseTooLarge);
+                        finish(this.upstream, this.guard, false);
+                        return trailers(abort_status(AbortReason::ResponseTooLarge, Some(max)));
+                    }
+                }
+                if frame.is_trailers() {
+                    finish(this.upstream, this.guard, true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let guard = this.guard.as_ref().expect("a forwarding body has a guard");
+                let status = match guard.call.abort_reason() {
+                    Some(reason) => abort_status(reason, this.limit.as_ref().map(|l| l.max)),
+                    None => {
+                        let backend = this.backend.as_deref().unwrap_or("?");
+                        status_from_upstream_error(err.as_ref(), backend)
+                    }
+                };
+                tracing::debug!(code = ?status.code(), message = status.message(), "backend stream failed");
+                finish(this.upstream, this.guard, false);
+                trailers(status)
+            }
+            Poll::Ready(None) => {
+                finish(this.upstream, this.guard, true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.text.is_none() && self.upstream.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.text, &self.upstream) {
+            (Some(text), _) => SizeHint::with_exact(text.len() as u64),
+            (None, Some(upstream)) => upstream.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
+    }
+}

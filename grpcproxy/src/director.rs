@@ -1,0 +1,116 @@
+//! The director: user code that decides, per call, where the call goes.
+
+use std::future::Future;
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::{CallInfo, Upstream};
+
+/// Where a call goes and with which metadata: what a [`StreamDirector`] returns.
+///
+/// ```
+/// use grpcproxy::{CallInfo, Target, Upstream};
+///
+/// let upstream = Upstream::new("http://127.0.0.1:50052").unwrap();
+/// let mut call = CallInfo::new("/pkg.Svc/M".parse().unwrap(), Default::default());
+/// call.metadata_mut().insert("x-routed-by", "grpcproxy".parse().unwrap());
+/// let target: Target = call.forward_to(upstream);
+/// assert_eq!(target.metadata().get("x-routed-by").unwrap(), "grpcproxy");
+/// ```
+#[derive(Debug)]
+pub struct Target {
+    upstream: Upstream,
+    metadata: MetadataMap,
+}
+
+impl Target {
+    /// Forward to `upstream` with exactly `metadata` as the outgoing request metadata.
+    pub fn new(upstream: Upstream, metadata: MetadataMap) -> Self {
+        Self { upstream, metadata }
+    }
+
+    /// The backend the call goes to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The outgoing request metadata.
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// The outgoing request metadata, to edit.
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
+    pub(crate) fn into_parts(self) -> (Upstream, MetadataMap) {
+        (self.upstream, self.metadata)
+    }
+}
+
+/// Decides, for every call, which backend serves it and with which metadata — or rejects it
+/// with a status the client receives as is.
+///
+/// Any `Fn(CallInfo) -> impl Future<Output = Result<Target, Status>>` is a director:
+///
+/// ```
+/// use grpcproxy::{CallInfo, StreamDirector, Target, Upstream};
+/// use tonic::Status;
+///
+/// let backend = Upstream::new("http://127.0.0.1:50052").unwrap();
+/// let director = move |call: CallInfo| {
+///     let backend = backend.clone();
+///     async move {
+///         if call.service_name().starts_with("internal.") {
+///             return Err(Status::permission_denied("internal services are not exposed"));
+///         }
+///         Ok(call.forward_to(backend))
+///     }
+/// };
+/// fn assert_director(_: &impl StreamDirector) {}
+/// assert_director(&director);
+/// ```
+///
+/// The director runs after every tower layer in front of the proxy, so authentication can be
+/// a layer that inserts an identity into the request extensions ([`CallInfo::extensions`]).
+/// Cancellation needs no work from the director: when the client goes away, the proxy resets
+/// the backend stream.
+pub trait StreamDirector: Send + Sync + 'static {
+    /// Picks the target for `call`, or returns the status the client should get.
+    fn direct(&self, call: CallInfo) -> impl Future<Output = Result<Target, Status>> + Send;
+}
+
+impl<F, Fut> StreamDirector for F
+where
+    F: Fn(CallInfo) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Target, Status>> + Send,
+{
+    fn direct(&self, call: CallInfo) -> impl Future<Output = Result<Target, Status>> + Send {
+        self(call)
+    }
+}
+
+/// A director that forwards every call, with its metadata unchanged, to one upstream.
+///
+/// ```
+/// use grpcproxy::{SingleUpstream, Upstream};
+///
+/// let director = SingleUpstream::new(Upstream::new("http://127.0.0.1:50052").unwrap());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SingleUpstream(Upstream);
+
+impl SingleUpstream {
+    /// Every call goes to `upstream`.
+    pub fn new(upstream: Upstream) -> Self {
+        Self(upstream)
+    }
+}
+
+impl StreamDirector for SingleUpstream {
+    fn direct(&self, call: CallInfo) -> impl Future<Output = Result<Target, Status>> + Send {
+        std::future::ready(Ok(call.forward_to(self.0.clone())))
+    }
+}

@@ -1,0 +1,122 @@
+//! Which request headers cross the proxy, and which never do.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+/// Removes hop-by-hop headers in place, keeping `te: trailers` (gRPC requires it).
+///
+/// Headers that a `connection` header names are hop-by-hop too and are removed.
+///
+/// ```
+/// use http::HeaderMap;
+/// use grpcproxy::headers::strip_hop_by_hop;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("te", "trailers".parse().unwrap());
+/// headers.insert("connection", "x-private".parse().unwrap());
+/// headers.insert("x-private", "1".parse().unwrap());
+/// headers.insert("x-user", "alice".parse().unwrap());
+/// strip_hop_by_hop(&mut headers);
+/// assert_eq!(headers.len(), 2);
+/// assert_eq!(headers["te"], "trailers");
+/// assert_eq!(headers["x-user"], "alice");
+/// ```
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if name != header::TE {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let te_is_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_is_trailers {
+        headers.remove(header::TE);
+    }
+}
+
+/// True for the content types gRPC uses: `application/grpc`, `application/grpc+proto`,
+/// `application/grpc;...` (not `application/grpc-web`, which needs a translating proxy).
+///
+/// ```
+/// use grpcproxy::headers::is_grpc_content_type;
+///
+/// assert!(is_grpc_content_type(&"application/grpc+proto".parse().unwrap()));
+/// assert!(!is_grpc_content_type(&"application/grpc-web".parse().unwrap()));
+/// assert!(!is_grpc_content_type(&"application/json".parse().unwrap()));
+/// ```
+pub fn is_grpc_content_type(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    const PREFIX: &[u8] = b"application/grpc";
+    bytes.len() >= PREFIX.len()
+        && bytes[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+        && matches!(bytes.get(PREFIX.len()), None | Some(b'+' | b';'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn te_other_than_trailers_is_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn grpc_metadata_survives() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", "1S"),
+            ("grpc-encoding", "gzip"),
+            ("user-agent", "test"),
+            ("x-bin", "AAE="),
+        ] {
+            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let before = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+        }
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+}

@@ -1,0 +1,67 @@
+//! # grpcproxy
+//!
+//! A transparent gRPC reverse proxy: every call is forwarded, frame by frame, to a backend
+//! that a [`StreamDirector`] picks from the method name and metadata. Messages cross as raw
+//! bytes (compressed ones stay compressed); headers, trailers, status details, half-close,
+//! cancellation and deadlines are preserved.
+//!
+//! - [`TransparentProxy`]: the handler, a `tower::Service` (the Go package's
+//!   `TransparentHandler(mq, director)`).
+//! - [`ProxyRoutes`]: typed tonic services, proxied services ([`ProxyRoutes::register_service`])
+//!   and the transparent catch-all ([`ProxyRoutes::fallback`]) on one tonic server.
+//! - [`Upstream`]: an HTTP/2 backend (`http://` h2c or `https://` TLS), or a tonic `Channel`.
+//! - [`RawCodec`]: a tonic codec of raw bytes.
+//! - [`server::serve`]: serve a proxy on its own listener.
+//!
+//! ```no_run
+//! use grpcproxy::{mq::NoQueue, CallInfo, ProxyRoutes, TransparentProxy, Upstream};
+//! use tonic::Status;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let users = Upstream::new("http://127.0.0.1:50061")?;
+//! let orders = Upstream::new("http://127.0.0.1:50062")?;
+//! let director = move |call: CallInfo| {
+//!     let (users, orders) = (users.clone(), orders.clone());
+//!     async move {
+//!         match call.service_name() {
+//!             "shop.Users" => Ok(call.forward_to(users)),
+//!             "shop.Orders" => Ok(call.forward_to(orders)),
+//!             other => Err(Status::unimplemented(format!("unknown service {other}"))),
+//!         }
+//!     }
+//! };
+//! let proxy = TransparentProxy::new(NoQueue, director);
+//! tonic::transport::Server::builder()
+//!     .add_routes(ProxyRoutes::new().fallback(proxy).into_routes())
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod call;
+mod call_state;
+pub mod codec;
+pub mod deadline;
+mod director;
+pub mod frame;
+pub mod headers;
+pub mod mq;
+mod proxy;
+mod register;
+pub mod server;
+mod settings;
+pub mod status;
+mod upstream;
+
+pub use body::ResponseBody;
+pub use call::{CallInfo, ConnectionInfo};
+pub use call_state::ProxyStats;
+pub use codec::RawCodec;
+pub use director::{SingleUpstream, StreamDirector, Target};
+pub use proxy::{ProxyOptions, TransparentProxy};
+pub use register::{ProxyRoutes, RouteError};
+pub use settings::Http2Settings;
+pub use upstream::{
+    Upstream, UpstreamBuilder, UpstreamConfigError, UpstreamError, UpstreamErrorKind,
+};

@@ -1,0 +1,239 @@
+//! The transparent handler: a tower service that forwards every gRPC call it receives.
+
+mod options;
+mod reject;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, HOST, TE};
+use http::uri::Authority;
+use http::{Method, Request, Response, Version};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+use tower_service::Service;
+
+pub use options::ProxyOptions;
+
+use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody};
+use crate::call::{connection_info, split_method};
+use crate::call_state::{abort_status, AbortReason, CallState, ProxyStats};
+use crate::deadline::{format_timeout, parse_timeout};
+use crate::headers::strip_hop_by_hop;
+use crate::mq::MessageQueue;
+use crate::{CallInfo, StreamDirector};
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Forwards every gRPC call it receives to the backend its director picks, frame by frame.
+///
+/// It is a `tower::Service<http::Request<B>>` and cheap to clone, so it serves as the
+/// fallback of a tonic server ([`ProxyRoutes::fallback`](crate::ProxyRoutes::fallback)),
+/// for named services ([`ProxyRoutes::register_service`](crate::ProxyRoutes::register_service)),
+/// or on its own with [`server::serve`](crate::server::serve). Like the Go package's
+/// `TransparentHandler(mq, director)`, it takes a message queue and a director.
+///
+/// ```no_run
+/// use grpcproxy::{mq::NoQueue, ProxyRoutes, SingleUpstream, TransparentProxy, Upstream};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = Upstream::new("http://127.0.0.1:50052")?;
+/// let proxy = TransparentProxy::new(NoQueue, SingleUpstream::new(backend));
+/// let routes = ProxyRoutes::new().fallback(proxy);
+/// tonic::transport::Server::builder()
+///     .add_routes(routes.into_routes())
+///     .serve("127.0.0.1:50051".parse()?)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TransparentProxy<D, Q = crate::mq::NoQueue> {
+    shared: Arc<Shared<D, Q>>,
+}
+
+#[derive(Debug)]
+struct Shared<D, Q> {
+    director: D,
+    #[allow(dead_code)]
+    // published to by the tap (a later feature); held so it lives with the proxy
+    queue: Q,
+    options: ProxyOptions,
+    stats: Arc<ProxyStats>,
+}
+
+impl<D, Q> Clone for TransparentProxy<D, Q> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<D: StreamDirector, Q: MessageQueue> TransparentProxy<D, Q> {
+    /// A proxy that asks `director` where each call goes, with default options.
+    pub fn new(mq: Q, director: D) -> Self {
+        Self::with_options(mq, director, ProxyOptions::default())
+    }
+
+    /// A proxy with explicit [`ProxyOptions`].
+    pub fn with_options(mq: Q, director: D, options: ProxyOptions) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                director,
+                queue: mq,
+                options,
+                stats: Arc::new(ProxyStats::default()),
+            }),
+        }
+    }
+
+    /// Live counters (for metrics): live streams, calls started.
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.shared.stats
+    }
+
+    /// The options this proxy was made with.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.shared.options
+    }
+}
+
+impl<D, Q, B> Service<Request<B>> for TransparentProxy<D, Q>
+where
+    D: StreamDirector,
+    Q: MessageQueue,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(shared.forward(request).await) })
+    }
+}
+
+/// A trailers-only response carrying `status`.
+fn status_response(status: Status) -> Response<ResponseBody> {
+    status.into_http()
+}
+
+impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
+    async fn forward<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(rejection) = reject::non_grpc_request(&request) {
+            return rejection;
+        }
+        let (mut parts, body) = request.into_parts();
+        let path = match parts.uri.path_and_query() {
+            Some(path) if split_method(path.path()).is_some() => path.clone(),
+            _ => {
+                return status_response(Status::unimplemented(format!(
+                    "malformed method name {:?}: expected /package.Service/Method",
+                    parts.uri.path()
+                )))
+            }
+        };
+        let requested = match parts
+            .headers
+            .get(GRPC_TIMEOUT)
+            .map(parse_timeout)
+            .transpose()
+        {
+            Ok(requested) => requested,
+            Err(invalid) => return status_response(Status::internal(invalid.to_string())),
+        };
+        let timeout = self.options.effective_timeout(requested);
+        if timeout != requested {
+            if let Some(timeout) = timeout {
+                parts.headers.insert(GRPC_TIMEOUT, format_timeout(timeout));
+            }
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let client_authority = parts.uri.authority().cloned().or_else(|| {
+            let host = parts.headers.get(HOST)?;
+            Authority::try_from(host.as_bytes()).ok()
+        });
+        let peer = connection_info(&parts.extensions);
+        strip_hop_by_hop(&mut parts.headers);
+        if self.options.x_forwarded_for {
+            if let Some(addr) = peer.remote_addr {
+                append_forwarded_for(&mut parts.headers, addr.ip());
+            }
+        }
+        let call_info = CallInfo::new(path.clone(), MetadataMap::from_headers(parts.headers))
+            .with_peer(peer, parts.extensions);
+        let call = CallState::start(&self.stats);
+
+        let target = match within(deadline, self.director.direct(call_info)).await {
+            Some(Ok(target)) => target,
+            Some(Err(status)) => return status_response(status),
+            None => return status_response(abort_status(AbortReason::Deadline, None)),
+        };
+        let (upstream, metadata) = target.into_parts();
+        let mut headers = metadata.into_headers();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+
+        let limit = self.options.max_message_size;
+        let body = BoxBody::new(
+            RequestBody::new(body, call.clone(), limit).map_err(|e| Box::new(e) as BoxError),
+        );
+        let mut outgoing = Request::new(body);
+        *outgoing.method_mut() = Method::POST;
+        *outgoing.version_mut() = Version::HTTP_2;
+        *outgoing.uri_mut() = upstream.request_uri(path, client_authority);
+        *outgoing.headers_mut() = headers;
+
+        let response = match within(deadline, upstream.send(outgoing)).await {
+            Some(Ok(response)) => response,
+            Some(Err(err)) => {
+                let status = match call.abort_reason() {
+                    Some(reason) => abort_status(reason, limit),
+                    None => err.to_status(),
+                };
+                tracing::debug!(error = %err, code = ?status.code(), "call failed before response headers");
+                return status_response(status);
+            }
+            None => {
+                call.abort(AbortReason::Deadline);
+                return status_response(abort_status(AbortReason::Deadline, None));
+            }
+        };
+        let backend = Arc::from(upstream.address());
+        response.map(|body| ResponseBody::forward(body, call, deadline, limit, backend))
+    }
+}
+
+/// Runs `future` until `deadline`; `None` if the deadline came first.
+async fn within<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+fn append_forwarded_for(headers: &mut http::HeaderMap, ip: std::net::IpAddr) {
+    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}

@@ -1,0 +1,59 @@
+//! Settings of a transparent proxy.
+
+use std::time::Duration;
+
+/// How a [`TransparentProxy`](crate::TransparentProxy) treats the calls it forwards.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpcproxy::ProxyOptions;
+///
+/// let options = ProxyOptions {
+///     max_message_size: Some(4 << 20),
+///     max_timeout: Some(Duration::from_secs(30)),
+///     ..ProxyOptions::default()
+/// };
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyOptions {
+    /// Largest message, in bytes, accepted in either direction; a larger one ends the call
+    /// with `RESOURCE_EXHAUSTED` without being buffered. `None` (the default): no limit.
+    pub max_message_size: Option<u32>,
+    /// Cap on every call's deadline: a client asking for more (or for none) gets this.
+    pub max_timeout: Option<Duration>,
+    /// Deadline for calls whose client sends no `grpc-timeout` (within `max_timeout`).
+    pub default_timeout: Option<Duration>,
+    /// Append the client's address to `x-forwarded-for`.
+    pub x_forwarded_for: bool,
+}
+
+impl ProxyOptions {
+    /// The timeout to enforce for a call whose client asked for `requested`.
+    pub(crate) fn effective_timeout(&self, requested: Option<Duration>) -> Option<Duration> {
+        let wanted = requested.or(self.default_timeout);
+        match (wanted, self.max_timeout) {
+            (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
+            (None, Some(cap)) => Some(cap),
+            (wanted, None) => wanted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_and_default_combine() {
+        let s = Duration::from_secs;
+        let options = ProxyOptions {
+            max_timeout: Some(s(10)),
+            default_timeout: Some(s(5)),
+            ..ProxyOptions::default()
+        };
+        assert_eq!(options.effective_timeout(None), Some(s(5)));
+        assert_eq!(options.effective_timeout(Some(s(60))), Some(s(10)));
+        assert_eq!(options.effective_timeout(Some(s(1))), Some(s(1)));
+        assert_eq!(ProxyOptions::default().effective_timeout(None), None);
+    }
+}

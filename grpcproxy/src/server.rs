@@ -1,0 +1,200 @@
+//! Serving a proxy on its own: an HTTP/2-only listener with graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tower_service::Service;
+
+use crate::body::BoxError;
+use crate::{ConnectionInfo, Http2Settings};
+
+/// The HTTP/2 client connection preface every h2 client starts with.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What an HTTP/1 client gets: a definite answer rather than a dropped connection.
+const HTTP1_ANSWER: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\n\
+content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 40\r\n\r\n\
+grpcproxy: gRPC needs HTTP/2 (h2/h2c)\r\n\r\n";
+
+/// Settings of [`serve`].
+///
+/// ```
+/// use grpcproxy::server::ServerOptions;
+/// let options = ServerOptions { max_concurrent_streams: Some(1000), ..ServerOptions::default() };
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// HTTP/2 settings for client connections.
+    pub http2: Http2Settings,
+    /// Streams one client connection may have open at once.
+    pub max_concurrent_streams: Option<u32>,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    pub preface_timeout: Duration,
+    /// On shutdown, how long in-flight calls may take to finish before connections close.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            http2: Http2Settings::default(),
+            max_concurrent_streams: Some(1024),
+            preface_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `service` (typically a [`TransparentProxy`](crate::TransparentProxy)) on
+/// `listener` until `shutdown` completes, then stops accepting, sends GOAWAY, and lets
+/// in-flight calls finish for up to [`ServerOptions::drain_timeout`].
+///
+/// Every request carries a [`ConnectionInfo`] extension. A client that speaks HTTP/1 gets
+/// a `505 HTTP Version Not Supported` answer.
+///
+/// ```no_run
+/// use grpcproxy::{mq::NoQueue, server, SingleUpstream, TransparentProxy, Upstream};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let proxy = TransparentProxy::new(NoQueue, SingleUpstream::new(Upstream::new("http://127.0.0.1:50052")?));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// server::serve(listener, proxy, server::ServerOptions::default(), async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let local_addr = listener.local_addr()?;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let settings = &options.http2;
+    builder
+        .timer(TokioTimer::new())
+        .auto_date_header(false)
+        .initial_stream_window_size(settings.initial_stream_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .adaptive_window(settings.adaptive_window)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list_size)
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .keep_alive_interval(settings.keep_alive_interval)
+        .keep_alive_timeout(settings.keep_alive_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo {
+            remote_addr: Some(remote_addr),
+            local_addr: Some(local_addr),
+            peer_certificates: None,
+        };
+        let builder = builder.clone();
+        let service = WithConnectionInfo {
+            inner: service.clone(),
+            info,
+        };
+        let watcher = graceful.watcher();
+        let preface_timeout = options.preface_timeout;
+        tokio::spawn(async move {
+            match tokio::time::timeout(preface_timeout, starts_with_preface(&stream)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return answer_http1(stream).await,
+                Ok(Err(_)) | Err(_) => return,
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(peer = %remote_addr, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(options.drain_timeout) => {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the first bytes tell HTTP/2 from anything else.
+async fn starts_with_preface(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface arrived; wait for more without busy-looping.
+        stream.readable().await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn answer_http1(mut stream: TcpStream) {
+    let _ = stream.write_all(HTTP1_ANSWER).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Adds the connection's [`ConnectionInfo`] to every request.
+#[derive(Debug, Clone)]
+struct WithConnectionInfo<S> {
+    inner: S,
+    info: ConnectionInfo,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for WithConnectionInfo<S>
+where
+    S: Service<Request<Incoming>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.info.clone());
+        self.inner.clone().call(request)
+    }
+}

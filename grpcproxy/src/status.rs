@@ -1,0 +1,97 @@
+//! How failures on the way to and from a backend become gRPC statuses.
+
+use std::error::Error as StdError;
+
+use h2::Reason;
+use tonic::{Code, Status};
+
+/// The gRPC code for a stream reset with `reason`, per the gRPC HTTP/2 spec
+/// ("Errors" in PROTOCOL-HTTP2.md).
+///
+/// ```
+/// use grpcproxy::status::code_for_reset;
+/// use tonic::Code;
+///
+/// assert_eq!(code_for_reset(h2::Reason::CANCEL), Code::Cancelled);
+/// assert_eq!(code_for_reset(h2::Reason::REFUSED_STREAM), Code::Unavailable);
+/// ```
+pub fn code_for_reset(reason: Reason) -> Code {
+    match reason {
+        Reason::REFUSED_STREAM => Code::Unavailable,
+        Reason::CANCEL => Code::Cancelled,
+        Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        _ => Code::Internal,
+    }
+}
+
+/// The status for an error from a backend stream or connection, naming the backend.
+///
+/// A stream reset maps per the spec; a lost connection or GOAWAY is `UNAVAILABLE`.
+pub(crate) fn status_from_upstream_error(err: &(dyn StdError + 'static), backend: &str) -> Status {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if let Some(reason) = h2.reason() {
+                if h2.is_go_away() {
+                    return Status::unavailable(format!(
+                        "backend {backend} closed the connection (GOAWAY {reason})"
+                    ));
+                }
+                if h2.is_reset() {
+                    return Status::new(
+                        code_for_reset(reason),
+                        format!("backend {backend} reset the stream ({reason})"),
+                    );
+                }
+            }
+            if h2.is_io() {
+                return Status::unavailable(format!("connection to backend {backend} lost: {h2}"));
+            }
+        }
+        if let Some(status) = e.downcast_ref::<Status>() {
+            return status.clone();
+        }
+        cause = e.source();
+    }
+    Status::unavailable(format!("backend {backend} failed: {}", DisplayChain(err)))
+}
+
+/// Displays an error with its causes, `outer: inner: innermost`.
+pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_reasons_map_per_spec() {
+        for (reason, code) in [
+            (Reason::NO_ERROR, Code::Internal),
+            (Reason::PROTOCOL_ERROR, Code::Internal),
+            (Reason::INTERNAL_ERROR, Code::Internal),
+            (Reason::FLOW_CONTROL_ERROR, Code::Internal),
+            (Reason::FRAME_SIZE_ERROR, Code::Internal),
+            (Reason::REFUSED_STREAM, Code::Unavailable),
+            (Reason::CANCEL, Code::Cancelled),
+            (Reason::COMPRESSION_ERROR, Code::Internal),
+            (Reason::CONNECT_ERROR, Code::Internal),
+            (Reason::ENHANCE_YOUR_CALM, Code::ResourceExhausted),
+            (Reason::INADEQUATE_SECURITY, Code::PermissionDenied),
+        ] {
+            assert_eq!(code_for_reset(reason), code, "{reason:?}");
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Upstreams: handles to the HTTP/2 backends calls are forwarded to.
+
+mod error;
+mod pool;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+pub use error::{UpstreamConfigError, UpstreamError, UpstreamErrorKind};
+
+use crate::body::{BoxBody, UpstreamBody};
+use crate::Http2Settings;
+use pool::{Endpoint, Pool};
+use tls::Roots;
+
+/// A backend that calls can be forwarded to: a cheap, cloneable handle.
+///
+/// Connections are made on first use, a fixed small number per upstream, and made again
+/// after they fail. `http://` speaks cleartext HTTP/2 (h2c); `https://` speaks TLS with
+/// ALPN `h2`.
+///
+/// ```
+/// use grpcproxy::Upstream;
+///
+/// let plain = Upstream::new("http://127.0.0.1:50052").unwrap();
+/// assert_eq!(plain.address(), "127.0.0.1:50052");
+/// assert!(Upstream::new("ftp://example.com").is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    scheme: Scheme,
+    authority: Authority,
+    rewrite_authority: bool,
+    transport: Transport,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Pool(Pool),
+    Channel {
+        channel: tonic::transport::Channel,
+        address: Arc<str>,
+    },
+}
+
+impl Upstream {
+    /// An upstream at `url` with default settings.
+    pub fn new(url: &str) -> Result<Self, UpstreamConfigError> {
+        Self::builder(url)?.build()
+    }
+
+    /// Starts configuring an upstream at `url` (`http://host:port` or `https://host:port`).
+    pub fn builder(url: &str) -> Result<UpstreamBuilder, UpstreamConfigError> {
+        UpstreamBuilder::new(url)
+    }
+
+    /// Wraps an existing tonic [`Channel`](tonic::transport::Channel).
+    ///
+    /// Convenient when you already have one; the channel's own connection handling and
+    /// `:authority` apply. `name` is how errors and logs name the backend.
+    pub fn from_channel(channel: tonic::transport::Channel, name: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                scheme: Scheme::HTTP,
+                authority: Authority::from_static("channel.invalid"),
+                rewrite_authority: false,
+                transport: Transport::Channel {
+                    channel,
+                    address: Arc::from(name),
+                },
+            }),
+        }
+    }
+
+    /// The backend's `host:port` (or the name given to [`Upstream::from_channel`]).
+    pub fn address(&self) -> &str {
+        match &self.inner.transport {
+            Transport::Pool(pool) => pool.address(),
+            Transport::Channel { address, .. } => address,
+        }
+    }
+
+    /// The URI a call to `path` is sent with: the backend's scheme, and the client's
+    /// `:authority` unless the upstream rewrites it to its own.
+    pub(crate) fn request_uri(
+        &self,
+        path: http::uri::PathAndQuery,
+        client_authority: Option<Authority>,
+    ) -> Uri {
+        let authority = match client_authority {
+            Some(authority) if !self.inner.rewrite_authority => authority,
+            _ => self.inner.authority.clone(),
+        };
+        Uri::from_parts({
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(self.inner.scheme.clone());
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(path);
+            parts
+        })
+        .expect("scheme, authority and path make a valid URI")
+    }
+
+    /// Sends one request and waits for the response headers.
+    pub(crate) async fn send(
+        &self,
+        request: Request<BoxBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        match &self.inner.transport {
+            Transport::Pool(pool) => {
+                let mut sender = pool.connection().await?;
+                match sender.try_send_request(request).await {
+                    Ok(response) => Ok(response.map(UpstreamBody::Hyper)),
+                    Err(mut err) => match err.take_message() {
+                        // The connection closed before the request went out (GOAWAY, a dead
+                        // connection): nothing reached the backend, so one retry is safe.
+                        Some(request) => {
+                            let mut sender = pool.connection().await?;
+                            sender
+                                .send_request(request)
+                                .await
+                                .map(|response| response.map(UpstreamBody::Hyper))
+                                .map_err(|e| self.request_error(e))
+                        }
+                        None => Err(self.request_error(err.into_error())),
+                    },
+                }
+            }
+            Transport::Channel { channel, .. } => {
+                use tower_service::Service;
+                let mut channel = channel.clone();
+                std::future::poll_fn(|cx| channel.poll_ready(cx))
+                    .await
+                    .map_err(|e| self.request_error(e))?;
+                channel
+                    .call(request.map(tonic::body::Body::new))
+                    .await
+                    .map(|response| response.map(UpstreamBody::Tonic))
+                    .map_err(|e| self.request_error(e))
+            }
+        }
+    }
+
+    fn request_error(
+        &self,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> UpstreamError {
+        UpstreamError::new(Arc::from(self.address()), UpstreamErrorKind::Request, err)
+    }
+}
+
+/// Configures an [`Upstream`]: connections, timeouts, HTTP/2 settings, TLS.
+///
+/// ```no_run
+/// use grpcproxy::Upstream;
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = std::fs::read("ca.pem")?;
+/// let upstream = Upstream::builder("https://10.0.0.7:443")?
+///     .ca_certificates_pem(&ca)?
+///     .server_name("backend.internal")?
+///     .connections(2)
+///     .connect_timeout(Duration::from_secs(2))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct UpstreamBuilder {
+    scheme: Scheme,
+    authority: Authority,
+    host: String,
+    connections: usize,
+    connect_timeout: Duration,
+    settings: Http2Settings,
+    rewrite_authority: bool,
+    roots: Option<Roots>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl UpstreamBuilder {
+    fn new(url: &str) -> Result<Self, UpstreamConfigError> {
+        let invalid = |reason: &str| UpstreamConfigError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+        let scheme =
+            uri.scheme()
+                .cloned()
+                .ok_or_else(|| UpstreamConfigError::UnsupportedScheme {
+                    url: url.to_owned(),
+                })?;
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => {
+                return Err(UpstreamConfigError::UnsupportedScheme {
+                    url: url.to_owned(),
+                })
+            }
+        };
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err(invalid("a path is not allowed; give scheme://host:port"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| invalid("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("user info is not allowed"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority.port_u16().unwrap_or(default_port);
+        let authority = Authority::try_from(format_address(&host, port).as_str())
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Self {
+            scheme,
+            authority,
+            host,
+            connections: 1,
+            connect_timeout: Duration::from_secs(5),
+            settings: Http2Settings::default(),
+            rewrite_authority: false,
+            roots: None,
+            identity: None,
+            server_name: None,
+        })
+    }
+
+    /// How many HTTP/2 connections to keep to this backend (default 1). Each connection is
+    /// driven by one task, so more connections spread a busy backend over more cores.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n.max(1);
+        self
+    }
+
+    /// How long a TCP + TLS + HTTP/2 handshake may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// HTTP/2 settings for the connections to this backend.
+    pub fn http2(mut self, settings: Http2Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Send the backend's own `host:port` as `:authority` instead of the client's.
+    pub fn rewrite_authority(mut self, rewrite: bool) -> Self {
+        self.rewrite_authority = rewrite;
+        self
+    }
+
+    /// Trust only the CA certificates in this PEM bundle (default: the system's roots).
+    pub fn ca_certificates_pem(mut self, pem: &[u8]) -> Result<Self, UpstreamConfigError> {
+        self.roots = Some(Roots::Custom(tls::parse_certificates(pem, "CA bundle")?));
+        Ok(self)
+    }
+
+    /// Present this client certificate chain and key (mutual TLS).
+    pub fn client_identity_pem(
+        mut self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, UpstreamConfigError> {
+        let chain = tls::parse_certificates(cert_pem, "client certificate")?;
+        let key = tls::parse_private_key(key_pem)?;
+        self.identity = Some((chain, key));
+        Ok(self)
+    }
+
+    /// The name to send as SNI and verify the certificate against (default: the URL's host).
+    pub fn server_name(mut self, name: &str) -> Result<Self, UpstreamConfigError> {
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|_| UpstreamConfigError::InvalidServerName(name.to_owned()))?;
+        self.server_name = Some(name);
+        Ok(self)
+    }
+
+    /// Finishes the upstream. Nothing connects until the first call.
+    pub fn build(self) -> Result<Upstream, UpstreamConfigError> {
+        let tls = if self.scheme == Scheme::HTTPS {
+            let config = tls::client_config(&self.roots.unwrap_or_default(), self.identity)?;
+            let name = match self.server_name {
+                Some(name) => name,
+                None => ServerName::try_from(self.host.clone())
+                    .map_err(|_| UpstreamConfigError::InvalidServerName(self.host.clone()))?,
+            };
+            Some((tokio_rustls::TlsConnector::from(config), name))
+        } else {
+            if self.roots.is_some() || self.identity.is_some() || self.server_name.is_some() {
+                return Err(UpstreamConfigError::TlsOnPlaintext);
+            }
+            None
+        };
+        let endpoint = Endpoint {
+            address: Arc::from(self.authority.as_str()),
+            tls,
+            settings: self.settings,
+            connect_timeout: self.connect_timeout,
+        };
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                scheme: self.scheme,
+                authority: self.authority,
+                rewrite_authority: self.rewrite_authority,
+                transport: Transport::Pool(Pool::new(endpoint, self.connections)),
+            }),
+        })
+    }
+}
+
+fn format_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Bytes is the only data type the proxy forwards.
+const _: fn() = || {
+    fn data_is_bytes<B: http_body::Body<Data = Bytes>>() {}
+    data_is_bytes::<BoxBody>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_default_ports() {
+        assert_eq!(
+            Upstream::new("http://example.com").unwrap().address(),
+            "example.com:80"
+        );
+        assert_eq!(
+            Upstream::new("http://[::1]:9000").unwrap().address(),
+            "[::1]:9000"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_named_errors() {
+        for (url, want) in [
+            ("127.0.0.1:50051", "must start with http://"),
+            ("grpc://x:1", "must start with http://"),
+            ("http://x:1/path", "a path is not allowed"),
+            ("http://", "invalid upstream URL"),
+        ] {
+            let err = Upstream::new(url).unwrap_err().to_string();
+            assert!(err.contains(want), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_options_need_https() {
+        let err = Upstream::builder("http://x:1")
+            .unwrap()
+            .server_name("x")
+            .unwrap()
+            .build();
+        assert!(matches!(err, Err(UpstreamConfigError::TlsOnPlaintext)));
+    }
+}

@@ -1,0 +1,167 @@
+//! A few lazily made HTTP/2 connections to one backend, reconnected after failure.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{UpstreamError, UpstreamErrorKind};
+use crate::body::BoxBody;
+use crate::Http2Settings;
+
+/// How to reach the backend: address, TLS, and HTTP/2 settings.
+pub(crate) struct Endpoint {
+    /// `host:port`, as dialed and as named in errors.
+    pub(crate) address: Arc<str>,
+    pub(crate) tls: Option<(TlsConnector, ServerName<'static>)>,
+    pub(crate) settings: Http2Settings,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("address", &self.address)
+            .field("tls_server_name", &self.tls.as_ref().map(|(_, name)| name))
+            .field("settings", &self.settings)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// One connection slot: a ready connection, or the last failure to make one.
+#[derive(Debug, Default)]
+struct Slot {
+    ready: Mutex<Option<SendRequest<BoxBody>>>,
+    /// Held while connecting, so concurrent calls share one attempt.
+    connecting: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
+}
+
+/// Round-robins calls over a fixed number of connection slots.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    endpoint: Endpoint,
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub(crate) fn new(endpoint: Endpoint, connections: usize) -> Self {
+        Self {
+            endpoint,
+            slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn address(&self) -> &Arc<str> {
+        &self.endpoint.address
+    }
+
+    /// A connection ready for a new stream, connecting first if the slot has none.
+    pub(crate) async fn connection(&self) -> Result<SendRequest<BoxBody>, UpstreamError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(ready) = slot.ready_connection() {
+            return Ok(ready);
+        }
+        let asked = Instant::now();
+        let mut last_failure = slot.connecting.lock().await;
+        if let Some(ready) = slot.ready_connection() {
+            return Ok(ready);
+        }
+        // A failure that ended while this call waited is this call's answer too: one
+        // unreachable backend costs one connect attempt, not one per waiting call.
+        if let Some((at, err)) = last_failure.as_ref() {
+            if *at >= asked {
+                return Err(err.clone());
+            }
+        }
+        match self.connect().await {
+            Ok(sender) => {
+                *last_failure = None;
+                *slot.ready.lock().expect("slot lock poisoned") = Some(sender.clone());
+                Ok(sender)
+            }
+            Err(err) => {
+                *last_failure = Some((Instant::now(), err.clone()));
+                Err(err)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<BoxBody>, UpstreamError> {
+        let endpoint = &self.endpoint;
+        let address = endpoint.address.clone();
+        let attempt = async {
+            let tcp = TcpStream::connect(&*endpoint.address)
+                .await
+                .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Connect, e))?;
+            tcp.set_nodelay(true)
+                .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Connect, e))?;
+            match &endpoint.tls {
+                None => handshake(&address, &endpoint.settings, tcp).await,
+                Some((connector, name)) => {
+                    let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
+                        UpstreamError::new(address.clone(), UpstreamErrorKind::Tls, e)
+                    })?;
+                    handshake(&address, &endpoint.settings, tls).await
+                }
+            }
+        };
+        match tokio::time::timeout(endpoint.connect_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::timeout(address)),
+        }
+    }
+}
+
+impl Slot {
+    fn ready_connection(&self) -> Option<SendRequest<BoxBody>> {
+        let mut ready = self.ready.lock().expect("slot lock poisoned");
+        match ready.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *ready = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+async fn handshake<T>(
+    address: &Arc<str>,
+    settings: &Http2Settings,
+    io: T,
+) -> Result<SendRequest<BoxBody>, UpstreamError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(settings.initial_stream_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .adaptive_window(settings.adaptive_window)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list_size)
+        .keep_alive_interval(settings.keep_alive_interval)
+        .keep_alive_timeout(settings.keep_alive_timeout)
+        .keep_alive_while_idle(settings.keep_alive_interval.is_some());
+    let (sender, connection) = builder
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
+    let address = address.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
+        }
+    });
+    Ok(sender)
+}
