@@ -30,8 +30,14 @@ pub fn grpc_frame(compressed: bool, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// A body of the given frames, in order.
+/// A body of the given frames, in order; with no frames, a body that is over at once (so
+/// a response carrying it is trailers-only: one HEADERS frame with END_STREAM).
 pub fn frames_body(frames: Vec<Frame<Bytes>>) -> RawBody {
+    if frames.is_empty() {
+        return http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+    }
     let stream = tokio_stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
     StreamBody::new(stream).boxed_unsync()
 }
@@ -90,6 +96,7 @@ impl RawBackend {
                         async move { Ok::<_, Infallible>(handler(req).await) }
                     });
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .auto_date_header(false)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -145,21 +152,34 @@ impl RawResponse {
 }
 
 /// A raw HTTP/2 client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RawClient {
     sender: hyper::client::conn::http2::SendRequest<RawBody>,
+    /// A second handle on the socket, to cut it from under hyper.
+    socket: std::net::TcpStream,
 }
 
 impl RawClient {
     /// Connects to `addr` with cleartext HTTP/2.
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let socket = stream.into_std().unwrap();
+        let handle = socket.try_clone().unwrap();
+        let stream = tokio::net::TcpStream::from_std(socket).unwrap();
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(connection);
-        Self { sender }
+        Self {
+            sender,
+            socket: handle,
+        }
+    }
+
+    /// Cuts the TCP connection at once, as a crashed client would (no GOAWAY, no resets).
+    pub fn disconnect(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 
     /// Sends a POST to `path` with `headers` (plus content-type and te when absent) and

@@ -172,11 +172,28 @@ where
     }
 }
 
-/// Signals the client's departure to the request half when the response is dropped early.
+/// Ends the call (resetting the backend stream) if the response side is dropped before the
+/// call finished: the client left, or a layer in front of the proxy gave up on the call.
+///
+/// Armed when the call starts, so it covers the wait for response headers too; on success
+/// it moves into the [`ResponseBody`].
 #[derive(Debug)]
-struct ResponseGuard {
+pub(crate) struct ResponseGuard {
     call: Arc<CallState>,
     finished: bool,
+}
+
+impl ResponseGuard {
+    pub(crate) fn new(call: Arc<CallState>) -> Self {
+        Self {
+            call,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn call(&self) -> &Arc<CallState> {
+        &self.call
+    }
 }
 
 impl Drop for ResponseGuard {
@@ -215,17 +232,17 @@ impl ResponseBody {
 
     pub(crate) fn forward(
         upstream: UpstreamBody,
-        call: Arc<CallState>,
+        mut guard: ResponseGuard,
         deadline: Option<Instant>,
         limit: Option<u32>,
         backend: Arc<str>,
     ) -> Self {
         // A trailers-only response is complete already: hyper will not poll it.
-        let finished = upstream.is_end_stream();
+        guard.finished = upstream.is_end_stream();
         Self {
             upstream: Some(upstream),
             deadline: deadline.map(tokio::time::sleep_until),
-            guard: Some(ResponseGuard { call, finished }),
+            guard: Some(guard),
             limit: limit.map(MessageLimit::new),
             backend: Some(backend),
             text: None,

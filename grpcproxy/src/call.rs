@@ -124,18 +124,19 @@ pub(crate) fn connection_info(extensions: &Extensions) -> ConnectionInfo {
     if let Some(info) = extensions.get::<ConnectionInfo>() {
         return info.clone();
     }
-    if let Some(tcp) = extensions.get::<TcpConnectInfo>() {
-        return ConnectionInfo {
-            remote_addr: tcp.remote_addr(),
-            local_addr: tcp.local_addr(),
-            peer_certificates: None,
-        };
-    }
+    // TLS first: a TLS connection may carry a plain TcpConnectInfo as well.
     if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
         return ConnectionInfo {
             remote_addr: tls.get_ref().remote_addr(),
             local_addr: tls.get_ref().local_addr(),
             peer_certificates: tls.peer_certs(),
+        };
+    }
+    if let Some(tcp) = extensions.get::<TcpConnectInfo>() {
+        return ConnectionInfo {
+            remote_addr: tcp.remote_addr(),
+            local_addr: tcp.local_addr(),
+            peer_certificates: None,
         };
     }
     ConnectionInfo::default()

@@ -21,7 +21,7 @@ use tower_service::Service;
 
 pub use options::ProxyOptions;
 
-use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody};
+use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody, ResponseGuard};
 use crate::call::{connection_info, split_method};
 use crate::call_state::{abort_status, AbortReason, CallState, ProxyStats};
 use crate::deadline::{format_timeout, parse_timeout};
@@ -179,7 +179,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         }
         let call_info = CallInfo::new(path.clone(), MetadataMap::from_headers(parts.headers))
             .with_peer(peer, parts.extensions);
-        let call = CallState::start(&self.stats);
+        let guard = ResponseGuard::new(CallState::start(&self.stats));
+        let call = guard.call().clone();
 
         let target = match within(deadline, self.director.direct(call_info)).await {
             Some(Ok(target)) => target,
@@ -216,7 +217,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             }
         };
         let backend = Arc::from(upstream.address());
-        response.map(|body| ResponseBody::forward(body, call, deadline, limit, backend))
+        response.map(|body| ResponseBody::forward(body, guard, deadline, limit, backend))
     }
 }
 
