@@ -10,3 +10,7 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https
 
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+
+# The examples that run and exit on their own, as smoke tests of the public API.
+cargo run --locked -q -p grpcproxy-examples --bin register-service
+cargo run --locked -q -p grpcproxy-examples --bin route-by-metadata
