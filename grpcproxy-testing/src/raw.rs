@@ -93,6 +93,7 @@ impl RawBackend {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -176,6 +177,7 @@ impl RawClient {
     /// Connects to `addr` with cleartext HTTP/2.
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
         let socket = stream.into_std().unwrap();
         let handle = socket.try_clone().unwrap();
         let stream = tokio::net::TcpStream::from_std(socket).unwrap();

@@ -29,7 +29,7 @@ impl TestServer {
             let result = tonic::transport::Server::builder()
                 .layer(TrailersLayer)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
                     let _ = rx.await;
                 })
                 .await;
@@ -71,6 +71,19 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown_now();
     }
+}
+
+/// Sets TCP_NODELAY on every accepted connection, as production servers do: without it,
+/// small streamed messages wait on Nagle's algorithm and delayed ACKs (~40 ms each).
+pub fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    incoming.map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// The ping service with no message size limits (the tests send 16 MiB messages).

@@ -216,7 +216,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 return status_response(abort_status(AbortReason::Deadline, None));
             }
         };
-        let backend = Arc::from(upstream.address());
+        let backend = upstream.shared_address().clone();
         response.map(|body| ResponseBody::forward(body, guard, deadline, limit, backend))
     }
 }

@@ -85,6 +85,11 @@ impl Upstream {
 
     /// The backend's `host:port` (or the name given to [`Upstream::from_channel`]).
     pub fn address(&self) -> &str {
+        self.shared_address()
+    }
+
+    /// The address as a shared string, for per-call use without allocating.
+    pub(crate) fn shared_address(&self) -> &Arc<str> {
         match &self.inner.transport {
             Transport::Pool(pool) => pool.address(),
             Transport::Channel { address, .. } => address,
@@ -156,7 +161,11 @@ impl Upstream {
         &self,
         err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> UpstreamError {
-        UpstreamError::new(Arc::from(self.address()), UpstreamErrorKind::Request, err)
+        UpstreamError::new(
+            self.shared_address().clone(),
+            UpstreamErrorKind::Request,
+            err,
+        )
     }
 }
 
