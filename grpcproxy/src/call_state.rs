@@ -51,6 +51,9 @@ pub(crate) struct CallState {
     abort: AtomicU8,
     request_waker: AtomicWaker,
     stats: Arc<ProxyStats>,
+    /// The director's guard ([`Target::with_guard`](crate::Target::with_guard)), dropped
+    /// with the call.
+    guard: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl CallState {
@@ -61,7 +64,13 @@ impl CallState {
             abort: AtomicU8::new(0),
             request_waker: AtomicWaker::new(),
             stats: stats.clone(),
+            guard: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Holds `guard` until the call is over.
+    pub(crate) fn keep(&self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        let _ = self.guard.set(guard);
     }
 
     /// Ends the call for `reason` (the first reason wins) and wakes the request half so it

@@ -1,7 +1,10 @@
 //! The director: user code that decides, per call, where the call goes.
 
+use std::any::Any;
 use std::future::Future;
+use std::time::Duration;
 
+use http::uri::Authority;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -22,12 +25,71 @@ use crate::{CallInfo, Upstream};
 pub struct Target {
     upstream: Upstream,
     metadata: MetadataMap,
+    pub(crate) overrides: CallOverrides,
+}
+
+/// Per-call settings a director may set on its [`Target`].
+#[derive(Debug, Default)]
+pub(crate) struct CallOverrides {
+    pub(crate) max_timeout: Option<Duration>,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) authority: Option<Authority>,
+    pub(crate) guard: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Target {
     /// Forward to `upstream` with exactly `metadata` as the outgoing request metadata.
     pub fn new(upstream: Upstream, metadata: MetadataMap) -> Self {
-        Self { upstream, metadata }
+        Self {
+            upstream,
+            metadata,
+            overrides: CallOverrides::default(),
+        }
+    }
+
+    /// Caps this call's deadline at `max` (a client asking for more, or for none, gets `max`)
+    /// and gives calls without `grpc-timeout` the `default`. These replace the proxy's
+    /// [`ProxyOptions`](crate::ProxyOptions) limits for this call.
+    pub fn timeout_limits(mut self, max: Option<Duration>, default: Option<Duration>) -> Self {
+        self.overrides.max_timeout = max;
+        self.overrides.default_timeout = default;
+        self
+    }
+
+    /// Sends `authority` as the `:authority` of the outgoing request.
+    pub fn authority(mut self, authority: Authority) -> Self {
+        self.overrides.authority = Some(authority);
+        self
+    }
+
+    /// Keeps `guard` alive until the call is completely over (response finished or reset,
+    /// request half closed), then drops it: for in-flight accounting such as a load
+    /// balancer's counters.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use grpcproxy::{CallInfo, Target, Upstream};
+    ///
+    /// struct InFlight(Arc<AtomicUsize>);
+    /// impl Drop for InFlight {
+    ///     fn drop(&mut self) {
+    ///         self.0.fetch_sub(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let in_flight = Arc::new(AtomicUsize::new(0));
+    /// in_flight.fetch_add(1, Ordering::Relaxed);
+    /// let call = CallInfo::new("/pkg.Svc/M".parse().unwrap(), Default::default());
+    /// let target = call
+    ///     .forward_to(Upstream::new("http://127.0.0.1:50052").unwrap())
+    ///     .with_guard(InFlight(in_flight.clone()));
+    /// drop(target); // a target that is never used drops its guard at once
+    /// assert_eq!(in_flight.load(Ordering::Relaxed), 0);
+    /// ```
+    pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.overrides.guard = Some(Box::new(guard));
+        self
     }
 
     /// The backend the call goes to.
@@ -45,8 +107,8 @@ impl Target {
         &mut self.metadata
     }
 
-    pub(crate) fn into_parts(self) -> (Upstream, MetadataMap) {
-        (self.upstream, self.metadata)
+    pub(crate) fn into_parts(self) -> (Upstream, MetadataMap, CallOverrides) {
+        (self.upstream, self.metadata, self.overrides)
     }
 }
 

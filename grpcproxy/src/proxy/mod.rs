@@ -21,6 +21,8 @@ use tower_service::Service;
 
 pub use options::ProxyOptions;
 
+use options::effective_timeout;
+
 use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody, ResponseGuard};
 use crate::call::{connection_info, split_method};
 use crate::call_state::{abort_status, AbortReason, CallState, ProxyStats};
@@ -150,6 +152,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 )))
             }
         };
+        let received = Instant::now();
         let requested = match parts
             .headers
             .get(GRPC_TIMEOUT)
@@ -159,13 +162,6 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             Ok(requested) => requested,
             Err(invalid) => return status_response(Status::internal(invalid.to_string())),
         };
-        let timeout = self.options.effective_timeout(requested);
-        if timeout != requested {
-            if let Some(timeout) = timeout {
-                parts.headers.insert(GRPC_TIMEOUT, format_timeout(timeout));
-            }
-        }
-        let deadline = timeout.map(|t| Instant::now() + t);
         let client_authority = parts.uri.authority().cloned().or_else(|| {
             let host = parts.headers.get(HOST)?;
             Authority::try_from(host.as_bytes()).ok()
@@ -182,14 +178,34 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         let guard = ResponseGuard::new(CallState::start(&self.stats));
         let call = guard.call().clone();
 
-        let target = match within(deadline, self.director.direct(call_info)).await {
+        // The director's time counts against the deadline the proxy would enforce anyway.
+        let director_deadline = self
+            .options
+            .effective_timeout(requested)
+            .map(|t| received + t);
+        let target = match within(director_deadline, self.director.direct(call_info)).await {
             Some(Ok(target)) => target,
             Some(Err(status)) => return status_response(status),
             None => return status_response(abort_status(AbortReason::Deadline, None)),
         };
-        let (upstream, metadata) = target.into_parts();
+        let (upstream, metadata, overrides) = target.into_parts();
+        if let Some(director_guard) = overrides.guard {
+            call.keep(director_guard);
+        }
+        let timeout = if overrides.max_timeout.is_some() || overrides.default_timeout.is_some() {
+            effective_timeout(requested, overrides.max_timeout, overrides.default_timeout)
+        } else {
+            self.options.effective_timeout(requested)
+        };
+        let deadline = timeout.map(|t| received + t);
         let mut headers = metadata.into_headers();
         headers.insert(TE, HeaderValue::from_static("trailers"));
+        if timeout != requested {
+            if let Some(deadline) = deadline {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
+            }
+        }
 
         let limit = self.options.max_message_size;
         let body = BoxBody::new(
@@ -198,7 +214,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         let mut outgoing = Request::new(body);
         *outgoing.method_mut() = Method::POST;
         *outgoing.version_mut() = Version::HTTP_2;
-        *outgoing.uri_mut() = upstream.request_uri(path, client_authority);
+        *outgoing.uri_mut() = upstream.request_uri(path, overrides.authority, client_authority);
         *outgoing.headers_mut() = headers;
 
         let response = match within(deadline, upstream.send(outgoing)).await {

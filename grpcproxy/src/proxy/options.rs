@@ -30,12 +30,21 @@ pub struct ProxyOptions {
 impl ProxyOptions {
     /// The timeout to enforce for a call whose client asked for `requested`.
     pub(crate) fn effective_timeout(&self, requested: Option<Duration>) -> Option<Duration> {
-        let wanted = requested.or(self.default_timeout);
-        match (wanted, self.max_timeout) {
-            (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
-            (None, Some(cap)) => Some(cap),
-            (wanted, None) => wanted,
-        }
+        effective_timeout(requested, self.max_timeout, self.default_timeout)
+    }
+}
+
+/// The timeout for a call whose client asked for `requested`, under a cap and a default.
+pub(crate) fn effective_timeout(
+    requested: Option<Duration>,
+    max_timeout: Option<Duration>,
+    default_timeout: Option<Duration>,
+) -> Option<Duration> {
+    let wanted = requested.or(default_timeout);
+    match (wanted, max_timeout) {
+        (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
+        (None, Some(cap)) => Some(cap),
+        (wanted, None) => wanted,
     }
 }
 

@@ -96,15 +96,17 @@ impl Upstream {
         }
     }
 
-    /// The URI a call to `path` is sent with: the backend's scheme, and the client's
-    /// `:authority` unless the upstream rewrites it to its own.
+    /// The URI a call to `path` is sent with: the backend's scheme, and as `:authority` the
+    /// director's choice, else the client's unless the upstream rewrites it to its own.
     pub(crate) fn request_uri(
         &self,
         path: http::uri::PathAndQuery,
+        chosen: Option<Authority>,
         client_authority: Option<Authority>,
     ) -> Uri {
-        let authority = match client_authority {
-            Some(authority) if !self.inner.rewrite_authority => authority,
+        let authority = match (chosen, client_authority) {
+            (Some(chosen), _) => chosen,
+            (None, Some(client)) if !self.inner.rewrite_authority => client,
             _ => self.inner.authority.clone(),
         };
         Uri::from_parts({
