@@ -1,10 +1,15 @@
 //! The `grpcproxy` binary: wires configuration to the grpcproxy library.
 
+mod cluster;
+mod config;
 mod demo;
 mod logging;
 mod quick;
+mod router;
+mod run;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +22,9 @@ use clap::{Parser, Subcommand};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Run with this configuration file (see grpcproxy.example.toml).
+    #[arg(long, conflicts_with_all = ["listen", "to"])]
+    config: Option<PathBuf>,
     /// Address to listen on (quick mode), e.g. 127.0.0.1:50051.
     #[arg(long, requires = "to")]
     listen: Option<SocketAddr>,
@@ -38,6 +46,11 @@ enum Command {
     /// Start an in-process ping backend and the proxy, run every RPC kind through it, print
     /// the results and exit.
     Demo,
+    /// Check a configuration file without binding anything; exit 2 if it is invalid.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,14 +69,30 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // A bad configuration file exits 2, like a usage error, naming file, line and field.
+    let loaded = match (&cli.command, &cli.config) {
+        (Some(Command::CheckConfig { file }), _) | (None, Some(file)) => match config::load(file) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => {
+                eprintln!("grpcproxy: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let result = runtime.block_on(async {
-        match (cli.command, cli.listen, cli.to) {
-            (Some(Command::Demo), _, _) => demo::run().await,
-            (None, Some(listen), Some(to)) => quick::run(listen, &to).await,
+        match (cli.command, cli.listen, cli.to, loaded) {
+            (Some(Command::Demo), ..) => demo::run().await,
+            (Some(Command::CheckConfig { file }), ..) => {
+                println!("{}: ok", file.display());
+                Ok(())
+            }
+            (None, _, _, Some(loaded)) => run::run(loaded).await,
+            (None, Some(listen), Some(to), None) => quick::run(listen, &to).await,
             _ => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();
-                anyhow::bail!("give --listen ADDR --to URL, or a command")
+                anyhow::bail!("give --config FILE, --listen ADDR --to URL, or a command")
             }
         }
     });

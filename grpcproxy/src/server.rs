@@ -42,6 +42,8 @@ pub struct ServerOptions {
     pub preface_timeout: Duration,
     /// On shutdown, how long in-flight calls may take to finish before connections close.
     pub drain_timeout: Duration,
+    /// Client connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +53,7 @@ impl Default for ServerOptions {
             max_concurrent_streams: Some(1024),
             preface_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -104,8 +107,14 @@ where
         .keep_alive_interval(settings.keep_alive_interval)
         .keep_alive_timeout(settings.keep_alive_timeout);
     let graceful = GracefulShutdown::new();
+    let connections =
+        std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -132,6 +141,7 @@ where
         let watcher = graceful.watcher();
         let preface_timeout = options.preface_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(preface_timeout, starts_with_preface(&stream)).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => return answer_http1(stream).await,

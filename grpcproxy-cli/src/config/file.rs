@@ -1,0 +1,347 @@
+//! The configuration file's structure, defaults and checks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::Problem;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub(crate) server: Server,
+    #[serde(default)]
+    pub(crate) limits: Limits,
+    pub(crate) listeners: Spanned<Vec<Listener>>,
+    #[serde(default)]
+    pub(crate) routes: Vec<Route>,
+    #[serde(default)]
+    pub(crate) clusters: BTreeMap<String, Cluster>,
+}
+
+/// `[server]`: process-wide behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Server {
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[limits]`: protections for the proxy and its backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    /// Largest message in either direction, in bytes (`RESOURCE_EXHAUSTED` beyond).
+    pub(crate) max_message_size: Option<u32>,
+    /// Streams one client connection may have open at once.
+    pub(crate) max_concurrent_streams: u32,
+    /// Client connections open at once, per listener; more wait in the accept backlog.
+    pub(crate) max_connections: usize,
+    /// Largest request header list, in bytes.
+    pub(crate) max_header_list_size: u32,
+    /// How long a new connection may take to start HTTP/2.
+    #[serde(with = "humantime_serde")]
+    pub(crate) handshake_timeout: Duration,
+    /// HTTP/2 PING interval on client and backend connections (none: off).
+    #[serde(with = "humantime_serde")]
+    pub(crate) keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub(crate) keepalive_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: None,
+            max_concurrent_streams: 1024,
+            max_connections: 10_000,
+            max_header_list_size: 16 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: None,
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `[[listeners]]`: where clients connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Listener {
+    /// `ip:port`; port 0 picks a free port (logged at start).
+    pub(crate) address: SocketAddr,
+}
+
+/// `[[routes]]`: the first route whose match fits the call sends it to its cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    /// A name for logs and metrics (default: `route-N`).
+    pub(crate) name: Option<String>,
+    #[serde(default, rename = "match")]
+    pub(crate) matches: RouteMatch,
+    /// The cluster calls go to.
+    pub(crate) cluster: Spanned<String>,
+    /// Cap on the call's deadline.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) max_timeout: Option<Duration>,
+    /// Deadline for calls that send no `grpc-timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) default_timeout: Option<Duration>,
+    /// `:authority` sent to the backend (default: the client's).
+    pub(crate) authority: Option<Spanned<String>>,
+    /// Append the client's address to `x-forwarded-for`.
+    #[serde(default)]
+    pub(crate) x_forwarded_for: bool,
+    #[serde(default)]
+    pub(crate) request_metadata: MetadataEdits,
+}
+
+/// What a route matches; every given condition must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteMatch {
+    /// Service name, exact or with `*` wildcards (`shop.*`).
+    pub(crate) service: Option<Spanned<String>>,
+    /// Method name within the service, exact.
+    pub(crate) method: Option<String>,
+    /// Prefix of the path `/pkg.Service/Method`.
+    pub(crate) path_prefix: Option<String>,
+    #[serde(default)]
+    pub(crate) headers: Vec<HeaderMatch>,
+}
+
+/// A condition on one request header: exactly one of `exact`, `regex`, `present`, `absent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderMatch {
+    pub(crate) name: Spanned<String>,
+    pub(crate) exact: Option<String>,
+    pub(crate) regex: Option<Spanned<String>>,
+    pub(crate) present: Option<bool>,
+    pub(crate) absent: Option<bool>,
+}
+
+/// Request metadata edits a route applies before forwarding.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetadataEdits {
+    /// Entries to add or replace.
+    pub(crate) set: Option<Spanned<BTreeMap<String, String>>>,
+    /// Keys to remove.
+    pub(crate) remove: Option<Spanned<Vec<String>>>,
+}
+
+/// Load balancing across a cluster's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Balance {
+    /// Power of two random choices, on in-flight calls.
+    #[default]
+    P2c,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// `[clusters.NAME]`: a set of equivalent backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cluster {
+    /// `host:port` of every endpoint.
+    pub(crate) endpoints: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub(crate) balance: Balance,
+    /// HTTP/2 connections kept to each endpoint.
+    #[serde(default = "one")]
+    pub(crate) connections_per_endpoint: usize,
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    pub(crate) tls: Option<Spanned<ClusterTls>>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// TLS towards a cluster's endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterTls {
+    /// PEM CA bundle to verify endpoints with (default: the system's roots).
+    pub(crate) ca: Option<String>,
+    /// PEM client certificate chain, for mutual TLS (with `key`).
+    pub(crate) cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub(crate) key: Option<String>,
+    /// Name to send as SNI and verify (default: the endpoint's host).
+    pub(crate) server_name: Option<String>,
+}
+
+impl Config {
+    /// The checks serde cannot make.
+    pub(crate) fn check(&self) -> Result<(), Problem> {
+        if self.listeners.get_ref().is_empty() {
+            return Err(Problem::new(
+                self.listeners.span(),
+                "listeners: at least one listener is needed",
+            ));
+        }
+        for (name, cluster) in &self.clusters {
+            let endpoints = &cluster.endpoints;
+            if endpoints.get_ref().is_empty() {
+                return Err(Problem::new(
+                    endpoints.span(),
+                    format!("clusters.{name}.endpoints: at least one endpoint is needed"),
+                ));
+            }
+            for endpoint in endpoints.get_ref() {
+                if !is_host_port(endpoint) {
+                    return Err(Problem::new(
+                        endpoints.span(),
+                        format!("clusters.{name}.endpoints: {endpoint:?} is not host:port"),
+                    ));
+                }
+            }
+            if cluster.connections_per_endpoint == 0 {
+                return Err(Problem::new(
+                    endpoints.span(),
+                    format!("clusters.{name}.connections_per_endpoint must be at least 1"),
+                ));
+            }
+            if let Some(tls) = &cluster.tls {
+                let t = tls.get_ref();
+                if t.cert.is_some() != t.key.is_some() {
+                    return Err(Problem::new(
+                        tls.span(),
+                        format!("clusters.{name}.tls: cert and key go together"),
+                    ));
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let cluster = &route.cluster;
+            if !self.clusters.contains_key(cluster.get_ref()) {
+                let known: Vec<&str> = self.clusters.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none are defined".to_owned()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                return Err(Problem::new(
+                    cluster.span(),
+                    format!(
+                        "routes[{i}].cluster: no cluster named {:?} ({known})",
+                        cluster.get_ref()
+                    ),
+                ));
+            }
+            if let Some(service) = &route.matches.service {
+                if service.get_ref().is_empty() {
+                    return Err(Problem::new(
+                        service.span(),
+                        format!("routes[{i}].match.service is empty"),
+                    ));
+                }
+            }
+            for (j, header) in route.matches.headers.iter().enumerate() {
+                let conditions = [
+                    header.exact.is_some(),
+                    header.regex.is_some(),
+                    header.present.is_some(),
+                    header.absent.is_some(),
+                ];
+                if conditions.iter().filter(|c| **c).count() != 1 {
+                    return Err(Problem::new(
+                        header.name.span(),
+                        format!("routes[{i}].match.headers[{j}]: give exactly one of exact, regex, present, absent"),
+                    ));
+                }
+                if http::HeaderName::from_bytes(header.name.get_ref().as_bytes()).is_err() {
+                    return Err(Problem::new(
+                        header.name.span(),
+                        format!(
+                            "routes[{i}].match.headers[{j}].name: {:?} is not a valid header name",
+                            header.name.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(regex) = &header.regex {
+                    if let Err(e) = regex::Regex::new(regex.get_ref()) {
+                        // regex's message draws a caret over several lines; keep its last line.
+                        let text = e.to_string();
+                        let reason = text
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim_start_matches("error: ");
+                        return Err(Problem::new(
+                            regex.span(),
+                            format!("routes[{i}].match.headers[{j}].regex: invalid regex {:?}: {reason}", regex.get_ref()),
+                        ));
+                    }
+                }
+            }
+            if let Some(authority) = &route.authority {
+                if http::uri::Authority::try_from(authority.get_ref().as_str()).is_err() {
+                    return Err(Problem::new(
+                        authority.span(),
+                        format!(
+                            "routes[{i}].authority: {:?} is not a valid authority",
+                            authority.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if let Some(set) = &route.request_metadata.set {
+                for (key, value) in set.get_ref() {
+                    if !valid_metadata(key, value) {
+                        return Err(Problem::new(set.span(), format!("routes[{i}].request_metadata.set: {key:?} = {value:?} is not valid metadata")));
+                    }
+                }
+            }
+            if let Some(remove) = &route.request_metadata.remove {
+                for key in remove.get_ref() {
+                    if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+                        return Err(Problem::new(remove.span(), format!("routes[{i}].request_metadata.remove: {key:?} is not a valid metadata key")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_host_port(endpoint: &str) -> bool {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+fn valid_metadata(key: &str, value: &str) -> bool {
+    let Ok(name) = http::HeaderName::from_bytes(key.as_bytes()) else {
+        return false;
+    };
+    if name.as_str().starts_with("grpc-") || name.as_str().starts_with(':') {
+        return false;
+    }
+    http::HeaderValue::from_str(value).is_ok()
+}

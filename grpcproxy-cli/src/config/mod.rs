@@ -1,0 +1,63 @@
+//! The configuration file: TOML, strictly parsed (unknown fields are errors), then checked
+//! for what the types cannot say (references between sections, regexes, file paths).
+
+mod error;
+mod file;
+
+use std::path::{Path, PathBuf};
+
+pub(crate) use error::ConfigError;
+pub(crate) use file::*;
+
+/// A configuration that parsed and passed every check, with the text it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedConfig {
+    pub(crate) path: PathBuf,
+    pub(crate) config: Config,
+}
+
+/// Reads, parses and checks the configuration at `path`.
+pub(crate) fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let config = parse(path, &text)?;
+    Ok(LoadedConfig {
+        path: path.to_owned(),
+        config,
+    })
+}
+
+/// Parses and checks configuration text; `path` names it in errors.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let message = match e.span().and_then(|span| key_before(text, span.start)) {
+            Some(key) if !names_field(e.message()) => format!("{key}: {}", e.message()),
+            _ => e.message().to_owned(),
+        };
+        ConfigError::at(path, text, e.span(), message)
+    })?;
+    config
+        .check()
+        .map_err(|problem| ConfigError::at(path, text, problem.span, problem.message))?;
+    Ok(config)
+}
+
+/// The key of a `key = value` line whose value starts at `offset`, to name the field in
+/// serde's messages (which name the expected type, not the field).
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let before = &text[line_start..offset.min(text.len())];
+    let key = before.split('=').next()?.trim();
+    (before.contains('=') && !key.is_empty() && !key.contains(['{', '[', '"'])).then_some(key)
+}
+
+/// Whether serde's message already names the field.
+fn names_field(message: &str) -> bool {
+    ["unknown field", "missing field", "duplicate"]
+        .iter()
+        .any(|p| message.starts_with(p))
+}

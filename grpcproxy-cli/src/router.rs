@@ -1,0 +1,226 @@
+//! The binary's director: config routes, first match wins, each sending to a cluster.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcproxy::{CallInfo, StreamDirector, Target};
+use http::header::{HeaderName, HeaderValue};
+use http::uri::Authority;
+use regex::Regex;
+use tonic::Status;
+
+use crate::cluster::Cluster;
+use crate::config::{self, Config};
+
+/// Routes compiled from the configuration.
+#[derive(Debug)]
+pub(crate) struct Router {
+    routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+struct Route {
+    name: String,
+    service: Option<Regex>,
+    method: Option<String>,
+    path_prefix: Option<String>,
+    headers: Vec<(HeaderName, HeaderCondition)>,
+    cluster: Arc<Cluster>,
+    max_timeout: Option<Duration>,
+    default_timeout: Option<Duration>,
+    authority: Option<Authority>,
+    x_forwarded_for: bool,
+    set: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+#[derive(Debug)]
+enum HeaderCondition {
+    Exact(String),
+    Regex(Regex),
+    Present,
+    Absent,
+}
+
+impl Router {
+    /// Compiles the routes of a checked configuration.
+    pub(crate) fn build(config: &Config) -> anyhow::Result<Self> {
+        let mut clusters = HashMap::new();
+        for (name, cluster) in &config.clusters {
+            clusters.insert(
+                name.clone(),
+                Arc::new(Cluster::build(name, cluster, &config.limits)?),
+            );
+        }
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| Route::build(i, route, &clusters))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { routes })
+    }
+
+    fn route(&self, call: CallInfo) -> Result<Target, Status> {
+        let Some(route) = self.routes.iter().find(|r| r.matches(&call)) else {
+            return Err(Status::unimplemented(format!(
+                "no route matched {}",
+                call.method()
+            )));
+        };
+        Ok(route.target(call))
+    }
+}
+
+impl StreamDirector for Router {
+    fn direct(&self, call: CallInfo) -> impl Future<Output = Result<Target, Status>> + Send {
+        std::future::ready(self.route(call))
+    }
+}
+
+impl Route {
+    fn build(
+        index: usize,
+        route: &config::Route,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> anyhow::Result<Self> {
+        let m = &route.matches;
+        let headers = m
+            .headers
+            .iter()
+            .map(|h| {
+                let name = HeaderName::from_bytes(h.name.get_ref().as_bytes())?;
+                let condition = match (&h.exact, &h.regex, h.present, h.absent) {
+                    (Some(exact), ..) => HeaderCondition::Exact(exact.clone()),
+                    (_, Some(regex), ..) => HeaderCondition::Regex(Regex::new(regex.get_ref())?),
+                    (_, _, Some(true), _) | (_, _, _, Some(false)) => HeaderCondition::Present,
+                    _ => HeaderCondition::Absent,
+                };
+                Ok((name, condition))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let cluster = clusters
+            .get(route.cluster.get_ref())
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("unknown cluster {}", route.cluster.get_ref()))?;
+        Ok(Self {
+            name: route
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("route-{index}")),
+            service: m.service.as_ref().map(|s| glob(s.get_ref())).transpose()?,
+            method: m.method.clone(),
+            path_prefix: m.path_prefix.clone(),
+            headers,
+            cluster,
+            max_timeout: route.max_timeout,
+            default_timeout: route.default_timeout,
+            authority: route
+                .authority
+                .as_ref()
+                .map(|a| Authority::try_from(a.get_ref().as_str()))
+                .transpose()?,
+            x_forwarded_for: route.x_forwarded_for,
+            set: route
+                .request_metadata
+                .set
+                .iter()
+                .flat_map(|set| set.get_ref())
+                .map(|(k, v)| {
+                    Ok((
+                        HeaderName::from_bytes(k.as_bytes())?,
+                        HeaderValue::from_str(v)?,
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            remove: route
+                .request_metadata
+                .remove
+                .iter()
+                .flat_map(|remove| remove.get_ref())
+                .map(|k| HeaderName::from_bytes(k.as_bytes()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn matches(&self, call: &CallInfo) -> bool {
+        self.service
+            .as_ref()
+            .is_none_or(|re| re.is_match(call.service_name()))
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m == call.method_name())
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| call.method().starts_with(p))
+            && self.headers.iter().all(|(name, condition)| {
+                let value = call.metadata().as_ref().get(name);
+                match condition {
+                    HeaderCondition::Exact(exact) => {
+                        value.is_some_and(|v| v.as_bytes() == exact.as_bytes())
+                    }
+                    HeaderCondition::Regex(re) => value
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| re.is_match(v)),
+                    HeaderCondition::Present => value.is_some(),
+                    HeaderCondition::Absent => value.is_none(),
+                }
+            })
+    }
+
+    fn target(&self, mut call: CallInfo) -> Target {
+        let forwarded_for = self.x_forwarded_for.then(|| call.remote_addr()).flatten();
+        {
+            let headers = call.metadata_mut().as_mut();
+            for name in &self.remove {
+                headers.remove(name);
+            }
+            for (name, value) in &self.set {
+                headers.insert(name.clone(), value.clone());
+            }
+            if let Some(addr) = forwarded_for {
+                let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                    Some(existing) => format!("{existing}, {}", addr.ip()),
+                    None => addr.ip().to_string(),
+                };
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    headers.insert("x-forwarded-for", value);
+                }
+            }
+        }
+        let (endpoint, in_flight) = self.cluster.pick();
+        tracing::trace!(route = %self.name, cluster = %self.cluster.name, endpoint = endpoint.upstream.address(), "routed");
+        let mut target = call
+            .forward_to(endpoint.upstream.clone())
+            .timeout_limits(self.max_timeout, self.default_timeout)
+            .with_guard(in_flight);
+        if let Some(authority) = &self.authority {
+            target = target.authority(authority.clone());
+        }
+        target
+    }
+}
+
+/// A service-name pattern: `*` matches any run of characters, the rest is literal.
+fn glob(pattern: &str) -> Result<Regex, regex::Error> {
+    let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+    Regex::new(&format!("^{}$", parts.join(".*")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob("shop.*").unwrap().is_match("shop.Users"));
+        assert!(!glob("shop.*").unwrap().is_match("shopX.Users"));
+        assert!(glob("*.Health").unwrap().is_match("grpc.health.v1.Health"));
+        assert!(glob("a.B").unwrap().is_match("a.B"));
+        assert!(!glob("a.B").unwrap().is_match("a.BC"));
+    }
+}

@@ -1,0 +1,111 @@
+//! `grpcproxy check-config FILE`: the example passes; bad files exit 2 naming file, line and
+//! field, with the exact message.
+
+mod support;
+
+use std::process::Command;
+
+const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
+const CLUSTER: &str = "[clusters.a]\nendpoints = [\"127.0.0.1:1\"]\n";
+
+fn check(path: &str) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(["check-config", path])
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../grpcproxy.example.toml");
+    let (code, stdout, stderr) = check(example);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.ends_with("grpcproxy.example.toml: ok\n"), "{stdout}");
+}
+
+#[test]
+fn bad_files_are_rejected_with_exact_messages() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "listenrs = []\n".into(),
+            "1:1: unknown field `listenrs`, expected one of `server`, `limits`, `listeners`, `routes`, `clusters`",
+        ),
+        ("[server]\ndrain_timeout = \"30s\"\n".into(), "1:1: missing field `listeners`"),
+        ("listeners = []\n".into(), "1:13: listeners: at least one listener is needed"),
+        (
+            format!("{LISTENER}[server]\ndrain_timeout = \"5 parsecs\"\n"),
+            "4:17: drain_timeout: invalid value: string \"5 parsecs\", expected a duration",
+        ),
+        (format!("{LISTENER}[[listeners]]\naddress = \"localhost\"\n"), "4:11: address: invalid socket address syntax"),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"b\"\n"),
+            "6:11: routes[0].cluster: no cluster named \"b\" (defined: a)",
+        ),
+        (
+            format!("{LISTENER}[[routes]]\ncluster = \"b\"\n"),
+            "4:11: routes[0].cluster: no cluster named \"b\" (none are defined)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmatch.headers = [{{ name = \"x-a\", exact = \"1\", present = true }}]\n"),
+            "7:27: routes[0].match.headers[0]: give exactly one of exact, regex, present, absent",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmatch.headers = [{{ name = \"x-a\", regex = \"(unclosed\" }}]\n"),
+            "7:42: routes[0].match.headers[0].regex: invalid regex \"(unclosed\": unclosed group",
+        ),
+        (
+            format!("{LISTENER}[clusters.a]\nendpoints = [\"backend.internal\"]\n"),
+            "4:13: clusters.a.endpoints: \"backend.internal\" is not host:port",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}balance = \"random\"\n"),
+            "5:11: balance: unknown variant `random`, expected `p2c` or `round_robin`",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}tls.cert = \"c.pem\"\n"),
+            "5:1: clusters.a.tls: cert and key go together",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nrequest_metadata.set = {{ \"grpc-timeout\" = \"1S\" }}\n"),
+            "7:24: routes[0].request_metadata.set: \"grpc-timeout\" = \"1S\" is not valid metadata",
+        ),
+        (
+            format!("{LISTENER}[limits]\nmax_concurrent_streams = -1\n"),
+            "4:26: max_concurrent_streams: invalid value: integer `-1`, expected u32",
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = support::write_config(&text);
+        let path = file.path().to_str().unwrap();
+        let (code, stdout, stderr) = check(path);
+        assert_eq!(code, Some(2), "{text}\n{stderr}");
+        assert!(stdout.is_empty());
+        assert_eq!(
+            stderr,
+            format!("grpcproxy: {path}:{expected}\n"),
+            "for:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let (code, _, stderr) = check("/nonexistent/grpcproxy.toml");
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr, "grpcproxy: /nonexistent/grpcproxy.toml: cannot read: No such file or directory (os error 2)\n");
+}
+
+#[test]
+fn a_bad_config_given_to_run_also_exits_2() {
+    let file = support::write_config("listeners = []\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(["--config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

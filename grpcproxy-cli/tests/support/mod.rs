@@ -1,0 +1,105 @@
+//! Starting the built `grpcproxy` binary and reading its log.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The running binary; killed if a test ends before it stops.
+pub struct Proxy {
+    pub child: Child,
+    /// Addresses it logged as listening, in order.
+    pub listening: Vec<SocketAddr>,
+    pub logs: mpsc::Receiver<String>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` and waits until it logged `listeners` listening addresses.
+pub fn start(args: &[&str], listeners: usize) -> Proxy {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(args)
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the grpcproxy binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, logs) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut proxy = Proxy {
+        child,
+        listening: Vec::new(),
+        logs,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.listening.len() < listeners {
+        assert!(
+            Instant::now() < deadline,
+            "grpcproxy did not log its listeners within 10 s"
+        );
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            panic!("grpcproxy exited early: {status:?}");
+        }
+        let Ok(line) = proxy.logs.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        if line.contains("grpcproxy listening") {
+            let start = line
+                .find("\"listen\":\"")
+                .expect("the listen address is logged")
+                + 10;
+            let end = start + line[start..].find('"').unwrap();
+            proxy.listening.push(line[start..end].parse().unwrap());
+        }
+    }
+    proxy
+}
+
+/// Writes a config file and starts the binary with it.
+pub fn start_with_config(config: &str, listeners: usize) -> (Proxy, tempfile::NamedTempFile) {
+    let file = write_config(config);
+    let proxy = start(&["--config", file.path().to_str().unwrap()], listeners);
+    (proxy, file)
+}
+
+pub fn write_config(config: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut file, config.as_bytes()).unwrap();
+    file
+}
+
+pub fn sigterm(proxy: &Proxy) {
+    let status = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_exit(proxy: &mut Proxy, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grpcproxy did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
