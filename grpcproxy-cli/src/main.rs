@@ -72,7 +72,13 @@ fn main() -> std::process::ExitCode {
     // A bad configuration file exits 2, like a usage error, naming file, line and field.
     let loaded = match (&cli.command, &cli.config) {
         (Some(Command::CheckConfig { file }), _) | (None, Some(file)) => match config::load(file) {
-            Ok(loaded) => Some(loaded),
+            Ok(loaded) => match run::prepare(&loaded) {
+                Ok(prepared) => Some((loaded, prepared)),
+                Err(e) => {
+                    eprintln!("grpcproxy: {}: {e:#}", file.display());
+                    return std::process::ExitCode::from(2);
+                }
+            },
             Err(e) => {
                 eprintln!("grpcproxy: {e}");
                 return std::process::ExitCode::from(2);
@@ -87,7 +93,7 @@ fn main() -> std::process::ExitCode {
                 println!("{}: ok", file.display());
                 Ok(())
             }
-            (None, _, _, Some(loaded)) => run::run(loaded).await,
+            (None, _, _, Some((loaded, prepared))) => run::run(loaded, prepared).await,
             (None, Some(listen), Some(to), None) => quick::run(listen, &to).await,
             _ => {
                 use clap::CommandFactory;

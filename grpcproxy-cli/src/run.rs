@@ -1,5 +1,7 @@
 //! Running from a configuration file: listeners, routes and clusters, drain on signal.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use grpcproxy::mq::NoQueue;
 use grpcproxy::server::{self, ServerOptions};
@@ -8,9 +10,50 @@ use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 use crate::config::LoadedConfig;
 use crate::router::Router;
 
-pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<()> {
+/// Everything built from a configuration before anything binds: what can fail on files
+/// (certificates, keys) fails here, so `check-config` catches it too.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    router: Router,
+    listener_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+}
+
+pub(crate) fn prepare(loaded: &LoadedConfig) -> anyhow::Result<Prepared> {
     let config = &loaded.config;
     let router = Router::build(config)?;
+    let listener_tls = config
+        .listeners
+        .get_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            listener
+                .tls
+                .as_ref()
+                .map(|tls| {
+                    let read = |path: &str| {
+                        std::fs::read(path)
+                            .with_context(|| format!("listeners[{i}].tls: cannot read {path}"))
+                    };
+                    let client_ca = tls.client_ca.as_deref().map(read).transpose()?;
+                    server::tls_config(&read(&tls.cert)?, &read(&tls.key)?, client_ca.as_deref())
+                        .with_context(|| format!("listeners[{i}].tls"))
+                })
+                .transpose()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Prepared {
+        router,
+        listener_tls,
+    })
+}
+
+pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Result<()> {
+    let config = &loaded.config;
+    let Prepared {
+        router,
+        listener_tls,
+    } = prepared;
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
         ..ProxyOptions::default()
@@ -28,25 +71,25 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<()> {
         preface_timeout: limits.handshake_timeout,
         drain_timeout: config.server.drain_timeout,
         max_connections: limits.max_connections,
+        tls: None,
     };
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for listener in config.listeners.get_ref() {
+    for (listener, tls) in config.listeners.get_ref().iter().zip(listener_tls) {
         let socket = tokio::net::TcpListener::bind(listener.address)
             .await
             .with_context(|| format!("cannot listen on {}", listener.address))?;
         let local = socket.local_addr()?;
-        tracing::info!(listen = %local, config = %loaded.path.display(), "grpcproxy listening");
+        tracing::info!(listen = %local, tls = tls.is_some(), config = %loaded.path.display(), "grpcproxy listening");
         let mut stopped = stopped.clone();
-        servers.spawn(server::serve(
-            socket,
-            proxy.clone(),
-            server_options.clone(),
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            },
-        ));
+        let options = ServerOptions {
+            tls,
+            ..server_options.clone()
+        };
+        servers.spawn(server::serve(socket, proxy.clone(), options, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
     }
     crate::quick::shutdown_signal().await;
     let _ = stop.send(true);

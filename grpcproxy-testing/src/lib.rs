@@ -2,6 +2,7 @@
 //! a scripted raw HTTP/2 backend, and a raw HTTP/2 client that sees exact bytes.
 
 pub mod ping;
+pub mod pki;
 pub mod raw;
 pub mod serve;
 pub mod trailers;

@@ -50,6 +50,7 @@ pub mod mq;
 mod proxy;
 mod register;
 pub mod server;
+mod server_tls;
 mod settings;
 pub mod status;
 mod upstream;

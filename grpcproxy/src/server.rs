@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use tower_service::Service;
 
 use crate::body::BoxError;
 use crate::{ConnectionInfo, Http2Settings};
+
+pub use crate::server_tls::{tls_config, ServerTlsError};
 
 /// The HTTP/2 client connection preface every h2 client starts with.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,6 +47,8 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Client connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Terminate TLS with this configuration (see [`tls_config`]); `None`: cleartext h2c.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +59,7 @@ impl Default for ServerOptions {
             preface_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            tls: None,
         }
     }
 }
@@ -62,8 +68,10 @@ impl Default for ServerOptions {
 /// `listener` until `shutdown` completes, then stops accepting, sends GOAWAY, and lets
 /// in-flight calls finish for up to [`ServerOptions::drain_timeout`].
 ///
-/// Every request carries a [`ConnectionInfo`] extension. A client that speaks HTTP/1 gets
-/// a `505 HTTP Version Not Supported` answer.
+/// Every request carries a [`ConnectionInfo`] extension (with the client's certificates
+/// over mutual TLS). On a cleartext listener, a client that speaks HTTP/1 gets a
+/// `505 HTTP Version Not Supported` answer; a TLS listener offers only ALPN `h2`. The
+/// preface or TLS handshake must finish within [`ServerOptions::preface_timeout`].
 ///
 /// ```no_run
 /// use grpcproxy::{mq::NoQueue, server, SingleUpstream, TransparentProxy, Upstream};
@@ -133,23 +141,19 @@ where
             local_addr: Some(local_addr),
             peer_certificates: None,
         };
-        let builder = builder.clone();
-        let service = WithConnectionInfo {
-            inner: service.clone(),
+        let connection = Connection {
+            builder: builder.clone(),
+            service: service.clone(),
             info,
+            watcher: graceful.watcher(),
+            handshake_timeout: options.preface_timeout,
         };
-        let watcher = graceful.watcher();
-        let preface_timeout = options.preface_timeout;
+        let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             let _permit = permit;
-            match tokio::time::timeout(preface_timeout, starts_with_preface(&stream)).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => return answer_http1(stream).await,
-                Ok(Err(_)) | Err(_) => return,
-            }
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(peer = %remote_addr, error = %e, "client connection ended with an error");
+            match tls {
+                None => connection.serve_cleartext(stream).await,
+                Some(acceptor) => connection.serve_tls(acceptor, stream).await,
             }
         });
     }
@@ -161,6 +165,69 @@ where
         }
     }
     Ok(())
+}
+
+/// One accepted client connection, about to be served.
+struct Connection<S> {
+    builder: http2::Builder<TokioExecutor>,
+    service: S,
+    info: ConnectionInfo,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: Duration,
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn serve_cleartext(self, stream: TcpStream) {
+        match tokio::time::timeout(self.handshake_timeout, starts_with_preface(&stream)).await {
+            Ok(Ok(true)) => self.serve(stream).await,
+            Ok(Ok(false)) => answer_http1(stream).await,
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+
+    async fn serve_tls(mut self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
+        let peer = self.info.remote_addr;
+        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = ?peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if let Some(chain) = tls.get_ref().1.peer_certificates() {
+            self.info.peer_certificates = Some(Arc::new(chain.to_vec()));
+        }
+        self.serve(tls).await;
+    }
+
+    async fn serve<T>(self, io: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let peer = self.info.remote_addr;
+        let service = WithConnectionInfo {
+            inner: self.service,
+            info: self.info,
+        };
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!(peer = ?peer, error = %e, "client connection ended with an error");
+        }
+    }
 }
 
 /// Waits until the first bytes tell HTTP/2 from anything else.

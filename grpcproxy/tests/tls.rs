@@ -8,48 +8,22 @@ use grpcproxy::mq::NoQueue;
 use grpcproxy::{CallInfo, ProxyRoutes, SingleUpstream, TransparentProxy, Upstream};
 use grpcproxy_testing::pb::test_service_client::TestServiceClient;
 use grpcproxy_testing::pb::PingRequest;
+use grpcproxy_testing::pki::TestPki as Pki;
 use grpcproxy_testing::serve::{ping_client, ping_server};
 use grpcproxy_testing::{PingService, TestServer};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::Code;
-
-struct Pki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "grpcproxy test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>, cn: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    Pki {
-        ca_pem: ca.pem(),
-        server: leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost"),
-        client: leaf(vec!["client.test".into()], "client.test"),
-    }
-}
 
 /// The ping service over TLS, optionally requiring a client certificate from `pki`'s CA.
 async fn tls_backend(
     pki: &Pki,
     require_client_cert: bool,
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.0, &pki.server.1));
+    let mut tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.cert, &pki.server.key));
     if require_client_cert {
-        tls = tls.client_ca_root(Certificate::from_pem(&pki.ca_pem));
+        tls = tls.client_ca_root(Certificate::from_pem(&pki.ca));
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -79,11 +53,11 @@ async fn ping_through(upstream: Upstream) -> Result<String, tonic::Status> {
 
 #[tokio::test]
 async fn https_upstream_with_custom_ca_and_sni() {
-    let pki = pki();
+    let pki = Pki::generate();
     let (addr, task) = tls_backend(&pki, false).await;
     let upstream = Upstream::builder(&format!("https://{addr}"))
         .unwrap()
-        .ca_certificates_pem(pki.ca_pem.as_bytes())
+        .ca_certificates_pem(pki.ca.as_bytes())
         .unwrap()
         .server_name("localhost")
         .unwrap()
@@ -95,12 +69,12 @@ async fn https_upstream_with_custom_ca_and_sni() {
 
 #[tokio::test]
 async fn untrusted_backend_certificate_is_unavailable_naming_tls() {
-    let pki = pki();
-    let other = self::pki();
+    let pki = Pki::generate();
+    let other = Pki::generate();
     let (addr, task) = tls_backend(&pki, false).await;
     let upstream = Upstream::builder(&format!("https://{addr}"))
         .unwrap()
-        .ca_certificates_pem(other.ca_pem.as_bytes())
+        .ca_certificates_pem(other.ca.as_bytes())
         .unwrap()
         .build()
         .unwrap();
@@ -123,19 +97,19 @@ async fn untrusted_backend_certificate_is_unavailable_naming_tls() {
 
 #[tokio::test]
 async fn mutual_tls_needs_the_client_identity() {
-    let pki = pki();
+    let pki = Pki::generate();
     let (addr, task) = tls_backend(&pki, true).await;
     let builder = || {
         Upstream::builder(&format!("https://{addr}"))
             .unwrap()
-            .ca_certificates_pem(pki.ca_pem.as_bytes())
+            .ca_certificates_pem(pki.ca.as_bytes())
             .unwrap()
     };
     let without = ping_through(builder().build().unwrap()).await.unwrap_err();
     assert_eq!(without.code(), Code::Unavailable, "{without:?}");
 
     let with = builder()
-        .client_identity_pem(pki.client.0.as_bytes(), pki.client.1.as_bytes())
+        .client_identity_pem(pki.client.cert.as_bytes(), pki.client.key.as_bytes())
         .unwrap()
         .build()
         .unwrap();
@@ -145,7 +119,7 @@ async fn mutual_tls_needs_the_client_identity() {
 
 #[tokio::test]
 async fn director_sees_the_client_tls_certificate() {
-    let pki = pki();
+    let pki = Pki::generate();
     let (backend, _service) = grpcproxy_testing::serve::ping_backend().await;
     let upstream = Upstream::new(&backend.url()).unwrap();
     let seen = Arc::new(Mutex::new(None));
@@ -162,8 +136,8 @@ async fn director_sees_the_client_tls_certificate() {
     };
     let proxy = TransparentProxy::new(NoQueue, director);
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
-        .client_ca_root(Certificate::from_pem(&pki.ca_pem));
+        .identity(Identity::from_pem(&pki.server.cert, &pki.server.key))
+        .client_ca_root(Certificate::from_pem(&pki.ca));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(
@@ -177,8 +151,8 @@ async fn director_sees_the_client_tls_certificate() {
         .unwrap()
         .tls_config(
             ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-                .identity(Identity::from_pem(&pki.client.0, &pki.client.1))
+                .ca_certificate(Certificate::from_pem(&pki.ca))
+                .identity(Identity::from_pem(&pki.client.cert, &pki.client.key))
                 .domain_name("localhost"),
         )
         .unwrap()

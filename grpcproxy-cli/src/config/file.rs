@@ -84,6 +84,20 @@ impl Default for Limits {
 pub(crate) struct Listener {
     /// `ip:port`; port 0 picks a free port (logged at start).
     pub(crate) address: SocketAddr,
+    /// Terminate TLS here (ALPN h2). Without it: cleartext HTTP/2 (h2c).
+    pub(crate) tls: Option<ListenerTls>,
+}
+
+/// TLS on a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub(crate) cert: String,
+    /// PEM private key.
+    pub(crate) key: String,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    pub(crate) client_ca: Option<String>,
 }
 
 /// `[[routes]]`: the first route whose match fits the call sends it to its cluster.
