@@ -83,6 +83,11 @@ impl Cluster {
         })
     }
 
+    /// The cluster's endpoints.
+    pub(crate) fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
     /// Picks the endpoint for one call and counts the call in flight there.
     pub(crate) fn pick(&self) -> (&Endpoint, InFlight) {
         let n = self.endpoints.len();

@@ -1,5 +1,6 @@
 //! The `grpcproxy` binary: wires configuration to the grpcproxy library.
 
+mod admin;
 mod cluster;
 mod config;
 mod demo;
@@ -7,6 +8,7 @@ mod logging;
 mod quick;
 mod router;
 mod run;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::{CallInfo, StreamDirector, Target};
+use grpcproxy::{CallInfo, SharedObserver, StreamDirector, Target};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use regex::Regex;
@@ -13,11 +13,13 @@ use tonic::Status;
 
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
+use crate::telemetry::{AccessLog, RouteObserver, Telemetry};
 
 /// Routes compiled from the configuration.
 #[derive(Debug)]
 pub(crate) struct Router {
     routes: Vec<Route>,
+    telemetry: Arc<Telemetry>,
 }
 
 #[derive(Debug)]
@@ -28,6 +30,7 @@ struct Route {
     path_prefix: Option<String>,
     headers: Vec<(HeaderName, HeaderCondition)>,
     cluster: Arc<Cluster>,
+    observer: SharedObserver,
     max_timeout: Option<Duration>,
     default_timeout: Option<Duration>,
     authority: Option<Authority>,
@@ -46,7 +49,7 @@ enum HeaderCondition {
 
 impl Router {
     /// Compiles the routes of a checked configuration.
-    pub(crate) fn build(config: &Config) -> anyhow::Result<Self> {
+    pub(crate) fn build(config: &Config, access_log: Option<AccessLog>) -> anyhow::Result<Self> {
         let mut clusters = HashMap::new();
         for (name, cluster) in &config.clusters {
             clusters.insert(
@@ -54,17 +57,27 @@ impl Router {
                 Arc::new(Cluster::build(name, cluster, &config.limits)?),
             );
         }
+        let telemetry = Arc::new(Telemetry::new(
+            clusters.values().cloned().collect(),
+            access_log,
+        ));
         let routes = config
             .routes
             .iter()
             .enumerate()
-            .map(|(i, route)| Route::build(i, route, &clusters))
+            .map(|(i, route)| Route::build(i, route, &clusters, &telemetry))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { routes })
+        Ok(Self { routes, telemetry })
+    }
+
+    /// The metrics and access log the routes report to.
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     fn route(&self, call: CallInfo) -> Result<Target, Status> {
         let Some(route) = self.routes.iter().find(|r| r.matches(&call)) else {
+            self.telemetry.unrouted(call.method());
             return Err(Status::unimplemented(format!(
                 "no route matched {}",
                 call.method()
@@ -85,6 +98,7 @@ impl Route {
         index: usize,
         route: &config::Route,
         clusters: &HashMap<String, Arc<Cluster>>,
+        telemetry: &Arc<Telemetry>,
     ) -> anyhow::Result<Self> {
         let m = &route.matches;
         let headers = m
@@ -105,11 +119,18 @@ impl Route {
             .get(route.cluster.get_ref())
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("unknown cluster {}", route.cluster.get_ref()))?;
+        let name = route
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("route-{index}"));
+        let observer: SharedObserver = Arc::new(RouteObserver {
+            telemetry: telemetry.clone(),
+            route: name.clone(),
+            cluster: cluster.name.clone(),
+        });
         Ok(Self {
-            name: route
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("route-{index}")),
+            name,
+            observer,
             service: m.service.as_ref().map(|s| glob(s.get_ref())).transpose()?,
             method: m.method.clone(),
             path_prefix: m.path_prefix.clone(),
@@ -197,7 +218,8 @@ impl Route {
         let mut target = call
             .forward_to(endpoint.upstream.clone())
             .timeout_limits(self.max_timeout, self.default_timeout)
-            .with_guard(in_flight);
+            .with_guard(in_flight)
+            .with_observer(self.observer.clone());
         if let Some(authority) = &self.authority {
             target = target.authority(authority.clone());
         }

@@ -1,5 +1,6 @@
 //! Running from a configuration file: listeners, routes and clusters, drain on signal.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -7,8 +8,10 @@ use grpcproxy::mq::NoQueue;
 use grpcproxy::server::{self, ServerOptions};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 
+use crate::admin::{self, AdminState};
 use crate::config::LoadedConfig;
 use crate::router::Router;
+use crate::telemetry::AccessLog;
 
 /// Everything built from a configuration before anything binds: what can fail on files
 /// (certificates, keys) fails here, so `check-config` catches it too.
@@ -20,7 +23,15 @@ pub(crate) struct Prepared {
 
 pub(crate) fn prepare(loaded: &LoadedConfig) -> anyhow::Result<Prepared> {
     let config = &loaded.config;
-    let router = Router::build(config)?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|log| {
+            AccessLog::open(&log.path)
+                .with_context(|| format!("access_log: cannot open {}", log.path))
+        })
+        .transpose()?;
+    let router = Router::build(config, access_log)?;
     let listener_tls = config
         .listeners
         .get_ref()
@@ -54,6 +65,7 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         router,
         listener_tls,
     } = prepared;
+    let telemetry = router.telemetry().clone();
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
         ..ProxyOptions::default()
@@ -74,6 +86,21 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         tls: None,
     };
 
+    let admin = match &config.admin {
+        Some(admin) => {
+            let listener = admin::bind(admin.address).await?;
+            let state = Arc::new(AdminState {
+                telemetry,
+                stats: proxy.stats().clone(),
+                config_toml: config.redacted_toml(),
+                draining: AtomicBool::new(false),
+            });
+            tokio::spawn(admin::serve(listener, state.clone()));
+            Some(state)
+        }
+        None => None,
+    };
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for (listener, tls) in config.listeners.get_ref().iter().zip(listener_tls) {
@@ -92,6 +119,9 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         }));
     }
     crate::quick::shutdown_signal().await;
+    if let Some(admin) = &admin {
+        admin.draining.store(true, Ordering::Release);
+    }
     let _ = stop.send(true);
     while let Some(result) = servers.join_next().await {
         result??;

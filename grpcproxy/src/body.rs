@@ -149,11 +149,14 @@ where
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(limit), Some(data)) = (this.limit.as_mut(), frame.data_ref()) {
-                    if limit.exceeded_by(data) {
-                        this.call.abort(AbortReason::RequestTooLarge);
-                        return Poll::Ready(Some(Err(aborted(AbortReason::RequestTooLarge))));
+                if let Some(data) = frame.data_ref() {
+                    if let Some(limit) = this.limit.as_mut() {
+                        if limit.exceeded_by(data) {
+                            this.call.abort(AbortReason::RequestTooLarge);
+                            return Poll::Ready(Some(Err(aborted(AbortReason::RequestTooLarge))));
+                        }
                     }
+                    this.call.add_request_bytes(data.len());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -259,6 +262,15 @@ fn finish(upstream: &mut Option<UpstreamBody>, guard: &mut Option<ResponseGuard>
     *guard = None;
 }
 
+/// Ends the response with `status` in trailers, recording it for the observer.
+fn end_with(
+    call: &CallState,
+    status: Status,
+) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+    call.set_status(status.code());
+    trailers(status)
+}
+
 fn trailers(status: Status) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
     // tonic renders grpc-status, the percent-encoded grpc-message, details and metadata.
     let mut trailers: HeaderMap = status.into_http::<()>().into_parts().0.headers;
@@ -283,24 +295,39 @@ impl Body for ResponseBody {
         };
         if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
             if deadline.poll(cx).is_ready() {
-                let guard = this.guard.as_ref().expect("a forwarding body has a guard");
-                guard.call.abort(AbortReason::Deadline);
+                let call = this
+                    .guard
+                    .as_ref()
+                    .expect("a forwarding body has a guard")
+                    .call
+                    .clone();
+                call.abort(AbortReason::Deadline);
                 finish(this.upstream, this.guard, false);
-                return trailers(abort_status(AbortReason::Deadline, None));
+                return end_with(&call, abort_status(AbortReason::Deadline, None));
             }
         }
         match Pin::new(upstream).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(limit), Some(data)) = (this.limit.as_mut(), frame.data_ref()) {
-                    if limit.exceeded_by(data) {
-                        let max = limit.max;
-                        let guard = this.guard.as_ref().expect("a forwarding body has a guard");
-                        guard.call.abort(AbortReason::ResponseTooLarge);
-                        finish(this.upstream, this.guard, false);
-                        return trailers(abort_status(AbortReason::ResponseTooLarge, Some(max)));
+                let call = &this
+                    .guard
+                    .as_ref()
+                    .expect("a forwarding body has a guard")
+                    .call;
+                if let Some(data) = frame.data_ref() {
+                    if let Some(limit) = this.limit.as_mut() {
+                        if limit.exceeded_by(data) {
+                            let (max, call) = (limit.max, call.clone());
+                            call.abort(AbortReason::ResponseTooLarge);
+                            finish(this.upstream, this.guard, false);
+                            return end_with(
+                                &call,
+                                abort_status(AbortReason::ResponseTooLarge, Some(max)),
+                            );
+                        }
                     }
-                }
-                if frame.is_trailers() {
+                    call.add_response_bytes(data.len());
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    call.set_status_from(trailers);
                     finish(this.upstream, this.guard, true);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -315,8 +342,9 @@ impl Body for ResponseBody {
                     }
                 };
                 tracing::debug!(code = ?status.code(), message = status.message(), "backend stream failed");
+                let call = guard.call.clone();
                 finish(this.upstream, this.guard, false);
-                trailers(status)
+                end_with(&call, status)
             }
             Poll::Ready(None) => {
                 finish(this.upstream, this.guard, true);

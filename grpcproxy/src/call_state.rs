@@ -1,7 +1,9 @@
 //! State shared by the two halves of one proxied call, and the proxy's live-call gauge.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use atomic_waker::AtomicWaker;
 use tonic::Status;
@@ -53,8 +55,32 @@ pub(crate) struct CallState {
     stats: Arc<ProxyStats>,
     /// The director's guard ([`Target::with_guard`](crate::Target::with_guard)), dropped
     /// with the call.
-    guard: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    guard: OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    /// What the observer is told when the call is over.
+    record: OnceLock<Observed>,
+    status: AtomicI32,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
 }
+
+/// The parts of a [`CallRecord`](crate::CallRecord) known once the director has answered.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    pub(crate) observer: crate::SharedObserver,
+    pub(crate) method: http::uri::PathAndQuery,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) started: SystemTime,
+    pub(crate) started_at: Instant,
+}
+
+impl std::fmt::Debug for dyn crate::CallObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallObserver")
+    }
+}
+
+const NO_STATUS: i32 = -1;
 
 impl CallState {
     pub(crate) fn start(stats: &Arc<ProxyStats>) -> Arc<Self> {
@@ -64,8 +90,50 @@ impl CallState {
             abort: AtomicU8::new(0),
             request_waker: AtomicWaker::new(),
             stats: stats.clone(),
-            guard: std::sync::OnceLock::new(),
+            guard: OnceLock::new(),
+            record: OnceLock::new(),
+            status: AtomicI32::new(NO_STATUS),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Reports the call to `observed.observer` when it is over.
+    pub(crate) fn observe(&self, observed: Observed) {
+        let _ = self.record.set(observed);
+    }
+
+    /// Records the status the client gets (the first one recorded wins).
+    pub(crate) fn set_status(&self, code: tonic::Code) {
+        let _ = self.status.compare_exchange(
+            NO_STATUS,
+            code as i32,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    pub(crate) fn add_request_bytes(&self, n: usize) {
+        if self.record.get().is_some() {
+            self.request_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn add_response_bytes(&self, n: usize) {
+        if self.record.get().is_some() {
+            self.response_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the `grpc-status` in trailers (or trailers-only headers), if any.
+    pub(crate) fn set_status_from(&self, headers: &http::HeaderMap) {
+        if let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            self.set_status(tonic::Code::from_i32(code));
+        }
     }
 
     /// Holds `guard` until the call is over.
@@ -99,6 +167,22 @@ impl CallState {
 
 impl Drop for CallState {
     fn drop(&mut self) {
+        if let Some(observed) = self.record.get() {
+            let status = match self.status.load(Ordering::Acquire) {
+                NO_STATUS => tonic::Code::Cancelled,
+                code => tonic::Code::from_i32(code),
+            };
+            observed.observer.call_ended(&crate::CallRecord {
+                method: observed.method.path(),
+                peer: observed.peer,
+                backend: &observed.backend,
+                grpc_status: status,
+                started: observed.started,
+                duration: observed.started_at.elapsed(),
+                request_bytes: self.request_bytes.load(Ordering::Relaxed),
+                response_bytes: self.response_bytes.load(Ordering::Relaxed),
+            });
+        }
         self.stats.live.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -29,12 +29,25 @@ pub struct Target {
 }
 
 /// Per-call settings a director may set on its [`Target`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct CallOverrides {
     pub(crate) max_timeout: Option<Duration>,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) authority: Option<Authority>,
     pub(crate) guard: Option<Box<dyn Any + Send + Sync>>,
+    pub(crate) observer: Option<crate::SharedObserver>,
+}
+
+impl std::fmt::Debug for CallOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOverrides")
+            .field("max_timeout", &self.max_timeout)
+            .field("default_timeout", &self.default_timeout)
+            .field("authority", &self.authority)
+            .field("guard", &self.guard.is_some())
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Target {
@@ -89,6 +102,12 @@ impl Target {
     /// ```
     pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
         self.overrides.guard = Some(Box::new(guard));
+        self
+    }
+
+    /// Tells `observer` about the call when it is over: status, duration, bytes, backend.
+    pub fn with_observer(mut self, observer: crate::SharedObserver) -> Self {
+        self.overrides.observer = Some(observer);
         self
     }
 

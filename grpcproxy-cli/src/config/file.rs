@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::error::Problem;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     #[serde(default)]
@@ -22,10 +22,30 @@ pub(crate) struct Config {
     pub(crate) routes: Vec<Route>,
     #[serde(default)]
     pub(crate) clusters: BTreeMap<String, Cluster>,
+    /// The admin HTTP listener (metrics, health, config); none if absent.
+    pub(crate) admin: Option<Admin>,
+    /// The JSON-lines access log; off if absent.
+    pub(crate) access_log: Option<AccessLogConfig>,
+}
+
+/// `[admin]`: the operator's HTTP/1.1 endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    /// `ip:port` serving `/metrics`, `/healthz`, `/ready` and `/config`.
+    pub(crate) address: SocketAddr,
+}
+
+/// `[access_log]`: one JSON line per call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLogConfig {
+    /// A file to append to, or `-` for standard output.
+    pub(crate) path: String,
 }
 
 /// `[server]`: process-wide behaviour.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Server {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
@@ -42,7 +62,7 @@ impl Default for Server {
 }
 
 /// `[limits]`: protections for the proxy and its backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Limits {
     /// Largest message in either direction, in bytes (`RESOURCE_EXHAUSTED` beyond).
@@ -79,7 +99,7 @@ impl Default for Limits {
 }
 
 /// `[[listeners]]`: where clients connect.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
     /// `ip:port`; port 0 picks a free port (logged at start).
@@ -89,7 +109,7 @@ pub(crate) struct Listener {
 }
 
 /// TLS on a listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListenerTls {
     /// PEM certificate chain, leaf first.
@@ -101,7 +121,7 @@ pub(crate) struct ListenerTls {
 }
 
 /// `[[routes]]`: the first route whose match fits the call sends it to its cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Route {
     /// A name for logs and metrics (default: `route-N`).
@@ -126,7 +146,7 @@ pub(crate) struct Route {
 }
 
 /// What a route matches; every given condition must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteMatch {
     /// Service name, exact or with `*` wildcards (`shop.*`).
@@ -140,7 +160,7 @@ pub(crate) struct RouteMatch {
 }
 
 /// A condition on one request header: exactly one of `exact`, `regex`, `present`, `absent`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HeaderMatch {
     pub(crate) name: Spanned<String>,
@@ -151,7 +171,7 @@ pub(crate) struct HeaderMatch {
 }
 
 /// Request metadata edits a route applies before forwarding.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MetadataEdits {
     /// Entries to add or replace.
@@ -161,7 +181,7 @@ pub(crate) struct MetadataEdits {
 }
 
 /// Load balancing across a cluster's endpoints.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Balance {
     /// Power of two random choices, on in-flight calls.
@@ -172,7 +192,7 @@ pub(crate) enum Balance {
 }
 
 /// `[clusters.NAME]`: a set of equivalent backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cluster {
     /// `host:port` of every endpoint.
@@ -196,7 +216,7 @@ fn five_seconds() -> Duration {
 }
 
 /// TLS towards a cluster's endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClusterTls {
     /// PEM CA bundle to verify endpoints with (default: the system's roots).
@@ -210,6 +230,33 @@ pub(crate) struct ClusterTls {
 }
 
 impl Config {
+    /// The configuration as TOML with secrets (key paths, metadata values) redacted.
+    pub(crate) fn redacted_toml(&self) -> String {
+        const REDACTED: &str = "<redacted>";
+        let mut config = self.clone();
+        for listener in config.listeners.get_mut() {
+            if let Some(tls) = &mut listener.tls {
+                tls.key = REDACTED.into();
+            }
+        }
+        for cluster in config.clusters.values_mut() {
+            if let Some(tls) = &mut cluster.tls {
+                if let Some(key) = &mut tls.get_mut().key {
+                    *key = REDACTED.into();
+                }
+            }
+        }
+        for route in &mut config.routes {
+            if let Some(set) = &mut route.request_metadata.set {
+                set.get_mut()
+                    .values_mut()
+                    .for_each(|v| *v = REDACTED.into());
+            }
+        }
+        toml::to_string(&config)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+
     /// The checks serde cannot make.
     pub(crate) fn check(&self) -> Result<(), Problem> {
         if self.listeners.get_ref().is_empty() {

@@ -12,6 +12,8 @@ pub struct Proxy {
     pub child: Child,
     /// Addresses it logged as listening, in order.
     pub listening: Vec<SocketAddr>,
+    /// The admin listener's address, if it has one.
+    pub admin: Option<SocketAddr>,
     pub logs: mpsc::Receiver<String>,
 }
 
@@ -43,6 +45,7 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
     let mut proxy = Proxy {
         child,
         listening: Vec::new(),
+        admin: None,
         logs,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -57,6 +60,9 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
         let Ok(line) = proxy.logs.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
+        if line.contains("admin listening") {
+            proxy.admin = Some(field(&line, "admin").parse().unwrap());
+        }
         if line.contains("grpcproxy listening") {
             let start = line
                 .find("\"listen\":\"")
@@ -102,4 +108,37 @@ pub fn wait_exit(proxy: &mut Proxy, within: Duration) -> ExitStatus {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A string field of a JSON log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!("\"{name}\":\"");
+    let start = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + key.len();
+    let end = start + line[start..].find('"').unwrap();
+    &line[start..end]
+}
+
+/// GETs `path` from an HTTP/1.1 server: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

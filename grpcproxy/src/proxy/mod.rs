@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST, TE};
@@ -25,7 +26,7 @@ use options::effective_timeout;
 
 use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody, ResponseGuard};
 use crate::call::{connection_info, split_method};
-use crate::call_state::{abort_status, AbortReason, CallState, ProxyStats};
+use crate::call_state::{abort_status, AbortReason, CallState, Observed, ProxyStats};
 use crate::deadline::{format_timeout, parse_timeout};
 use crate::headers::strip_hop_by_hop;
 use crate::mq::MessageQueue;
@@ -167,6 +168,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             Authority::try_from(host.as_bytes()).ok()
         });
         let peer = connection_info(&parts.extensions);
+        let peer_addr = peer.remote_addr;
         strip_hop_by_hop(&mut parts.headers);
         if self.options.x_forwarded_for {
             if let Some(addr) = peer.remote_addr {
@@ -191,6 +193,16 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         let (upstream, metadata, overrides) = target.into_parts();
         if let Some(director_guard) = overrides.guard {
             call.keep(director_guard);
+        }
+        if let Some(observer) = overrides.observer {
+            call.observe(Observed {
+                observer,
+                method: path.clone(),
+                peer: peer_addr,
+                backend: upstream.shared_address().clone(),
+                started: SystemTime::now() - received.elapsed(),
+                started_at: received.into_std(),
+            });
         }
         let timeout = if overrides.max_timeout.is_some() || overrides.default_timeout.is_some() {
             effective_timeout(requested, overrides.max_timeout, overrides.default_timeout)
@@ -225,13 +237,16 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                     None => err.to_status(),
                 };
                 tracing::debug!(error = %err, code = ?status.code(), "call failed before response headers");
+                call.set_status(status.code());
                 return status_response(status);
             }
             None => {
                 call.abort(AbortReason::Deadline);
+                call.set_status(tonic::Code::DeadlineExceeded);
                 return status_response(abort_status(AbortReason::Deadline, None));
             }
         };
+        call.set_status_from(response.headers());
         let backend = upstream.shared_address().clone();
         response.map(|body| ResponseBody::forward(body, guard, deadline, limit, backend))
     }

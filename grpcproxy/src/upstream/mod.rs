@@ -88,6 +88,19 @@ impl Upstream {
         self.shared_address()
     }
 
+    /// Connection counters of this upstream (zero for a tonic `Channel` upstream).
+    pub fn stats(&self) -> UpstreamStats {
+        match &self.inner.transport {
+            Transport::Pool(pool) => UpstreamStats {
+                connects: pool.connects.load(std::sync::atomic::Ordering::Relaxed),
+                connect_failures: pool
+                    .connect_failures
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+            Transport::Channel { .. } => UpstreamStats::default(),
+        }
+    }
+
     /// The address as a shared string, for per-call use without allocating.
     pub(crate) fn shared_address(&self) -> &Arc<str> {
         match &self.inner.transport {
@@ -169,6 +182,15 @@ impl Upstream {
             err,
         )
     }
+}
+
+/// Connection counters of an [`Upstream`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// Connections made (TCP, TLS and HTTP/2 handshakes all succeeded).
+    pub connects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
 }
 
 /// Configures an [`Upstream`]: connections, timeouts, HTTP/2 settings, TLS.

@@ -48,6 +48,8 @@ pub(crate) struct Pool {
     endpoint: Endpoint,
     slots: Box<[Slot]>,
     next: AtomicUsize,
+    pub(crate) connects: std::sync::atomic::AtomicU64,
+    pub(crate) connect_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -56,6 +58,8 @@ impl Pool {
             endpoint,
             slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
+            connects: Default::default(),
+            connect_failures: Default::default(),
         }
     }
 
@@ -83,11 +87,13 @@ impl Pool {
         }
         match self.connect().await {
             Ok(sender) => {
+                self.connects.fetch_add(1, Ordering::Relaxed);
                 *last_failure = None;
                 *slot.ready.lock().expect("slot lock poisoned") = Some(sender.clone());
                 Ok(sender)
             }
             Err(err) => {
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
                 *last_failure = Some((Instant::now(), err.clone()));
                 Err(err)
             }

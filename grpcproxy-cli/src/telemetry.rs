@@ -1,0 +1,280 @@
+//! Metrics (Prometheus / OpenMetrics text) and the access log, fed by call observers.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use grpcproxy::{CallObserver, CallRecord, ProxyStats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+
+use crate::cluster::Cluster;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    route: String,
+    cluster: String,
+    method: String,
+    grpc_status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    cluster: String,
+}
+
+/// Every metric the proxy exports, and the access log.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    registry: Registry,
+    requests: Family<CallLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+    request_bytes: Family<RouteLabels, Counter>,
+    response_bytes: Family<RouteLabels, Counter>,
+    streams_in_flight: Gauge,
+    access_log: Option<AccessLog>,
+}
+
+impl Telemetry {
+    pub(crate) fn new(clusters: Vec<Arc<Cluster>>, access_log: Option<AccessLog>) -> Self {
+        let mut registry = Registry::with_prefix("grpcproxy");
+        let requests = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Calls by route, cluster, method and grpc-status",
+            requests.clone(),
+        );
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Call duration, arrival to end of both directions",
+            duration.clone(),
+        );
+        let request_bytes = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "request_bytes",
+            "DATA bytes received from clients",
+            request_bytes.clone(),
+        );
+        let response_bytes = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "response_bytes",
+            "DATA bytes sent to clients",
+            response_bytes.clone(),
+        );
+        let streams_in_flight = Gauge::default();
+        registry.register(
+            "streams_in_flight",
+            "Calls in progress",
+            streams_in_flight.clone(),
+        );
+        let dropped = access_log.as_ref().map(|log| log.dropped.clone());
+        registry.register_collector(Box::new(UpstreamCollector {
+            clusters,
+            access_log_dropped: dropped,
+        }));
+        Self {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            streams_in_flight,
+            access_log,
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub(crate) fn render(&self, stats: &ProxyStats) -> String {
+        self.streams_in_flight.set(stats.live_streams() as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts a call the router refused (no route matched).
+    pub(crate) fn unrouted(&self, method: &str) {
+        let _ = method; // not a label: unmatched methods are attacker-chosen
+        self.requests
+            .get_or_create(&CallLabels {
+                route: String::new(),
+                cluster: String::new(),
+                method: String::new(),
+                grpc_status: (tonic::Code::Unimplemented as i32).to_string(),
+            })
+            .inc();
+    }
+
+    fn record(&self, route: &str, cluster: &str, call: &CallRecord<'_>) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        self.requests
+            .get_or_create(&CallLabels {
+                route: labels.route.clone(),
+                cluster: labels.cluster.clone(),
+                method: call.method.to_owned(),
+                grpc_status: (call.grpc_status as i32).to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(call.duration.as_secs_f64());
+        self.request_bytes
+            .get_or_create(&labels)
+            .inc_by(call.request_bytes);
+        self.response_bytes
+            .get_or_create(&labels)
+            .inc_by(call.response_bytes);
+        if let Some(log) = &self.access_log {
+            log.write(route, cluster, call);
+        }
+    }
+}
+
+/// What a route attaches to each of its calls.
+#[derive(Debug)]
+pub(crate) struct RouteObserver {
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) route: String,
+    pub(crate) cluster: String,
+}
+
+impl CallObserver for RouteObserver {
+    fn call_ended(&self, call: &CallRecord<'_>) {
+        self.telemetry.record(&self.route, &self.cluster, call);
+    }
+}
+
+/// Per-endpoint connection counters and endpoint counts, read at scrape time.
+#[derive(Debug)]
+struct UpstreamCollector {
+    clusters: Vec<Arc<Cluster>>,
+    access_log_dropped: Option<Arc<AtomicU64>>,
+}
+
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (name, help, pick) in [
+            ("upstream_connects", "Connections made to backends", 0),
+            (
+                "upstream_connect_failures",
+                "Failed connection attempts to backends",
+                1,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for cluster in &self.clusters {
+                for endpoint in cluster.endpoints() {
+                    let stats = endpoint.upstream.stats();
+                    let value = if pick == 0 {
+                        stats.connects
+                    } else {
+                        stats.connect_failures
+                    };
+                    let labels = [
+                        ("cluster", cluster.name.as_str()),
+                        ("endpoint", endpoint.upstream.address()),
+                    ];
+                    ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "cluster_endpoints",
+            "Endpoints per cluster",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for cluster in &self.clusters {
+            ConstGauge::new(cluster.endpoints().len() as i64)
+                .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+        if let Some(dropped) = &self.access_log_dropped {
+            let metric = encoder.encode_descriptor(
+                "access_log_dropped",
+                "Access log lines dropped because the writer fell behind",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            ConstCounter::new(dropped.load(Ordering::Relaxed)).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// JSON-lines access log, written by a background task; the call path never waits on it.
+#[derive(Debug)]
+pub(crate) struct AccessLog {
+    lines: mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Writes to `path` (appending), or to stdout for `-`.
+    pub(crate) fn open(path: &str) -> std::io::Result<Self> {
+        let mut out: Box<dyn Write + Send> = if path == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
+        let (lines, mut rx) = mpsc::channel::<String>(8192);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                while let Some(line) = rx.blocking_recv() {
+                    if out.write_all(line.as_bytes()).is_err() {
+                        break;
+                    }
+                    if rx.is_empty() {
+                        let _ = out.flush();
+                    }
+                }
+            })?;
+        Ok(Self {
+            lines,
+            dropped: Arc::default(),
+        })
+    }
+
+    fn write(&self, route: &str, cluster: &str, call: &CallRecord<'_>) {
+        let mut line = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(call.started).to_string(),
+            "peer": call.peer.map(|p| p.to_string()),
+            "method": call.method,
+            "route": route,
+            "cluster": cluster,
+            "endpoint": call.backend,
+            "grpc_status": call.grpc_status as i32,
+            "duration_ms": call.duration.as_secs_f64() * 1e3,
+            "bytes_in": call.request_bytes,
+            "bytes_out": call.response_bytes,
+        })
+        .to_string();
+        line.push('\n');
+        if self.lines.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The admin listener: metrics after known traffic, health, readiness during drain, the
+//! redacted config; and the JSON access log.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use grpcproxy_testing::pb::{PingRequest, PingResponse};
+use grpcproxy_testing::raw::{frames_body, RawClient};
+use grpcproxy_testing::serve::{ping_backend, ping_client};
+use prost::Message;
+use support::http_get;
+
+/// Scrapes until `line` appears (observers report when a call is fully over).
+fn wait_for_metric(admin: std::net::SocketAddr, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = http_get(admin, "/metrics");
+        assert_eq!(status, 200);
+        if body.lines().any(|l| l == line) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no line {line:?} in:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_config_and_access_log_after_known_traffic() {
+    let (backend, _service) = ping_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let config = format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+
+[access_log]
+path = "{log}"
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+name = "ping"
+match.service = "grpcproxy.testing.TestService"
+cluster = "ping"
+request_metadata.set = {{ "authorization" = "Bearer s3cret-token" }}
+
+[clusters.ping]
+endpoints = ["{backend}"]
+"#,
+        log = log_path.display(),
+        backend = backend.addr()
+    );
+    let (mut proxy, _file) = support::start_with_config(&config, 1);
+    let admin = proxy.admin.expect("the admin address is logged");
+    let addr = proxy.listening[0];
+    let mut client = ping_client(addr).await;
+
+    let request = PingRequest {
+        value: "metrics".into(),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        client.ping(request.clone()).await.unwrap();
+    }
+    client.ping_error(PingRequest::default()).await.unwrap_err();
+    let raw = RawClient::connect(addr).await;
+    let unrouted = raw
+        .call(
+            "/other.Service/Method",
+            Default::default(),
+            frames_body(vec![]),
+        )
+        .await;
+    assert_eq!(unrouted.grpc_status(), Some("12"));
+
+    let ping = r#"route="ping",cluster="ping",method="/grpcproxy.testing.TestService/Ping""#;
+    let body = wait_for_metric(
+        admin,
+        &format!("grpcproxy_requests_total{{{ping},grpc_status=\"0\"}} 3"),
+    );
+    let error = r#"route="ping",cluster="ping",method="/grpcproxy.testing.TestService/PingError""#;
+    let body = if body.contains(&format!("{{{error},grpc_status=\"9\"}} 1")) {
+        body
+    } else {
+        wait_for_metric(
+            admin,
+            &format!("grpcproxy_requests_total{{{error},grpc_status=\"9\"}} 1"),
+        )
+    };
+    let reply_len = PingResponse {
+        value: "metrics".into(),
+        counter: 42,
+        payload: vec![],
+    }
+    .encoded_len();
+    let request_bytes =
+        3 * (5 + request.encoded_len()) + (5 + PingRequest::default().encoded_len());
+    for line in [
+        r#"grpcproxy_requests_total{route="",cluster="",method="",grpc_status="12"} 1"#.to_string(),
+        r#"grpcproxy_request_duration_seconds_count{route="ping",cluster="ping"} 4"#.to_string(),
+        format!(r#"grpcproxy_request_bytes_total{{route="ping",cluster="ping"}} {request_bytes}"#),
+        format!(
+            r#"grpcproxy_response_bytes_total{{route="ping",cluster="ping"}} {}"#,
+            3 * (5 + reply_len)
+        ),
+        "grpcproxy_streams_in_flight 0".to_string(),
+        format!(
+            r#"grpcproxy_upstream_connects_total{{cluster="ping",endpoint="{}"}} 1"#,
+            backend.addr()
+        ),
+        format!(
+            r#"grpcproxy_upstream_connect_failures_total{{cluster="ping",endpoint="{}"}} 0"#,
+            backend.addr()
+        ),
+        r#"grpcproxy_cluster_endpoints{cluster="ping"} 1"#.to_string(),
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "no line {line:?} in:\n{body}"
+        );
+    }
+
+    assert_eq!(http_get(admin, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(admin, "/ready"), (200, "ready\n".to_string()));
+    assert_eq!(http_get(admin, "/nope").0, 404);
+    let (status, config_text) = http_get(admin, "/config");
+    assert_eq!(status, 200);
+    assert!(config_text.contains("[[listeners]]"), "{config_text}");
+    assert!(config_text.contains("<redacted>"), "{config_text}");
+    assert!(
+        !config_text.contains("s3cret-token"),
+        "secrets must not be shown:\n{config_text}"
+    );
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    for (line, (method, status)) in
+        lines
+            .iter()
+            .zip([("Ping", 0), ("Ping", 0), ("Ping", 0), ("PingError", 9)])
+    {
+        assert_eq!(
+            line["method"],
+            format!("/grpcproxy.testing.TestService/{method}")
+        );
+        assert_eq!(line["route"], "ping");
+        assert_eq!(line["cluster"], "ping");
+        assert_eq!(line["endpoint"], backend.addr().to_string());
+        assert_eq!(line["grpc_status"], status);
+        assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+        assert!(line["duration_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(lines[0]["bytes_in"], 5 + request.encoded_len());
+    assert_eq!(lines[0]["bytes_out"], 5 + reply_len);
+
+    // While draining, /ready says so; the open stream still completes.
+    let mut stream = client
+        .ping_list(PingRequest {
+            sleep_ms: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    support::sigterm(&proxy);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(http_get(admin, "/ready"), (503, "draining\n".to_string()));
+    let mut n = 0;
+    while stream.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    drop(client);
+    drop(raw);
+    assert!(support::wait_exit(&mut proxy, Duration::from_secs(10)).success());
+}
