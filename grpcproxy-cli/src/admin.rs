@@ -19,7 +19,7 @@ use crate::telemetry::Telemetry;
 pub(crate) struct AdminState {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) stats: Arc<ProxyStats>,
-    pub(crate) config_toml: String,
+    pub(crate) config_toml: arc_swap::ArcSwap<String>,
     pub(crate) draining: AtomicBool,
 }
 
@@ -68,7 +68,9 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
         }
         "/ready" => text(StatusCode::OK, "ready\n"),
         "/config" => {
-            let mut response = Response::new(Full::new(Bytes::from(state.config_toml.clone())));
+            let mut response = Response::new(Full::new(Bytes::from(
+                state.config_toml.load().as_str().to_owned(),
+            )));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/toml"),

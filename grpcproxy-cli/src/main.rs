@@ -74,7 +74,7 @@ fn main() -> std::process::ExitCode {
     // A bad configuration file exits 2, like a usage error, naming file, line and field.
     let loaded = match (&cli.command, &cli.config) {
         (Some(Command::CheckConfig { file }), _) | (None, Some(file)) => match config::load(file) {
-            Ok(loaded) => match run::prepare(&loaded) {
+            Ok(loaded) => match run::prepare(&loaded, cli.command.is_none()) {
                 Ok(prepared) => Some((loaded, prepared)),
                 Err(e) => {
                     eprintln!("grpcproxy: {}: {e:#}", file.display());

@@ -13,13 +13,25 @@ use tonic::Status;
 
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
-use crate::telemetry::{AccessLog, RouteObserver, Telemetry};
+use crate::telemetry::{RouteObserver, Telemetry};
 
 /// Routes compiled from the configuration.
 #[derive(Debug)]
 pub(crate) struct Router {
     routes: Vec<Route>,
+    clusters: Vec<Arc<Cluster>>,
     telemetry: Arc<Telemetry>,
+}
+
+/// The router of the current configuration, replaced whole on reload. Calls routed before
+/// a reload keep their target and finish on the old configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ReloadableRouter(pub(crate) Arc<arc_swap::ArcSwap<Router>>);
+
+impl StreamDirector for ReloadableRouter {
+    fn direct(&self, call: CallInfo) -> impl Future<Output = Result<Target, Status>> + Send {
+        std::future::ready(self.0.load().route(call))
+    }
 }
 
 #[derive(Debug)]
@@ -49,7 +61,7 @@ enum HeaderCondition {
 
 impl Router {
     /// Compiles the routes of a checked configuration.
-    pub(crate) fn build(config: &Config, access_log: Option<AccessLog>) -> anyhow::Result<Self> {
+    pub(crate) fn build(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<Self> {
         let mut clusters = HashMap::new();
         for (name, cluster) in &config.clusters {
             clusters.insert(
@@ -57,22 +69,22 @@ impl Router {
                 Arc::new(Cluster::build(name, cluster, &config.limits)?),
             );
         }
-        let telemetry = Arc::new(Telemetry::new(
-            clusters.values().cloned().collect(),
-            access_log,
-        ));
         let routes = config
             .routes
             .iter()
             .enumerate()
-            .map(|(i, route)| Route::build(i, route, &clusters, &telemetry))
+            .map(|(i, route)| Route::build(i, route, &clusters, telemetry))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { routes, telemetry })
+        Ok(Self {
+            routes,
+            clusters: clusters.into_values().collect(),
+            telemetry: telemetry.clone(),
+        })
     }
 
-    /// The metrics and access log the routes report to.
-    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
-        &self.telemetry
+    /// The clusters this router sends to.
+    pub(crate) fn clusters(&self) -> &[Arc<Cluster>] {
+        &self.clusters
     }
 
     fn route(&self, call: CallInfo) -> Result<Target, Status> {

@@ -1,7 +1,10 @@
 //! Running from a configuration file: listeners, routes and clusters, drain on signal.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use anyhow::Context;
 use grpcproxy::mq::NoQueue;
@@ -9,30 +12,41 @@ use grpcproxy::server::{self, ServerOptions};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 
 use crate::admin::{self, AdminState};
-use crate::config::LoadedConfig;
-use crate::router::Router;
-use crate::telemetry::AccessLog;
+use crate::config::{self, Config, LoadedConfig};
+use crate::router::{ReloadableRouter, Router};
+use crate::telemetry::{AccessLog, Telemetry};
 
 /// Everything built from a configuration before anything binds: what can fail on files
-/// (certificates, keys) fails here, so `check-config` catches it too.
+/// (certificates, keys, the access log) fails here, so `check-config` catches it too.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     router: Router,
     listener_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    telemetry: Arc<Telemetry>,
 }
 
-pub(crate) fn prepare(loaded: &LoadedConfig) -> anyhow::Result<Prepared> {
+/// Builds what `loaded` describes; `for_real` also opens the access log.
+pub(crate) fn prepare(loaded: &LoadedConfig, for_real: bool) -> anyhow::Result<Prepared> {
     let config = &loaded.config;
-    let access_log = config
-        .access_log
-        .as_ref()
-        .map(|log| {
+    let access_log = match (&config.access_log, for_real) {
+        (Some(log), true) => Some(
             AccessLog::open(&log.path)
-                .with_context(|| format!("access_log: cannot open {}", log.path))
-        })
-        .transpose()?;
-    let router = Router::build(config, access_log)?;
-    let listener_tls = config
+                .with_context(|| format!("access_log: cannot open {}", log.path))?,
+        ),
+        _ => None,
+    };
+    let telemetry = Arc::new(Telemetry::new(access_log));
+    let router = Router::build(config, &telemetry)?;
+    let listener_tls = listener_tls(config)?;
+    Ok(Prepared {
+        router,
+        listener_tls,
+        telemetry,
+    })
+}
+
+fn listener_tls(config: &Config) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
+    config
         .listeners
         .get_ref()
         .iter()
@@ -52,11 +66,30 @@ pub(crate) fn prepare(loaded: &LoadedConfig) -> anyhow::Result<Prepared> {
                 })
                 .transpose()
         })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(Prepared {
-        router,
-        listener_tls,
-    })
+        .collect()
+}
+
+/// Loads the file again and builds its router, for a reload. Sections that need a restart
+/// (listeners, admin, limits, server, access log) keep their running values; a change to
+/// them is logged.
+fn reload(
+    path: &Path,
+    running: &Config,
+    telemetry: &Arc<Telemetry>,
+) -> anyhow::Result<(Router, Config)> {
+    let loaded = config::load(path)?;
+    let config = loaded.config;
+    listener_tls(&config)?;
+    let router = Router::build(&config, telemetry)?;
+    for ((name, new), (_, old)) in restart_only(&config).into_iter().zip(restart_only(running)) {
+        if new != old {
+            tracing::warn!(
+                section = name,
+                "this section changed; it takes effect at the next restart"
+            );
+        }
+    }
+    Ok((router, config))
 }
 
 pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Result<()> {
@@ -64,13 +97,15 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
     let Prepared {
         router,
         listener_tls,
+        telemetry,
     } = prepared;
-    let telemetry = router.telemetry().clone();
+    telemetry.set_clusters(router.clusters().to_vec());
+    let current = Arc::new(ArcSwap::from_pointee(router));
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
         ..ProxyOptions::default()
     };
-    let proxy = TransparentProxy::with_options(NoQueue, router, options);
+    let proxy = TransparentProxy::with_options(NoQueue, ReloadableRouter(current.clone()), options);
     let limits = &config.limits;
     let server_options = ServerOptions {
         http2: Http2Settings {
@@ -90,9 +125,9 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         Some(admin) => {
             let listener = admin::bind(admin.address).await?;
             let state = Arc::new(AdminState {
-                telemetry,
+                telemetry: telemetry.clone(),
                 stats: proxy.stats().clone(),
-                config_toml: config.redacted_toml(),
+                config_toml: ArcSwap::from_pointee(config.redacted_toml()),
                 draining: AtomicBool::new(false),
             });
             tokio::spawn(admin::serve(listener, state.clone()));
@@ -118,7 +153,15 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
             let _ = stopped.wait_for(|stop| *stop).await;
         }));
     }
+    let reloader = tokio::spawn(reload_on_sighup(
+        loaded.path.clone(),
+        loaded.config.clone(),
+        current,
+        telemetry,
+        admin.clone(),
+    ));
     crate::quick::shutdown_signal().await;
+    reloader.abort();
     if let Some(admin) = &admin {
         admin.draining.store(true, Ordering::Release);
     }
@@ -131,4 +174,49 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         "grpcproxy stopped"
     );
     Ok(())
+}
+
+/// The sections a reload does not apply, rendered for comparison.
+fn restart_only(config: &Config) -> [(&'static str, String); 5] {
+    [
+        ("listeners", format!("{:?}", config.listeners.get_ref())),
+        ("admin", format!("{:?}", config.admin)),
+        ("limits", format!("{:?}", config.limits)),
+        ("server", format!("{:?}", config.server)),
+        ("access_log", format!("{:?}", config.access_log)),
+    ]
+}
+
+/// Reloads the configuration on every SIGHUP. An invalid file keeps the running
+/// configuration; either way the result is logged and counted.
+async fn reload_on_sighup(
+    path: PathBuf,
+    mut running: Config,
+    current: Arc<ArcSwap<Router>>,
+    telemetry: Arc<Telemetry>,
+    admin: Option<Arc<AdminState>>,
+) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match reload(&path, &running, &telemetry) {
+            Ok((router, config)) => {
+                telemetry.set_clusters(router.clusters().to_vec());
+                current.store(Arc::new(router));
+                if let Some(admin) = &admin {
+                    admin.config_toml.store(Arc::new(config.redacted_toml()));
+                }
+                running = config;
+                telemetry.reloaded(true);
+                tracing::info!(config = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                telemetry.reloaded(false);
+                tracing::error!(config = %path.display(), error = %format!("{e:#}"), "reload rejected; the running configuration stays");
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use grpcproxy::{CallObserver, CallRecord, ProxyStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -39,11 +40,19 @@ pub(crate) struct Telemetry {
     request_bytes: Family<RouteLabels, Counter>,
     response_bytes: Family<RouteLabels, Counter>,
     streams_in_flight: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+    clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     access_log: Option<AccessLog>,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
 impl Telemetry {
-    pub(crate) fn new(clusters: Vec<Arc<Cluster>>, access_log: Option<AccessLog>) -> Self {
+    /// Metrics that live as long as the process (across reloads).
+    pub(crate) fn new(access_log: Option<AccessLog>) -> Self {
         let mut registry = Registry::with_prefix("grpcproxy");
         let requests = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -77,9 +86,16 @@ impl Telemetry {
             "Calls in progress",
             streams_in_flight.clone(),
         );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result (ok, error)",
+            reloads.clone(),
+        );
+        let clusters = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let dropped = access_log.as_ref().map(|log| log.dropped.clone());
         registry.register_collector(Box::new(UpstreamCollector {
-            clusters,
+            clusters: clusters.clone(),
             access_log_dropped: dropped,
         }));
         Self {
@@ -89,8 +105,21 @@ impl Telemetry {
             request_bytes,
             response_bytes,
             streams_in_flight,
+            reloads,
+            clusters,
             access_log,
         }
+    }
+
+    /// The clusters whose connection counters are exported (those of the current config).
+    pub(crate) fn set_clusters(&self, clusters: Vec<Arc<Cluster>>) {
+        self.clusters.store(Arc::new(clusters));
+    }
+
+    /// Counts a reload attempt.
+    pub(crate) fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
     /// The OpenMetrics text of every metric.
@@ -160,12 +189,13 @@ impl CallObserver for RouteObserver {
 /// Per-endpoint connection counters and endpoint counts, read at scrape time.
 #[derive(Debug)]
 struct UpstreamCollector {
-    clusters: Vec<Arc<Cluster>>,
+    clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     access_log_dropped: Option<Arc<AtomicU64>>,
 }
 
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let clusters = self.clusters.load();
         for (name, help, pick) in [
             ("upstream_connects", "Connections made to backends", 0),
             (
@@ -180,7 +210,7 @@ impl Collector for UpstreamCollector {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for cluster in &self.clusters {
+            for cluster in clusters.iter() {
                 for endpoint in cluster.endpoints() {
                     let stats = endpoint.upstream.stats();
                     let value = if pick == 0 {
@@ -202,7 +232,7 @@ impl Collector for UpstreamCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for cluster in &self.clusters {
+        for cluster in clusters.iter() {
             ConstGauge::new(cluster.endpoints().len() as i64)
                 .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
