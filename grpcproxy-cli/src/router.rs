@@ -95,7 +95,7 @@ impl Router {
                 call.method()
             )));
         };
-        Ok(route.target(call))
+        route.target(call)
     }
 }
 
@@ -138,7 +138,7 @@ impl Route {
         let observer: SharedObserver = Arc::new(RouteObserver {
             telemetry: telemetry.clone(),
             route: name.clone(),
-            cluster: cluster.name.clone(),
+            cluster: cluster.clone(),
         });
         Ok(Self {
             name,
@@ -205,7 +205,7 @@ impl Route {
             })
     }
 
-    fn target(&self, mut call: CallInfo) -> Target {
+    fn target(&self, mut call: CallInfo) -> Result<Target, Status> {
         let forwarded_for = self.x_forwarded_for.then(|| call.remote_addr()).flatten();
         {
             let headers = call.metadata_mut().as_mut();
@@ -225,7 +225,13 @@ impl Route {
                 }
             }
         }
-        let (endpoint, in_flight) = self.cluster.pick();
+        let Some(picked) = self.cluster.pick() else {
+            return Err(Status::unavailable(format!(
+                "no healthy endpoint in cluster {}",
+                self.cluster.name
+            )));
+        };
+        let (endpoint, in_flight) = (picked.endpoint, picked.in_flight);
         tracing::trace!(route = %self.name, cluster = %self.cluster.name, endpoint = endpoint.upstream.address(), "routed");
         let mut target = call
             .forward_to(endpoint.upstream.clone())
@@ -235,7 +241,10 @@ impl Route {
         if let Some(authority) = &self.authority {
             target = target.authority(authority.clone());
         }
-        target
+        if let Some(alternate) = picked.alternate {
+            target = target.alternate(alternate.upstream.clone());
+        }
+        Ok(target)
     }
 }
 

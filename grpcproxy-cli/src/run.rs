@@ -12,6 +12,7 @@ use grpcproxy::server::{self, ServerOptions};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 
 use crate::admin::{self, AdminState};
+use crate::cluster::Cluster;
 use crate::config::{self, Config, LoadedConfig};
 use crate::router::{ReloadableRouter, Router};
 use crate::telemetry::{AccessLog, Telemetry};
@@ -100,6 +101,10 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         telemetry,
     } = prepared;
     telemetry.set_clusters(router.clusters().to_vec());
+    router
+        .clusters()
+        .iter()
+        .for_each(Cluster::start_health_checks);
     let current = Arc::new(ArcSwap::from_pointee(router));
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
@@ -205,6 +210,10 @@ async fn reload_on_sighup(
         match reload(&path, &running, &telemetry) {
             Ok((router, config)) => {
                 telemetry.set_clusters(router.clusters().to_vec());
+                router
+                    .clusters()
+                    .iter()
+                    .for_each(Cluster::start_health_checks);
                 current.store(Arc::new(router));
                 if let Some(admin) = &admin {
                     admin.config_toml.store(Arc::new(config.redacted_toml()));

@@ -177,12 +177,14 @@ impl Telemetry {
 pub(crate) struct RouteObserver {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) route: String,
-    pub(crate) cluster: String,
+    pub(crate) cluster: Arc<Cluster>,
 }
 
 impl CallObserver for RouteObserver {
     fn call_ended(&self, call: &CallRecord<'_>) {
-        self.telemetry.record(&self.route, &self.cluster, call);
+        self.cluster
+            .report(call.backend, call.grpc_status, call.unreachable);
+        self.telemetry.record(&self.route, &self.cluster.name, call);
     }
 }
 
@@ -224,6 +226,38 @@ impl Collector for UpstreamCollector {
                     ];
                     ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
                 }
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "endpoint_healthy",
+            "1 if the endpoint takes calls (health checks pass, not ejected)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for cluster in clusters.iter() {
+            for endpoint in cluster.endpoints() {
+                let labels = [
+                    ("cluster", cluster.name.as_str()),
+                    ("endpoint", endpoint.upstream.address()),
+                ];
+                ConstGauge::new(i64::from(cluster.is_available(endpoint)))
+                    .encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "endpoint_ejections",
+            "Passive ejections of endpoints after consecutive failures",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for cluster in clusters.iter() {
+            for endpoint in cluster.endpoints() {
+                let labels = [
+                    ("cluster", cluster.name.as_str()),
+                    ("endpoint", endpoint.upstream.address()),
+                ];
+                ConstCounter::new(endpoint.ejections.load(Ordering::Relaxed))
+                    .encode(metric.encode_family(&labels)?)?;
             }
         }
         let mut metric = encoder.encode_descriptor(

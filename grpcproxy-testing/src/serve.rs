@@ -17,7 +17,11 @@ pub struct TestServer {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// Second handles on every accepted socket, to cut them in [`TestServer::kill`].
+    sockets: Sockets,
 }
+
+type Sockets = std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>;
 
 impl TestServer {
     /// Serves `routes` on `127.0.0.1:0`.
@@ -25,11 +29,13 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
+        let sockets = Sockets::default();
+        let incoming = nodelay(TcpListenerStream::new(listener), sockets.clone());
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .layer(TrailersLayer)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })
                 .await;
@@ -41,6 +47,16 @@ impl TestServer {
             addr,
             shutdown: Some(tx),
             task,
+            sockets,
+        }
+    }
+
+    /// Dies like a crashed process: stops listening and cuts every connection at once (no
+    /// GOAWAY, no trailers).
+    pub fn kill(self) {
+        self.task.abort();
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
 
@@ -75,14 +91,17 @@ impl Drop for TestServer {
 
 /// Sets TCP_NODELAY on every accepted connection, as production servers do: without it,
 /// small streamed messages wait on Nagle's algorithm and delayed ACKs (~40 ms each).
-pub fn nodelay(
+fn nodelay(
     incoming: TcpListenerStream,
+    sockets: Sockets,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use tokio_stream::StreamExt;
-    incoming.map(|stream| {
+    incoming.map(move |stream| {
         let stream = stream?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        let socket = stream.into_std()?;
+        sockets.lock().unwrap().push(socket.try_clone()?);
+        tokio::net::TcpStream::from_std(socket)
     })
 }
 
@@ -93,6 +112,17 @@ pub fn ping_server(service: PingService) -> TestServiceServer<PingService> {
         .max_encoding_message_size(usize::MAX)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+}
+
+/// A ping backend named `name` that also serves `grpc.health.v1.Health`, reporting the
+/// whole server (service "") as SERVING until told otherwise through the reporter.
+pub async fn health_backend(name: &str) -> (TestServer, tonic_health::server::HealthReporter) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let routes = Routes::new(ping_server(PingService::named(name))).add_service(health);
+    (TestServer::start(routes).await, reporter)
 }
 
 /// Starts the ping service as a backend; returns the server and the service (for events).

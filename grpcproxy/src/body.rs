@@ -327,6 +327,17 @@ impl Body for ResponseBody {
                     }
                     call.add_response_bytes(data.len());
                 } else if let Some(trailers) = frame.trailers_ref() {
+                    let late = this
+                        .deadline
+                        .as_ref()
+                        .as_pin_ref()
+                        .is_some_and(|d| Instant::now() >= d.deadline());
+                    if late && crate::proxy::is_error_status(trailers) {
+                        // As before response headers: past the deadline, an error is the deadline's.
+                        let call = call.clone();
+                        finish(this.upstream, this.guard, false);
+                        return end_with(&call, abort_status(AbortReason::Deadline, None));
+                    }
                     call.set_status_from(trailers);
                     finish(this.upstream, this.guard, true);
                 }

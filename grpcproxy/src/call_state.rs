@@ -58,6 +58,8 @@ pub(crate) struct CallState {
     guard: OnceLock<Box<dyn std::any::Any + Send + Sync>>,
     /// What the observer is told when the call is over.
     record: OnceLock<Observed>,
+    /// (backend used, backend that could not be reached) when the call failed over.
+    failover: OnceLock<(Arc<str>, Arc<str>)>,
     status: AtomicI32,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
@@ -92,6 +94,7 @@ impl CallState {
             stats: stats.clone(),
             guard: OnceLock::new(),
             record: OnceLock::new(),
+            failover: OnceLock::new(),
             status: AtomicI32::new(NO_STATUS),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
@@ -101,6 +104,11 @@ impl CallState {
     /// Reports the call to `observed.observer` when it is over.
     pub(crate) fn observe(&self, observed: Observed) {
         let _ = self.record.set(observed);
+    }
+
+    /// Records that the call went to `used` because `unreachable` could not be reached.
+    pub(crate) fn failed_over(&self, used: Arc<str>, unreachable: Arc<str>) {
+        let _ = self.failover.set((used, unreachable));
     }
 
     /// Records the status the client gets (the first one recorded wins).
@@ -172,10 +180,15 @@ impl Drop for CallState {
                 NO_STATUS => tonic::Code::Cancelled,
                 code => tonic::Code::from_i32(code),
             };
+            let (backend, unreachable) = match self.failover.get() {
+                Some((used, unreachable)) => (used, Some(&**unreachable)),
+                None => (&observed.backend, None),
+            };
             observed.observer.call_ended(&crate::CallRecord {
                 method: observed.method.path(),
                 peer: observed.peer,
-                backend: &observed.backend,
+                backend,
+                unreachable,
                 grpc_status: status,
                 started: observed.started,
                 duration: observed.started_at.elapsed(),

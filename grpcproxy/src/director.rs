@@ -36,6 +36,7 @@ pub(crate) struct CallOverrides {
     pub(crate) authority: Option<Authority>,
     pub(crate) guard: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) observer: Option<crate::SharedObserver>,
+    pub(crate) alternate: Option<Upstream>,
 }
 
 impl std::fmt::Debug for CallOverrides {
@@ -46,6 +47,7 @@ impl std::fmt::Debug for CallOverrides {
             .field("authority", &self.authority)
             .field("guard", &self.guard.is_some())
             .field("observer", &self.observer.is_some())
+            .field("alternate", &self.alternate)
             .finish()
     }
 }
@@ -102,6 +104,14 @@ impl Target {
     /// ```
     pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
         self.overrides.guard = Some(Box::new(guard));
+        self
+    }
+
+    /// Sends the call to `alternate` instead if no connection to the first upstream can be
+    /// made: the request has not left the proxy then, so nothing runs twice. (A load
+    /// balancer passes its second choice.)
+    pub fn alternate(mut self, alternate: Upstream) -> Self {
+        self.overrides.alternate = Some(alternate);
         self
     }
 

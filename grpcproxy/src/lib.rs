@@ -54,7 +54,7 @@ pub mod server;
 mod server_tls;
 mod settings;
 pub mod status;
-mod upstream;
+pub(crate) mod upstream;
 
 pub use body::ResponseBody;
 pub use call::{CallInfo, ConnectionInfo};

@@ -15,6 +15,9 @@ pub struct CallRecord<'a> {
     pub peer: Option<SocketAddr>,
     /// The backend the call went to.
     pub backend: &'a str,
+    /// A backend that could not be reached first, when the call went to its alternate
+    /// ([`Target::alternate`](crate::Target::alternate)).
+    pub unreachable: Option<&'a str>,
     /// The status the client got: the backend's, or the proxy's own (deadline, limits,
     /// backend failure). `CANCELLED` when the client went away before any status.
     pub grpc_status: Code,

@@ -120,3 +120,63 @@ async fn unreachable_channel_upstream_is_unavailable() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
+
+#[derive(Default)]
+struct LastRecord(std::sync::Mutex<Option<(String, Option<String>, tonic::Code)>>);
+
+impl grpcproxy::CallObserver for LastRecord {
+    fn call_ended(&self, call: &grpcproxy::CallRecord<'_>) {
+        *self.0.lock().unwrap() = Some((
+            call.backend.to_owned(),
+            call.unreachable.map(str::to_owned),
+            call.grpc_status,
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_call_that_cannot_reach_its_backend_goes_to_the_alternate() {
+    let (backend, service) = ping_backend().await;
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (dead, alive) = (
+        Upstream::new(&format!("http://{free}")).unwrap(),
+        Upstream::new(&backend.url()).unwrap(),
+    );
+    let record = std::sync::Arc::new(LastRecord::default());
+    let director = {
+        let record = record.clone();
+        move |call: grpcproxy::CallInfo| {
+            let target = call
+                .forward_to(dead.clone())
+                .alternate(alive.clone())
+                .with_observer(record.clone());
+            async move { Ok(target) }
+        }
+    };
+    let proxy = TransparentProxy::new(NoQueue, director);
+    let stats = proxy.stats().clone();
+    let server = TestServer::start(ProxyRoutes::new().fallback(proxy).into_routes()).await;
+    let mut client = ping_client(server.addr()).await;
+    let reply = client
+        .ping(PingRequest {
+            value: "failover".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.get_ref().value, "failover");
+    assert!(service.events().last_metadata().is_some());
+    assert!(support::all_streams_closed(&stats).await);
+    assert_eq!(
+        record.0.lock().unwrap().clone(),
+        Some((
+            backend.addr().to_string(),
+            Some(free.to_string()),
+            tonic::Code::Ok
+        ))
+    );
+}

@@ -205,6 +205,63 @@ pub(crate) struct Cluster {
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<Spanned<ClusterTls>>,
+    /// Active health checks (`grpc.health.v1.Health/Check`); off if absent.
+    pub(crate) health_check: Option<HealthCheck>,
+    /// Passive ejection of endpoints that keep failing.
+    #[serde(default)]
+    pub(crate) outlier: Outlier,
+}
+
+/// `[clusters.NAME.health_check]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheck {
+    /// Time between checks of each endpoint.
+    #[serde(with = "humantime_serde", default = "five_seconds")]
+    pub(crate) interval: Duration,
+    /// How long one check may take.
+    #[serde(with = "humantime_serde", default = "one_second")]
+    pub(crate) timeout: Duration,
+    /// Failed checks in a row that mark an endpoint down.
+    #[serde(default = "two")]
+    pub(crate) unhealthy_threshold: u32,
+    /// Passed checks in a row that bring it back.
+    #[serde(default = "two")]
+    pub(crate) healthy_threshold: u32,
+    /// The service name to ask about ("" is the server as a whole).
+    #[serde(default)]
+    pub(crate) service: String,
+}
+
+/// `[clusters.NAME.outlier]`: eject an endpoint after consecutive UNAVAILABLE results
+/// (including connection failures), for `base_ejection` doubling up to `max_ejection`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Outlier {
+    /// Failures in a row that eject; 0 turns passive ejection off.
+    pub(crate) consecutive_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub(crate) base_ejection: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) max_ejection: Duration,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+        }
+    }
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn two() -> u32 {
+    2
 }
 
 fn one() -> usize {

@@ -30,6 +30,7 @@ use crate::call_state::{abort_status, AbortReason, CallState, Observed, ProxySta
 use crate::deadline::{format_timeout, parse_timeout};
 use crate::headers::strip_hop_by_hop;
 use crate::mq::MessageQueue;
+use crate::upstream::Unsent;
 use crate::{CallInfo, StreamDirector};
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -226,11 +227,42 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         let mut outgoing = Request::new(body);
         *outgoing.method_mut() = Method::POST;
         *outgoing.version_mut() = Version::HTTP_2;
-        *outgoing.uri_mut() = upstream.request_uri(path, overrides.authority, client_authority);
+        *outgoing.uri_mut() = upstream.request_uri(
+            path.clone(),
+            overrides.authority.clone(),
+            client_authority.clone(),
+        );
         *outgoing.headers_mut() = headers;
 
-        let response = match within(deadline, upstream.send(outgoing)).await {
-            Some(Ok(response)) => response,
+        let alternate = overrides.alternate;
+        let sent = within(deadline, async {
+            match upstream.try_send(outgoing).await {
+                Ok(response) => Ok((response, upstream)),
+                Err(Unsent {
+                    error,
+                    request: Some(mut request),
+                }) if alternate.is_some() => {
+                    let alternate = alternate.expect("checked above");
+                    tracing::debug!(error = %error, alternate = alternate.address(), "backend unreachable; trying the alternate");
+                    *request.uri_mut() = alternate.request_uri(
+                        path.clone(),
+                        overrides.authority.clone(),
+                        client_authority.clone(),
+                    );
+                    call.failed_over(
+                        alternate.shared_address().clone(),
+                        upstream.shared_address().clone(),
+                    );
+                    match alternate.try_send(request).await {
+                        Ok(response) => Ok((response, alternate)),
+                        Err(unsent) => Err(unsent.error),
+                    }
+                }
+                Err(unsent) => Err(unsent.error),
+            }
+        });
+        let (response, upstream) = match sent.await {
+            Some(Ok(sent)) => sent,
             Some(Err(err)) => {
                 let status = match call.abort_reason() {
                     Some(reason) => abort_status(reason, limit),
@@ -246,10 +278,24 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 return status_response(abort_status(AbortReason::Deadline, None));
             }
         };
+        if deadline.is_some_and(|d| Instant::now() >= d) && is_error_status(response.headers()) {
+            // The backend's own timer (tonic servers report CANCELLED) beat the proxy's by a
+            // scheduling hair; past the deadline the call's outcome is DEADLINE_EXCEEDED.
+            call.abort(AbortReason::Deadline);
+            call.set_status(tonic::Code::DeadlineExceeded);
+            return status_response(abort_status(AbortReason::Deadline, None));
+        }
         call.set_status_from(response.headers());
         let backend = upstream.shared_address().clone();
         response.map(|body| ResponseBody::forward(body, guard, deadline, limit, backend))
     }
+}
+
+/// True when `headers` carry a non-OK `grpc-status`.
+pub(crate) fn is_error_status(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() != b"0")
 }
 
 /// Runs `future` until `deadline`; `None` if the deadline came first.

@@ -132,44 +132,147 @@ impl Upstream {
         .expect("scheme, authority and path make a valid URI")
     }
 
-    /// Sends one request and waits for the response headers.
-    pub(crate) async fn send(
+    /// Sends one request and waits for the response headers. When the request never left
+    /// the proxy (no connection could be made), it comes back with the error, so the caller
+    /// may send it elsewhere.
+    pub(crate) async fn try_send(
         &self,
         request: Request<BoxBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, Unsent> {
         match &self.inner.transport {
             Transport::Pool(pool) => {
-                let mut sender = pool.connection().await?;
+                let mut sender = match pool.connection().await {
+                    Ok(sender) => sender,
+                    Err(error) => {
+                        return Err(Unsent {
+                            error,
+                            request: Some(request),
+                        })
+                    }
+                };
                 match sender.try_send_request(request).await {
                     Ok(response) => Ok(response.map(UpstreamBody::Hyper)),
                     Err(mut err) => match err.take_message() {
                         // The connection closed before the request went out (GOAWAY, a dead
                         // connection): nothing reached the backend, so one retry is safe.
-                        Some(request) => {
-                            let mut sender = pool.connection().await?;
-                            sender
+                        Some(request) => match pool.connection().await {
+                            Ok(mut sender) => sender
                                 .send_request(request)
                                 .await
                                 .map(|response| response.map(UpstreamBody::Hyper))
-                                .map_err(|e| self.request_error(e))
-                        }
-                        None => Err(self.request_error(err.into_error())),
+                                .map_err(|e| Unsent {
+                                    error: self.request_error(e),
+                                    request: None,
+                                }),
+                            Err(error) => Err(Unsent {
+                                error,
+                                request: Some(request),
+                            }),
+                        },
+                        None => Err(Unsent {
+                            error: self.request_error(err.into_error()),
+                            request: None,
+                        }),
                     },
                 }
             }
             Transport::Channel { channel, .. } => {
                 use tower_service::Service;
                 let mut channel = channel.clone();
-                std::future::poll_fn(|cx| channel.poll_ready(cx))
-                    .await
-                    .map_err(|e| self.request_error(e))?;
-                channel
-                    .call(request.map(tonic::body::Body::new))
-                    .await
+                let sent = async {
+                    std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+                    channel.call(request.map(tonic::body::Body::new)).await
+                };
+                sent.await
                     .map(|response| response.map(UpstreamBody::Tonic))
-                    .map_err(|e| self.request_error(e))
+                    .map_err(|e| Unsent {
+                        error: self.request_error(e),
+                        request: None,
+                    })
             }
         }
+    }
+
+    /// Makes one unary call to `path` with raw message bytes over this upstream's
+    /// connections, and returns the response message — for health checks and tools.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let upstream = grpcproxy::Upstream::new("http://127.0.0.1:50052")?;
+    /// // grpc.health.v1.Health/Check with an empty HealthCheckRequest.
+    /// let reply = upstream
+    ///     .unary("/grpc.health.v1.Health/Check", bytes::Bytes::new(), Duration::from_secs(1))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn unary(
+        &self,
+        path: &str,
+        message: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, tonic::Status> {
+        use http_body_util::BodyExt;
+        let path: http::uri::PathAndQuery = path.parse().map_err(|_| {
+            tonic::Status::invalid_argument(format!("invalid method path {path:?}"))
+        })?;
+        let mut frame = bytes::BytesMut::with_capacity(5 + message.len());
+        frame.extend_from_slice(&[0]);
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        let body = http_body_util::Full::new(frame.freeze())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut request = Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.request_uri(path, None, None);
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        headers.insert("grpc-timeout", crate::deadline::format_timeout(timeout));
+        let call = async {
+            let response = self
+                .try_send(request)
+                .await
+                .map_err(|unsent| unsent.error.to_status())?;
+            if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+                if status.code() != tonic::Code::Ok {
+                    return Err(status);
+                }
+            }
+            let collected = response.into_body().collect().await.map_err(|e| {
+                crate::status::status_from_upstream_error(e.as_ref(), self.address())
+            })?;
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let data = collected.to_bytes();
+            match tonic::Status::from_header_map(&trailers) {
+                Some(status) if status.code() != tonic::Code::Ok => return Err(status),
+                _ => {}
+            }
+            match data.get(..5) {
+                Some([0, len @ ..])
+                    if data.len()
+                        == 5 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize =>
+                {
+                    Ok(data.slice(5..))
+                }
+                _ => Err(tonic::Status::internal(format!(
+                    "backend {} sent no single uncompressed message",
+                    self.address()
+                ))),
+            }
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "backend {} did not answer in {timeout:?}",
+                    self.address()
+                )))
+            })
     }
 
     fn request_error(
@@ -182,6 +285,13 @@ impl Upstream {
             err,
         )
     }
+}
+
+/// A request that failed; `request` is given back when it never reached the backend.
+#[derive(Debug)]
+pub(crate) struct Unsent {
+    pub(crate) error: UpstreamError,
+    pub(crate) request: Option<Request<BoxBody>>,
 }
 
 /// Connection counters of an [`Upstream`].

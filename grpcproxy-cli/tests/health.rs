@@ -1,0 +1,192 @@
+//! Endpoint health: active checks take endpoints out and back; a backend killed under load
+//! costs at most the calls in flight on it.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use grpcproxy_testing::pb::PingRequest;
+use grpcproxy_testing::ping::SERVED_BY_KEY;
+use grpcproxy_testing::serve::{health_backend, ping_client};
+use support::http_get;
+use tonic_health::ServingStatus;
+
+fn served_by<T>(reply: &tonic::Response<T>) -> String {
+    reply
+        .metadata()
+        .get(SERVED_BY_KEY)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn wait_for_metric(admin: std::net::SocketAddr, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = http_get(admin, "/metrics");
+        if body.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no line {line:?} in:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_mark_an_endpoint_down_and_up_again() {
+    let (a, _a_health) = health_backend("a").await;
+    let (b, b_health) = health_backend("b").await;
+    let config = format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+[[listeners]]
+address = "127.0.0.1:0"
+[[routes]]
+cluster = "pair"
+[clusters.pair]
+endpoints = ["{a}", "{b}"]
+balance = "round_robin"
+health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2, healthy_threshold = 2 }}
+"#,
+        a = a.addr(),
+        b = b.addr()
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let admin = proxy.admin.unwrap();
+    let mut client = ping_client(proxy.listening[0]).await;
+    let b_healthy = |up: u8| {
+        format!(
+            r#"grpcproxy_endpoint_healthy{{cluster="pair",endpoint="{}"}} {up}"#,
+            b.addr()
+        )
+    };
+
+    let mut seen = HashMap::<String, usize>::new();
+    for _ in 0..10 {
+        *seen
+            .entry(served_by(
+                &client.ping(PingRequest::default()).await.unwrap(),
+            ))
+            .or_default() += 1;
+    }
+    assert_eq!(seen.get("b"), Some(&5), "{seen:?}");
+
+    b_health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    wait_for_metric(admin, &b_healthy(0));
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&client.ping(PingRequest::default()).await.unwrap()),
+            "a"
+        );
+    }
+
+    b_health
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    wait_for_metric(admin, &b_healthy(1));
+    let mut seen = HashMap::<String, usize>::new();
+    for _ in 0..10 {
+        *seen
+            .entry(served_by(
+                &client.ping(PingRequest::default()).await.unwrap(),
+            ))
+            .or_default() += 1;
+    }
+    assert_eq!(seen.get("b"), Some(&5), "b takes calls again: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_under_load_costs_only_its_in_flight_calls() {
+    const WORKERS: usize = 8;
+    let (a, _) = health_backend("a").await;
+    let (b, _) = health_backend("b").await;
+    let (c, _) = health_backend("c").await;
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"all\"\n\
+         [clusters.all]\nendpoints = [\"{}\", \"{}\", \"{}\"]\n",
+        a.addr(),
+        b.addr(),
+        c.addr()
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let client = ping_client(proxy.listening[0]).await;
+    let started = Instant::now();
+    let run_for = Duration::from_millis(2500);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let mut client = client.clone();
+        workers.spawn(async move {
+            let mut outcomes = Vec::new();
+            while started.elapsed() < run_for {
+                let at = started.elapsed();
+                let result = client
+                    .ping(PingRequest {
+                        sleep_ms: 10,
+                        ..Default::default()
+                    })
+                    .await;
+                outcomes.push((
+                    at,
+                    result
+                        .map(|r| served_by(&r))
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+                ));
+            }
+            outcomes
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed_at = started.elapsed();
+    c.kill();
+
+    let mut outcomes = Vec::new();
+    while let Some(worker) = workers.join_next().await {
+        outcomes.extend(worker.unwrap());
+    }
+    let failed: Vec<_> = outcomes.iter().filter(|(_, r)| r.is_err()).collect();
+    let after: Vec<_> = outcomes
+        .iter()
+        .filter(|(at, _)| *at > killed_at + Duration::from_millis(100))
+        .collect();
+    println!(
+        "{} calls, {} failed after killing c at {killed_at:?}: {:?}",
+        outcomes.len(),
+        failed.len(),
+        failed
+            .iter()
+            .map(|(_, r)| r.as_ref().unwrap_err())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(at, _)| *at + Duration::from_millis(100) < killed_at)
+            .all(|(_, r)| r.is_ok()),
+        "no failures among calls that ended before the kill"
+    );
+    assert!(
+        failed.len() <= WORKERS,
+        "at most the calls in flight on c may fail, {} did",
+        failed.len()
+    );
+    assert!(
+        !after.is_empty()
+            && after
+                .iter()
+                .all(|(_, r)| matches!(r, Ok(name) if name != "c")),
+        "traffic moved to a and b"
+    );
+    let served: HashMap<&str, usize> = after.iter().fold(HashMap::new(), |mut m, (_, r)| {
+        *m.entry(r.as_ref().unwrap().as_str()).or_default() += 1;
+        m
+    });
+    assert!(
+        served.get("a").is_some_and(|n| *n > 10) && served.get("b").is_some_and(|n| *n > 10),
+        "{served:?}"
+    );
+}
