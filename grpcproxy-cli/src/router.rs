@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::{CallInfo, SharedObserver, StreamDirector, Target};
+use grpcproxy::{CallInfo, HeaderEdits, SharedObserver, StreamDirector, Target};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use regex::Regex;
@@ -47,8 +47,8 @@ struct Route {
     default_timeout: Option<Duration>,
     authority: Option<Authority>,
     x_forwarded_for: bool,
-    set: Vec<(HeaderName, HeaderValue)>,
-    remove: Vec<HeaderName>,
+    request_edits: HeaderEdits,
+    response_edits: Option<Arc<HeaderEdits>>,
 }
 
 #[derive(Debug)]
@@ -156,25 +156,9 @@ impl Route {
                 .map(|a| Authority::try_from(a.get_ref().as_str()))
                 .transpose()?,
             x_forwarded_for: route.x_forwarded_for,
-            set: route
-                .request_metadata
-                .set
-                .iter()
-                .flat_map(|set| set.get_ref())
-                .map(|(k, v)| {
-                    Ok((
-                        HeaderName::from_bytes(k.as_bytes())?,
-                        HeaderValue::from_str(v)?,
-                    ))
-                })
-                .collect::<anyhow::Result<_>>()?,
-            remove: route
-                .request_metadata
-                .remove
-                .iter()
-                .flat_map(|remove| remove.get_ref())
-                .map(|k| HeaderName::from_bytes(k.as_bytes()))
-                .collect::<Result<_, _>>()?,
+            request_edits: route.request_metadata.to_header_edits()?,
+            response_edits: Some(Arc::new(route.response_metadata.to_header_edits()?))
+                .filter(|e| !e.is_empty()),
         })
     }
 
@@ -209,12 +193,7 @@ impl Route {
         let forwarded_for = self.x_forwarded_for.then(|| call.remote_addr()).flatten();
         {
             let headers = call.metadata_mut().as_mut();
-            for name in &self.remove {
-                headers.remove(name);
-            }
-            for (name, value) in &self.set {
-                headers.insert(name.clone(), value.clone());
-            }
+            self.request_edits.apply(headers);
             if let Some(addr) = forwarded_for {
                 let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                     Some(existing) => format!("{existing}, {}", addr.ip()),
@@ -240,6 +219,9 @@ impl Route {
             .with_observer(self.observer.clone());
         if let Some(authority) = &self.authority {
             target = target.authority(authority.clone());
+        }
+        if let Some(edits) = &self.response_edits {
+            target = target.response_metadata(edits.clone());
         }
         if let Some(alternate) = picked.alternate {
             target = target.alternate(alternate.upstream.clone());

@@ -45,6 +45,8 @@ match.headers = [{{ name = "x-tenant", exact = "beta" }}]
 cluster = "c"
 request_metadata.set = {{ "x-routed-by" = "grpcproxy" }}
 request_metadata.remove = ["x-secret"]
+response_metadata.set = {{ "x-served-via" = "grpcproxy" }}
+response_metadata.remove = ["test-client-header"]
 
 [[routes]]
 name = "lists"
@@ -89,6 +91,11 @@ endpoints = ["{c}"]
         .insert("x-secret", "s3cret".parse().unwrap());
     let reply = client.ping(request).await.unwrap();
     assert_eq!(served_by(&reply), "c");
+    assert_eq!(reply.metadata().get("x-served-via").unwrap(), "grpcproxy");
+    assert!(
+        reply.metadata().get("test-client-header").is_none(),
+        "removed from the response"
+    );
     let seen = c_service.events().last_metadata().unwrap();
     assert_eq!(seen.get("x-routed-by").unwrap(), "grpcproxy");
     assert!(seen.get("x-secret").is_none());

@@ -37,6 +37,7 @@ pub(crate) struct CallOverrides {
     pub(crate) guard: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) observer: Option<crate::SharedObserver>,
     pub(crate) alternate: Option<Upstream>,
+    pub(crate) response_edits: Option<std::sync::Arc<crate::HeaderEdits>>,
 }
 
 impl std::fmt::Debug for CallOverrides {
@@ -48,6 +49,7 @@ impl std::fmt::Debug for CallOverrides {
             .field("guard", &self.guard.is_some())
             .field("observer", &self.observer.is_some())
             .field("alternate", &self.alternate)
+            .field("response_edits", &self.response_edits)
             .finish()
     }
 }
@@ -112,6 +114,13 @@ impl Target {
     /// balancer passes its second choice.)
     pub fn alternate(mut self, alternate: Upstream) -> Self {
         self.overrides.alternate = Some(alternate);
+        self
+    }
+
+    /// Edits the response metadata the client receives: the response headers, or the
+    /// trailers of a trailers-only response. Trailers after messages pass unchanged.
+    pub fn response_metadata(mut self, edits: std::sync::Arc<crate::HeaderEdits>) -> Self {
+        self.overrides.response_edits = Some(edits);
         self
     }
 

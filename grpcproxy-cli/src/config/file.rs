@@ -143,6 +143,9 @@ pub(crate) struct Route {
     pub(crate) x_forwarded_for: bool,
     #[serde(default)]
     pub(crate) request_metadata: MetadataEdits,
+    /// Edits of the response headers (or trailers-only headers) the client receives.
+    #[serde(default)]
+    pub(crate) response_metadata: MetadataEdits,
 }
 
 /// What a route matches; every given condition must hold.
@@ -428,22 +431,55 @@ impl Config {
                     ));
                 }
             }
-            if let Some(set) = &route.request_metadata.set {
-                for (key, value) in set.get_ref() {
-                    if !valid_metadata(key, value) {
-                        return Err(Problem::new(set.span(), format!("routes[{i}].request_metadata.set: {key:?} = {value:?} is not valid metadata")));
-                    }
+            route
+                .request_metadata
+                .check(&format!("routes[{i}].request_metadata"))?;
+            route
+                .response_metadata
+                .check(&format!("routes[{i}].response_metadata"))?;
+        }
+        Ok(())
+    }
+}
+
+impl MetadataEdits {
+    fn check(&self, field: &str) -> Result<(), Problem> {
+        if let Some(set) = &self.set {
+            for (key, value) in set.get_ref() {
+                if !valid_metadata(key, value) {
+                    return Err(Problem::new(
+                        set.span(),
+                        format!("{field}.set: {key:?} = {value:?} is not valid metadata"),
+                    ));
                 }
             }
-            if let Some(remove) = &route.request_metadata.remove {
-                for key in remove.get_ref() {
-                    if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
-                        return Err(Problem::new(remove.span(), format!("routes[{i}].request_metadata.remove: {key:?} is not a valid metadata key")));
-                    }
+        }
+        if let Some(remove) = &self.remove {
+            for key in remove.get_ref() {
+                if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+                    return Err(Problem::new(
+                        remove.span(),
+                        format!("{field}.remove: {key:?} is not a valid metadata key"),
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The edits as the proxy applies them (call after `check`).
+    pub(crate) fn to_header_edits(&self) -> anyhow::Result<grpcproxy::HeaderEdits> {
+        let mut edits = grpcproxy::HeaderEdits::default();
+        for key in self.remove.iter().flat_map(|r| r.get_ref()) {
+            edits = edits.remove(http::HeaderName::from_bytes(key.as_bytes())?);
+        }
+        for (key, value) in self.set.iter().flat_map(|s| s.get_ref()) {
+            edits = edits.set(
+                http::HeaderName::from_bytes(key.as_bytes())?,
+                http::HeaderValue::from_str(value)?,
+            );
+        }
+        Ok(edits)
     }
 }
 

@@ -286,6 +286,10 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             return status_response(abort_status(AbortReason::Deadline, None));
         }
         call.set_status_from(response.headers());
+        let mut response = response;
+        if let Some(edits) = &overrides.response_edits {
+            edits.apply(response.headers_mut());
+        }
         let backend = upstream.shared_address().clone();
         response.map(|body| ResponseBody::forward(body, guard, deadline, limit, backend))
     }
