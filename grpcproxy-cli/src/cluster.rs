@@ -1,17 +1,20 @@
-//! Clusters: equivalent backends, their health, and the balancer that picks one per call.
+//! Clusters: equivalent backends, their health, the balancer that picks one per call, and
+//! the endpoint set that follows DNS.
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use grpcproxy::{Http2Settings, Upstream};
 use tonic::Code;
 
 use crate::config::{self, Balance, HealthCheck, Outlier};
 
-/// One backend of a cluster, with its load and health.
+/// One backend address of a cluster, with its load and health.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     pub(crate) upstream: Upstream,
@@ -46,112 +49,198 @@ impl Drop for InFlight {
 
 /// The balancer's choice for one call.
 #[derive(Debug)]
-pub(crate) struct Picked<'a> {
-    pub(crate) endpoint: &'a Endpoint,
+pub(crate) struct Picked {
+    pub(crate) endpoint: Arc<Endpoint>,
     /// Where the call goes if `endpoint` cannot be reached.
-    pub(crate) alternate: Option<&'a Endpoint>,
+    pub(crate) alternate: Option<Arc<Endpoint>>,
     pub(crate) in_flight: InFlight,
+}
+
+/// The endpoints of a cluster at one moment.
+#[derive(Debug, Default)]
+struct EndpointSet {
+    list: Vec<Arc<Endpoint>>,
+    by_address: HashMap<SocketAddr, usize>,
+}
+
+/// How to make an endpoint for an address: the cluster's connection and TLS settings.
+#[derive(Debug)]
+struct EndpointFactory {
+    cluster: String,
+    tls: Option<TlsFiles>,
+    connections: usize,
+    connect_timeout: Duration,
+    settings: Http2Settings,
+}
+
+#[derive(Debug)]
+struct TlsFiles {
+    ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    server_name: Option<String>,
+}
+
+impl EndpointFactory {
+    /// An endpoint for `address`, resolved from `host` (the TLS name unless configured).
+    fn make(&self, address: SocketAddr, host: &str) -> anyhow::Result<Endpoint> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut builder = Upstream::builder(&format!("{scheme}://{address}"))?
+            .connections(self.connections)
+            .connect_timeout(self.connect_timeout)
+            .http2(self.settings.clone());
+        if let Some(tls) = &self.tls {
+            if let Some(ca) = &tls.ca {
+                builder = builder.ca_certificates_pem(ca)?;
+            }
+            if let Some((cert, key)) = &tls.identity {
+                builder = builder.client_identity_pem(cert, key)?;
+            }
+            builder = builder.server_name(tls.server_name.as_deref().unwrap_or(host))?;
+        }
+        let upstream = builder
+            .build()
+            .with_context(|| format!("clusters.{}: endpoint {address}", self.cluster))?;
+        Ok(Endpoint {
+            upstream,
+            in_flight: Arc::default(),
+            checked_healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            recent_ejections: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
+        })
+    }
 }
 
 /// A set of equivalent backends.
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) name: String,
-    endpoints: Vec<Endpoint>,
-    by_address: HashMap<String, usize>,
+    /// The configured `host:port` entries.
+    entries: Vec<String>,
+    set: ArcSwap<EndpointSet>,
+    factory: EndpointFactory,
     balance: Balance,
     next: AtomicUsize,
     epoch: Instant,
     outlier: Outlier,
     health_check: Option<HealthCheck>,
+    dns_refresh: Duration,
 }
 
 impl Cluster {
+    /// Builds the cluster, resolving its endpoint names once (a name that does not resolve
+    /// yet leaves its part of the set empty until a later refresh).
     pub(crate) fn build(
         name: &str,
         config: &config::Cluster,
         limits: &config::Limits,
     ) -> anyhow::Result<Self> {
-        let tls = config.tls.as_ref().map(|t| t.get_ref());
         let read = |path: &str| {
             std::fs::read(path).with_context(|| format!("clusters.{name}.tls: cannot read {path}"))
         };
-        let settings = Http2Settings {
-            keep_alive_interval: limits.keepalive_interval,
-            keep_alive_timeout: limits.keepalive_timeout,
-            ..Http2Settings::default()
+        let tls = match config.tls.as_ref().map(|t| t.get_ref()) {
+            Some(tls) => Some(TlsFiles {
+                ca: tls.ca.as_deref().map(read).transpose()?,
+                identity: match (&tls.cert, &tls.key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+                server_name: tls.server_name.clone(),
+            }),
+            None => None,
         };
-        let mut endpoints = Vec::new();
-        for address in config.endpoints.get_ref() {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let mut builder = Upstream::builder(&format!("{scheme}://{address}"))?
-                .connections(config.connections_per_endpoint)
-                .connect_timeout(config.connect_timeout)
-                .http2(settings.clone());
-            if let Some(tls) = tls {
-                if let Some(ca) = &tls.ca {
-                    builder = builder.ca_certificates_pem(&read(ca)?)?;
-                }
-                if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-                    builder = builder.client_identity_pem(&read(cert)?, &read(key)?)?;
-                }
-                if let Some(server_name) = &tls.server_name {
-                    builder = builder.server_name(server_name)?;
-                }
-            }
-            let upstream = builder
-                .build()
-                .with_context(|| format!("clusters.{name}: endpoint {address}"))?;
-            endpoints.push(Endpoint {
-                upstream,
-                in_flight: Arc::default(),
-                checked_healthy: AtomicBool::new(true),
-                consecutive_failures: AtomicU32::new(0),
-                ejected_until: AtomicU64::new(0),
-                recent_ejections: AtomicU32::new(0),
-                ejections: AtomicU64::new(0),
-            });
-        }
-        let by_address = endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.upstream.address().to_owned(), i))
-            .collect();
-        Ok(Self {
+        let factory = EndpointFactory {
+            cluster: name.to_owned(),
+            tls,
+            connections: config.connections_per_endpoint,
+            connect_timeout: config.connect_timeout,
+            settings: Http2Settings {
+                keep_alive_interval: limits.keepalive_interval,
+                keep_alive_timeout: limits.keepalive_timeout,
+                ..Http2Settings::default()
+            },
+        };
+        let cluster = Self {
             name: name.to_owned(),
-            endpoints,
-            by_address,
+            entries: config.endpoints.get_ref().clone(),
+            set: ArcSwap::from_pointee(EndpointSet::default()),
+            factory,
             balance: config.balance,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             outlier: config.outlier.clone(),
             health_check: config.health_check.clone(),
-        })
+            dns_refresh: config.dns_refresh,
+        };
+        let resolved = cluster
+            .entries
+            .iter()
+            .flat_map(|entry| match entry.to_socket_addrs() {
+                Ok(addresses) => addresses.map(|a| (a, host_of(entry).to_owned())).collect(),
+                Err(e) => {
+                    tracing::warn!(cluster = name, endpoint = %entry, error = %e, "cannot resolve endpoint yet");
+                    Vec::new()
+                }
+            })
+            .collect();
+        cluster.update(resolved)?;
+        Ok(cluster)
     }
 
-    /// The cluster's endpoints.
-    pub(crate) fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+    /// The cluster's endpoints now.
+    pub(crate) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.set.load().list.clone()
     }
 
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether endpoint `endpoint` can take calls now.
+    /// Whether `endpoint` can take calls now.
     pub(crate) fn is_available(&self, endpoint: &Endpoint) -> bool {
         endpoint.available(self.now())
     }
 
+    /// Makes `resolved` the endpoint set, keeping the endpoints (connections, health) of
+    /// addresses already in it. True if the set changed.
+    fn update(&self, resolved: Vec<(SocketAddr, String)>) -> anyhow::Result<bool> {
+        let current = self.set.load();
+        let mut list = Vec::with_capacity(resolved.len());
+        let mut by_address = HashMap::new();
+        for (address, host) in resolved {
+            if by_address.contains_key(&address) {
+                continue;
+            }
+            let endpoint = match current.by_address.get(&address) {
+                Some(&i) => current.list[i].clone(),
+                None => Arc::new(self.factory.make(address, &host)?),
+            };
+            by_address.insert(address, list.len());
+            list.push(endpoint);
+        }
+        let changed = list.len() != current.list.len()
+            || list
+                .iter()
+                .zip(&current.list)
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed {
+            self.set.store(Arc::new(EndpointSet { list, by_address }));
+        }
+        Ok(changed)
+    }
+
     /// Picks the endpoint for one call among the available ones (and an alternate), and
     /// counts the call in flight there; `None` when no endpoint is available.
-    pub(crate) fn pick(&self) -> Option<Picked<'_>> {
+    pub(crate) fn pick(&self) -> Option<Picked> {
         let now = self.now();
-        let available = self.endpoints.iter().filter(|e| e.available(now)).count();
+        let set = self.set.load();
+        let endpoints = &set.list;
+        let available = endpoints.iter().filter(|e| e.available(now)).count();
         // The k-th available endpoint, counting from `start`.
         let nth = |start: usize, k: usize| {
-            (0..self.endpoints.len())
-                .map(|i| &self.endpoints[(start + i) % self.endpoints.len()])
+            (0..endpoints.len())
+                .map(|i| &endpoints[(start + i) % endpoints.len()])
                 .filter(|e| e.available(now))
                 .nth(k)
         };
@@ -176,8 +265,8 @@ impl Cluster {
         };
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Picked {
-            endpoint,
-            alternate,
+            endpoint: endpoint.clone(),
+            alternate: alternate.cloned(),
             in_flight: InFlight(endpoint.in_flight.clone()),
         })
     }
@@ -185,11 +274,18 @@ impl Cluster {
     /// Learns from a finished call: UNAVAILABLE (and a backend that could not be reached)
     /// count towards ejection; anything else resets the count.
     pub(crate) fn report(&self, backend: &str, status: Code, unreachable: Option<&str>) {
-        if let Some(index) = unreachable.and_then(|address| self.by_address.get(address)) {
-            self.failed(&self.endpoints[*index]);
+        let set = self.set.load();
+        let find = |address: &str| {
+            address
+                .parse()
+                .ok()
+                .and_then(|a: SocketAddr| set.by_address.get(&a))
+                .map(|&i| &set.list[i])
+        };
+        if let Some(endpoint) = unreachable.and_then(find) {
+            self.failed(endpoint);
         }
-        if let Some(index) = self.by_address.get(backend) {
-            let endpoint = &self.endpoints[*index];
+        if let Some(endpoint) = find(backend) {
             if status == Code::Unavailable {
                 self.failed(endpoint);
             } else {
@@ -230,14 +326,77 @@ impl Cluster {
         tracing::warn!(cluster = %self.name, endpoint = endpoint.upstream.address(), ?duration, "endpoint ejected after consecutive failures");
     }
 
-    /// Starts the active health checks, one task per endpoint; they end with the cluster.
-    pub(crate) fn start_health_checks(self: &Arc<Self>) {
-        let Some(check) = self.health_check.clone() else {
+    /// Starts the cluster's background work — active health checks of every endpoint, and
+    /// DNS refresh when an endpoint is a name. It all ends when the cluster is dropped.
+    pub(crate) fn start(self: &Arc<Self>) {
+        for endpoint in self.endpoints() {
+            self.check_health_of(&endpoint);
+        }
+        if self
+            .entries
+            .iter()
+            .any(|entry| entry.parse::<SocketAddr>().is_err())
+        {
+            tokio::spawn(dns_loop(Arc::downgrade(self), self.dns_refresh));
+        }
+    }
+
+    fn check_health_of(self: &Arc<Self>, endpoint: &Arc<Endpoint>) {
+        if let Some(check) = self.health_check.clone() {
+            tokio::spawn(health_loop(
+                self.name.clone(),
+                Arc::downgrade(endpoint),
+                check,
+            ));
+        }
+    }
+
+    /// Resolves every entry again and updates the set; a failed lookup keeps the set.
+    async fn refresh(self: &Arc<Self>) {
+        let mut resolved = Vec::new();
+        for entry in &self.entries {
+            match tokio::net::lookup_host(entry.as_str()).await {
+                Ok(addresses) => resolved.extend(addresses.map(|a| (a, host_of(entry).to_owned()))),
+                Err(e) => {
+                    tracing::warn!(cluster = %self.name, endpoint = %entry, error = %e, "DNS refresh failed; keeping the endpoints");
+                    return;
+                }
+            }
+        }
+        let before: Vec<_> = self.endpoints().iter().map(Arc::as_ptr).collect();
+        match self.update(resolved) {
+            Ok(true) => {
+                let endpoints = self.endpoints();
+                for endpoint in endpoints
+                    .iter()
+                    .filter(|e| !before.contains(&Arc::as_ptr(e)))
+                {
+                    self.check_health_of(endpoint);
+                }
+                let addresses: Vec<&str> = endpoints.iter().map(|e| e.upstream.address()).collect();
+                tracing::info!(cluster = %self.name, endpoints = ?addresses, "endpoint set changed");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(cluster = %self.name, error = %format!("{e:#}"), "cannot use the new endpoints")
+            }
+        }
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(entry: &str) -> &str {
+    let host = entry.rsplit_once(':').map_or(entry, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+async fn dns_loop(cluster: Weak<Cluster>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        for index in 0..self.endpoints.len() {
-            tokio::spawn(health_loop(Arc::downgrade(self), index, check.clone()));
-        }
+        cluster.refresh().await;
     }
 }
 
@@ -257,7 +416,8 @@ struct HealthCheckResponse {
 
 const SERVING: i32 = 1;
 
-async fn health_loop(cluster: Weak<Cluster>, index: usize, check: HealthCheck) {
+/// Checks one endpoint until it leaves the cluster (or the cluster goes).
+async fn health_loop(cluster: String, endpoint: Weak<Endpoint>, check: HealthCheck) {
     use prost::Message;
     let request = bytes::Bytes::from(
         HealthCheckRequest {
@@ -267,10 +427,9 @@ async fn health_loop(cluster: Weak<Cluster>, index: usize, check: HealthCheck) {
     );
     let (mut passes, mut failures) = (0u32, 0u32);
     loop {
-        let Some(cluster) = cluster.upgrade() else {
+        let Some(endpoint) = endpoint.upgrade() else {
             return;
         };
-        let endpoint = &cluster.endpoints[index];
         let answer = endpoint
             .upstream
             .unary(
@@ -292,15 +451,95 @@ async fn health_loop(cluster: Weak<Cluster>, index: usize, check: HealthCheck) {
                 Ok(_) => "not serving".to_owned(),
                 Err(status) => format!("{:?}: {}", status.code(), status.message()),
             };
-            tracing::warn!(cluster = %cluster.name, endpoint = endpoint.upstream.address(), reason, "endpoint marked down by health checks");
+            tracing::warn!(
+                cluster,
+                endpoint = endpoint.upstream.address(),
+                reason,
+                "endpoint marked down by health checks"
+            );
         } else if !healthy && passes >= check.healthy_threshold {
             endpoint.checked_healthy.store(true, Ordering::Relaxed);
-            tracing::info!(cluster = %cluster.name, endpoint = endpoint.upstream.address(), "endpoint marked up by health checks");
+            tracing::info!(
+                cluster,
+                endpoint = endpoint.upstream.address(),
+                "endpoint marked up by health checks"
+            );
         }
-        drop(cluster);
+        drop(endpoint);
         tokio::time::sleep(check.interval).await;
     }
 }
 
-/// Ejection backoff is capped; keep `Duration` math from overflowing.
-const _: () = assert!(Duration::from_secs(300).as_secs() * (1 << 16) < u64::MAX);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(entries: &[&str]) -> Arc<Cluster> {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[clusters.c]\nendpoints = [{}]\n",
+            entries
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+        Arc::new(Cluster::build("c", &config.clusters["c"], &config.limits).unwrap())
+    }
+
+    fn addresses(cluster: &Cluster) -> Vec<String> {
+        cluster
+            .endpoints()
+            .iter()
+            .map(|e| e.upstream.address().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_changed_address_set_keeps_the_endpoints_that_stay() {
+        let cluster = cluster(&["127.0.0.1:1"]);
+        let resolved = |ips: &[&str]| {
+            ips.iter()
+                .map(|ip| (ip.parse().unwrap(), "svc.test".to_owned()))
+                .collect()
+        };
+        assert!(cluster
+            .update(resolved(&["10.0.0.1:50051", "10.0.0.2:50051"]))
+            .unwrap());
+        let kept = cluster.endpoints()[1].clone();
+        assert!(
+            !cluster
+                .update(resolved(&["10.0.0.1:50051", "10.0.0.2:50051"]))
+                .unwrap(),
+            "same set: no change"
+        );
+        assert!(cluster
+            .update(resolved(&["10.0.0.2:50051", "10.0.0.3:50051"]))
+            .unwrap());
+        assert_eq!(addresses(&cluster), ["10.0.0.2:50051", "10.0.0.3:50051"]);
+        assert!(
+            Arc::ptr_eq(&cluster.endpoints()[0], &kept),
+            "10.0.0.2 keeps its connections and health"
+        );
+    }
+
+    #[test]
+    fn names_resolve_to_every_address_and_unresolvable_names_leave_the_set_empty() {
+        assert_eq!(
+            addresses(&cluster(&["127.0.0.1:7", "127.0.0.1:7"])),
+            ["127.0.0.1:7"]
+        );
+        let localhost = cluster(&["localhost:7"]);
+        assert!(
+            addresses(&localhost).contains(&"127.0.0.1:7".to_owned()),
+            "{:?}",
+            addresses(&localhost)
+        );
+        let nowhere = cluster(&["name.invalid:7"]);
+        assert!(nowhere.endpoints().is_empty());
+        assert!(
+            nowhere.pick().is_none(),
+            "no endpoint: calls get UNAVAILABLE at once"
+        );
+    }
+}

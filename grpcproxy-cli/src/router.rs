@@ -11,7 +11,7 @@ use http::uri::Authority;
 use regex::Regex;
 use tonic::Status;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Picked};
 use crate::config::{self, Config};
 use crate::telemetry::{RouteObserver, Telemetry};
 
@@ -210,7 +210,11 @@ impl Route {
                 self.cluster.name
             )));
         };
-        let (endpoint, in_flight) = (picked.endpoint, picked.in_flight);
+        let Picked {
+            endpoint,
+            alternate,
+            in_flight,
+        } = picked;
         tracing::trace!(route = %self.name, cluster = %self.cluster.name, endpoint = endpoint.upstream.address(), "routed");
         let mut target = call
             .forward_to(endpoint.upstream.clone())
@@ -223,7 +227,7 @@ impl Route {
         if let Some(edits) = &self.response_edits {
             target = target.response_metadata(edits.clone());
         }
-        if let Some(alternate) = picked.alternate {
+        if let Some(alternate) = alternate {
             target = target.alternate(alternate.upstream.clone());
         }
         Ok(target)

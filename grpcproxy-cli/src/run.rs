@@ -101,10 +101,7 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         telemetry,
     } = prepared;
     telemetry.set_clusters(router.clusters().to_vec());
-    router
-        .clusters()
-        .iter()
-        .for_each(Cluster::start_health_checks);
+    router.clusters().iter().for_each(Cluster::start);
     let current = Arc::new(ArcSwap::from_pointee(router));
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
@@ -210,10 +207,7 @@ async fn reload_on_sighup(
         match reload(&path, &running, &telemetry) {
             Ok((router, config)) => {
                 telemetry.set_clusters(router.clusters().to_vec());
-                router
-                    .clusters()
-                    .iter()
-                    .for_each(Cluster::start_health_checks);
+                router.clusters().iter().for_each(Cluster::start);
                 current.store(Arc::new(router));
                 if let Some(admin) = &admin {
                     admin.config_toml.store(Arc::new(config.redacted_toml()));

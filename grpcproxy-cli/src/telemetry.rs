@@ -240,7 +240,7 @@ impl Collector for UpstreamCollector {
                     ("cluster", cluster.name.as_str()),
                     ("endpoint", endpoint.upstream.address()),
                 ];
-                ConstGauge::new(i64::from(cluster.is_available(endpoint)))
+                ConstGauge::new(i64::from(cluster.is_available(&endpoint)))
                     .encode(metric.encode_family(&labels)?)?;
             }
         }

@@ -213,6 +213,13 @@ pub(crate) struct Cluster {
     /// Passive ejection of endpoints that keep failing.
     #[serde(default)]
     pub(crate) outlier: Outlier,
+    /// How often endpoint names are resolved again (every address of a name is an endpoint).
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    pub(crate) dns_refresh: Duration,
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[clusters.NAME.health_check]`.
