@@ -121,6 +121,7 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         drain_timeout: config.server.drain_timeout,
         max_connections: limits.max_connections,
         tls: None,
+        idle_timeout: Some(limits.idle_timeout).filter(|t| !t.is_zero()),
     };
 
     let admin = match &config.admin {

@@ -192,6 +192,11 @@ impl RawClient {
         }
     }
 
+    /// True once the server closed the connection (GOAWAY or EOF).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Cuts the TCP connection at once, as a crashed client would (no GOAWAY, no resets).
     pub fn disconnect(self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);

@@ -11,7 +11,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
@@ -49,6 +48,8 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Terminate TLS with this configuration (see [`tls_config`]); `None`: cleartext h2c.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Close (GOAWAY) a client connection that has had no open stream for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -60,6 +61,7 @@ impl Default for ServerOptions {
             drain_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             tls: None,
+            idle_timeout: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -114,7 +116,8 @@ where
         .max_concurrent_streams(options.max_concurrent_streams)
         .keep_alive_interval(settings.keep_alive_interval)
         .keep_alive_timeout(settings.keep_alive_timeout);
-    let graceful = GracefulShutdown::new();
+    let (draining, drain_signal) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
     let connections =
         std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -145,11 +148,13 @@ where
             builder: builder.clone(),
             service: service.clone(),
             info,
-            watcher: graceful.watcher(),
+            drain_signal: drain_signal.clone(),
             handshake_timeout: options.preface_timeout,
+            idle_timeout: options.idle_timeout,
         };
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        tokio::spawn(async move {
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             let _permit = permit;
             match tls {
                 None => connection.serve_cleartext(stream).await,
@@ -158,11 +163,17 @@ where
         });
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(options.drain_timeout) => {
-            tracing::warn!("drain timeout reached; closing the remaining connections");
-        }
+    let _ = draining.send(true);
+    let drained = tokio::time::timeout(options.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = tasks.len(),
+            "drain timeout reached; closing the remaining connections"
+        );
+        tasks.shutdown().await;
     }
     Ok(())
 }
@@ -172,8 +183,10 @@ struct Connection<S> {
     builder: http2::Builder<TokioExecutor>,
     service: S,
     info: ConnectionInfo,
-    watcher: hyper_util::server::graceful::Watcher,
+    /// Becomes true when the server drains.
+    drain_signal: tokio::sync::watch::Receiver<bool>,
     handshake_timeout: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 impl<S, B> Connection<S>
@@ -214,18 +227,54 @@ where
         self.serve(tls).await;
     }
 
-    async fn serve<T>(self, io: T)
+    async fn serve<T>(mut self, io: T)
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let peer = self.info.remote_addr;
+        let (streams, mut open) = tokio::sync::watch::channel(0usize);
         let service = WithConnectionInfo {
             inner: self.service,
             info: self.info,
+            streams: Arc::new(streams),
         };
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
-        if let Err(e) = self.watcher.watch(connection).await {
+        tokio::pin!(connection);
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                _ = self.drain_signal.wait_for(|drain| *drain), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = idle(&mut open, self.idle_timeout), if !closing => {
+                    tracing::debug!(peer = ?peer, "closing an idle client connection");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(e) = result {
             tracing::debug!(peer = ?peer, error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Completes once no stream has been open for `timeout` (never without a timeout).
+async fn idle(open: &mut tokio::sync::watch::Receiver<usize>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        if open.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        if tokio::time::timeout(timeout, open.wait_for(|n| *n > 0))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
@@ -255,23 +304,99 @@ async fn answer_http1(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Adds the connection's [`ConnectionInfo`] to every request.
+/// Adds the connection's [`ConnectionInfo`] to every request, and counts open streams.
 #[derive(Debug, Clone)]
 struct WithConnectionInfo<S> {
     inner: S,
     info: ConnectionInfo,
+    streams: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for WithConnectionInfo<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for WithConnectionInfo<S>
 where
-    S: Service<Request<Incoming>> + Clone,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
 {
-    type Response = S::Response;
+    type Response = Response<Counted<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = CountedFuture<S::Future>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.info.clone());
-        self.inner.clone().call(request)
+        self.streams.send_modify(|n| *n += 1);
+        let stream = OpenStream(self.streams.clone());
+        CountedFuture {
+            inner: self.inner.clone().call(request),
+            stream: Some(stream),
+        }
+    }
+}
+
+/// One open stream of a connection, counted until dropped.
+#[derive(Debug)]
+struct OpenStream(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's response future; the stream stays counted in its body.
+    #[derive(Debug)]
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        stream: Option<OpenStream>,
+    }
+}
+
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Counted<B>>, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let stream = this.stream.take();
+        std::task::Poll::Ready(Ok(response.map(|inner| Counted {
+            inner,
+            _stream: stream,
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its stream counted as open.
+    #[derive(Debug)]
+    struct Counted<B> {
+        #[pin]
+        inner: B,
+        _stream: Option<OpenStream>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

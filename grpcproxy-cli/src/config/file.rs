@@ -82,6 +82,9 @@ pub(crate) struct Limits {
     /// How long a PING may go unanswered before the connection is closed.
     #[serde(with = "humantime_serde")]
     pub(crate) keepalive_timeout: Duration,
+    /// Close a client connection with no open stream for this long ("0s": never).
+    #[serde(with = "humantime_serde")]
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -94,6 +97,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -95,17 +95,25 @@ impl Drop for ServedProxy {
 }
 
 pub async fn serve_proxy(url: &str, options: ProxyOptions) -> ServedProxy {
+    let server = ServerOptions {
+        drain_timeout: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    serve_proxy_with(url, options, server).await
+}
+
+pub async fn serve_proxy_with(
+    url: &str,
+    options: ProxyOptions,
+    server: ServerOptions,
+) -> ServedProxy {
     let upstream = Upstream::new(url).unwrap();
     let proxy = TransparentProxy::with_options(NoQueue, rejecting_director(upstream), options);
     let stats = proxy.stats().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = ServerOptions {
-        drain_timeout: Duration::from_secs(1),
-        ..ServerOptions::default()
-    };
-    let task = tokio::spawn(server::serve(listener, proxy, options, async {
+    let task = tokio::spawn(server::serve(listener, proxy, server, async {
         let _ = stopped.await;
     }));
     ServedProxy {
