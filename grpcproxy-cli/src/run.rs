@@ -190,8 +190,9 @@ fn restart_only(config: &Config) -> [(&'static str, String); 5] {
     ]
 }
 
-/// Reloads the configuration on every SIGHUP. An invalid file keeps the running
-/// configuration; either way the result is logged and counted.
+/// Reloads the configuration on every SIGHUP, and when the file changes if the config says
+/// so. An invalid file keeps the running configuration; either way the result is logged
+/// and counted.
 async fn reload_on_sighup(
     path: PathBuf,
     mut running: Config,
@@ -204,7 +205,22 @@ async fn reload_on_sighup(
         tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
         return;
     };
-    while hangups.recv().await.is_some() {
+    let watch = running.server.watch_config;
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            signal = hangups.recv() => if signal.is_none() { return },
+            _ = ticks.tick(), if watch => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                tracing::info!(config = %path.display(), "configuration file changed");
+            }
+        }
         match reload(&path, &running, &telemetry) {
             Ok((router, config)) => {
                 telemetry.set_clusters(router.clusters().to_vec());

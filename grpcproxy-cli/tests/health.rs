@@ -36,7 +36,7 @@ fn wait_for_metric(admin: std::net::SocketAddr, line: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_mark_an_endpoint_down_and_up_again() {
-    let (a, _a_health) = health_backend("a").await;
+    let (a, a_health) = health_backend("a").await;
     let (b, b_health) = health_backend("b").await;
     let config = format!(
         r#"
@@ -85,6 +85,36 @@ health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2,
         );
     }
 
+    // With every endpoint down, calls get UNAVAILABLE at once.
+    a_health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    wait_for_metric(
+        admin,
+        &format!(
+            r#"grpcproxy_endpoint_healthy{{cluster="pair",endpoint="{}"}} 0"#,
+            a.addr()
+        ),
+    );
+    let started = Instant::now();
+    let status = client.ping(PingRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "no healthy endpoint in cluster pair");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    a_health
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    wait_for_metric(
+        admin,
+        &format!(
+            r#"grpcproxy_endpoint_healthy{{cluster="pair",endpoint="{}"}} 1"#,
+            a.addr()
+        ),
+    );
     b_health
         .set_service_status("", ServingStatus::Serving)
         .await;

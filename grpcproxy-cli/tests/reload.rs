@@ -128,3 +128,42 @@ async fn reload_adds_a_route_while_a_stream_stays_open_and_rejects_a_bad_file() 
         "/config shows the reloaded configuration:\n{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_when_the_file_changes() {
+    let a = TestServer::start(Routes::new(TestServiceServer::new(PingService::named("a")))).await;
+    let b = TestServer::start(Routes::new(TestServiceServer::new(PingService::named("b")))).await;
+    let config = |target: &str| {
+        format!(
+            "[server]\nwatch_config = true\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"{target}\"\n\
+             [clusters.a]\nendpoints = [\"{}\"]\n[clusters.b]\nendpoints = [\"{}\"]\n",
+            a.addr(),
+            b.addr()
+        )
+    };
+    let (proxy, file) = support::start_with_config(&config("a"), 1);
+    let mut client = ping_client(proxy.listening[0]).await;
+    assert_eq!(
+        client
+            .ping(PingRequest::default())
+            .await
+            .unwrap()
+            .metadata()
+            .get(SERVED_BY_KEY)
+            .unwrap(),
+        "a"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(file.path(), config("b")).unwrap(); // no signal
+    wait_for_log(&proxy, "configuration reloaded");
+    assert_eq!(
+        client
+            .ping(PingRequest::default())
+            .await
+            .unwrap()
+            .metadata()
+            .get(SERVED_BY_KEY)
+            .unwrap(),
+        "b"
+    );
+}

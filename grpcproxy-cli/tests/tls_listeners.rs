@@ -145,3 +145,48 @@ fn unreadable_or_invalid_certificates_fail_check_config() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_originate_tls_and_mutual_tls_to_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate();
+    let files = pki.write_to(dir.path());
+    // The backend speaks TLS only and requires a client certificate from the test CA.
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(Identity::from_pem(&pki.server.cert, &pki.server.key))
+        .client_ca_root(Certificate::from_pem(&pki.ca));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(grpcproxy_testing::serve::ping_server(
+                grpcproxy_testing::PingService::new(),
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let config = |client_cert: bool| {
+        let identity = if client_cert {
+            format!(
+                ", cert = \"{}\", key = \"{}\"",
+                files.client_cert.display(),
+                files.client_key.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"secure\"\n\
+             [clusters.secure]\nendpoints = [\"{backend}\"]\n\
+             tls = {{ ca = \"{}\", server_name = \"localhost\"{identity} }}\n",
+            files.ca.display()
+        )
+    };
+    let (with_cert, _file) = support::start_with_config(&config(true), 1);
+    assert_eq!(ping(with_cert.listening[0], None).await.unwrap(), "tls");
+    let (without_cert, _file) = support::start_with_config(&config(false), 1);
+    let refused = ping(without_cert.listening[0], None).await.unwrap_err();
+    assert!(refused.starts_with("Unavailable"), "{refused}");
+    server.abort();
+}

@@ -51,12 +51,15 @@ pub(crate) struct Server {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[serde(with = "humantime_serde")]
     pub(crate) drain_timeout: Duration,
+    /// Also reload when the file changes (checked every second), not only on SIGHUP.
+    pub(crate) watch_config: bool,
 }
 
 impl Default for Server {
     fn default() -> Self {
         Self {
             drain_timeout: Duration::from_secs(30),
+            watch_config: false,
         }
     }
 }
