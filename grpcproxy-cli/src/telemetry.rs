@@ -12,10 +12,11 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Endpoint};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -188,6 +189,37 @@ impl CallObserver for RouteObserver {
     }
 }
 
+/// A per-endpoint value read at scrape time.
+type EndpointValue = fn(&Cluster, &Endpoint) -> u64;
+
+/// The per-endpoint metrics: name, help, counter (else gauge), value.
+const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 4] = [
+    (
+        "upstream_connects",
+        "Connections made to backends",
+        true,
+        |_, e| e.upstream.stats().connects,
+    ),
+    (
+        "upstream_connect_failures",
+        "Failed connection attempts to backends",
+        true,
+        |_, e| e.upstream.stats().connect_failures,
+    ),
+    (
+        "endpoint_healthy",
+        "1 if the endpoint takes calls (health checks pass, not ejected)",
+        false,
+        |c, e| u64::from(c.is_available(e)),
+    ),
+    (
+        "endpoint_ejections",
+        "Passive ejections of endpoints after consecutive failures",
+        true,
+        |_, e| e.ejections.load(Ordering::Relaxed),
+    ),
+];
+
 /// Per-endpoint connection counters and endpoint counts, read at scrape time.
 #[derive(Debug)]
 struct UpstreamCollector {
@@ -198,73 +230,34 @@ struct UpstreamCollector {
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let clusters = self.clusters.load();
-        for (name, help, pick) in [
-            ("upstream_connects", "Connections made to backends", 0),
-            (
-                "upstream_connect_failures",
-                "Failed connection attempts to backends",
-                1,
-            ),
-        ] {
-            let mut metric = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
+        for (name, help, counter, value) in PER_ENDPOINT {
+            let kind = if counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
             for cluster in clusters.iter() {
                 for endpoint in cluster.endpoints() {
-                    let stats = endpoint.upstream.stats();
-                    let value = if pick == 0 {
-                        stats.connects
-                    } else {
-                        stats.connect_failures
-                    };
                     let labels = [
                         ("cluster", cluster.name.as_str()),
                         ("endpoint", endpoint.upstream.address()),
                     ];
-                    ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                    let value = value(cluster, &endpoint);
+                    let family = metric.encode_family(&labels)?;
+                    if counter {
+                        ConstCounter::new(value).encode(family)?;
+                    } else {
+                        ConstGauge::new(value as i64).encode(family)?;
+                    }
                 }
-            }
-        }
-        let mut metric = encoder.encode_descriptor(
-            "endpoint_healthy",
-            "1 if the endpoint takes calls (health checks pass, not ejected)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for cluster in clusters.iter() {
-            for endpoint in cluster.endpoints() {
-                let labels = [
-                    ("cluster", cluster.name.as_str()),
-                    ("endpoint", endpoint.upstream.address()),
-                ];
-                ConstGauge::new(i64::from(cluster.is_available(&endpoint)))
-                    .encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        let mut metric = encoder.encode_descriptor(
-            "endpoint_ejections",
-            "Passive ejections of endpoints after consecutive failures",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for cluster in clusters.iter() {
-            for endpoint in cluster.endpoints() {
-                let labels = [
-                    ("cluster", cluster.name.as_str()),
-                    ("endpoint", endpoint.upstream.address()),
-                ];
-                ConstCounter::new(endpoint.ejections.load(Ordering::Relaxed))
-                    .encode(metric.encode_family(&labels)?)?;
             }
         }
         let mut metric = encoder.encode_descriptor(
             "cluster_endpoints",
             "Endpoints per cluster",
             None,
-            prometheus_client::metrics::MetricType::Gauge,
+            MetricType::Gauge,
         )?;
         for cluster in clusters.iter() {
             ConstGauge::new(cluster.endpoints().len() as i64)
@@ -275,7 +268,7 @@ impl Collector for UpstreamCollector {
                 "access_log_dropped",
                 "Access log lines dropped because the writer fell behind",
                 None,
-                prometheus_client::metrics::MetricType::Counter,
+                MetricType::Counter,
             )?;
             ConstCounter::new(dropped.load(Ordering::Relaxed)).encode(metric)?;
         }

@@ -49,6 +49,7 @@ mod header_edits;
 pub mod headers;
 pub mod mq;
 mod observe;
+mod pem;
 mod proxy;
 mod register;
 pub mod server;

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
@@ -28,23 +26,13 @@ pub enum ServerTlsError {
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-fn certificates(
-    pem: &[u8],
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, ServerTlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerTlsError::InvalidPem {
-            what,
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(ServerTlsError::InvalidPem {
-            what,
-            reason: "no CERTIFICATE block found".into(),
-        });
+impl From<crate::pem::PemError> for ServerTlsError {
+    fn from(e: crate::pem::PemError) -> Self {
+        ServerTlsError::InvalidPem {
+            what: e.what,
+            reason: e.reason,
+        }
     }
-    Ok(certs)
 }
 
 /// A server TLS configuration: TLS 1.2 and 1.3 with rustls' safe defaults (ring), ALPN
@@ -64,18 +52,15 @@ pub fn tls_config(
     key_pem: &[u8],
     client_ca_pem: Option<&[u8]>,
 ) -> Result<Arc<ServerConfig>, ServerTlsError> {
-    let chain = certificates(cert_pem, "server certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ServerTlsError::InvalidPem {
-        what: "server private key",
-        reason: e.to_string(),
-    })?;
+    let chain = crate::pem::certificates(cert_pem, "server certificate")?;
+    let key = crate::pem::private_key(key_pem, "server private key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match client_ca_pem {
         Some(pem) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(pem, "client CA")? {
+            for cert in crate::pem::certificates(pem, "client CA")? {
                 roots.add(cert)?;
             }
             let verifier =

@@ -46,6 +46,15 @@ pub enum UpstreamConfigError {
     TlsOnPlaintext,
 }
 
+impl From<crate::pem::PemError> for UpstreamConfigError {
+    fn from(e: crate::pem::PemError) -> Self {
+        UpstreamConfigError::InvalidPem {
+            what: e.what,
+            reason: e.reason,
+        }
+    }
+}
+
 /// What went wrong while reaching a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
@@ -22,26 +21,11 @@ pub(crate) fn parse_certificates(
     pem: &[u8],
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, UpstreamConfigError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamConfigError::InvalidPem {
-            what,
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(UpstreamConfigError::InvalidPem {
-            what,
-            reason: "no CERTIFICATE block found".into(),
-        });
-    }
-    Ok(certs)
+    Ok(crate::pem::certificates(pem, what)?)
 }
 
 pub(crate) fn parse_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, UpstreamConfigError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| UpstreamConfigError::InvalidPem {
-        what: "client private key",
-        reason: e.to_string(),
-    })
+    Ok(crate::pem::private_key(pem, "client private key")?)
 }
 
 /// Builds the client config: TLS 1.2+ with rustls' safe defaults, ALPN `h2`.
