@@ -157,6 +157,9 @@ where
                         }
                     }
                     this.call.add_request_bytes(data.len());
+                    if let Some(tap) = this.call.tap() {
+                        tap.data(crate::mq::Direction::Request, data);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -326,6 +329,9 @@ impl Body for ResponseBody {
                         }
                     }
                     call.add_response_bytes(data.len());
+                    if let Some(tap) = call.tap() {
+                        tap.data(crate::mq::Direction::Response, data);
+                    }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     let late = this
                         .deadline
@@ -339,6 +345,9 @@ impl Body for ResponseBody {
                         return end_with(&call, abort_status(AbortReason::Deadline, None));
                     }
                     call.set_status_from(trailers);
+                    if let Some(tap) = call.tap() {
+                        tap.trailers(trailers);
+                    }
                     finish(this.upstream, this.guard, true);
                 }
                 Poll::Ready(Some(Ok(frame)))

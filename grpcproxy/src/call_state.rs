@@ -63,6 +63,9 @@ pub(crate) struct CallState {
     status: AtomicI32,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
+    /// The message-queue tap of the call, when the queue wants it.
+    tap: OnceLock<Arc<crate::mq::tap::CallTap>>,
+    started: Instant,
 }
 
 /// The parts of a [`CallRecord`](crate::CallRecord) known once the director has answered.
@@ -98,7 +101,24 @@ impl CallState {
             status: AtomicI32::new(NO_STATUS),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
+            tap: OnceLock::new(),
+            started: Instant::now(),
         })
+    }
+
+    /// Taps the call: its messages and end are published through `tap`.
+    pub(crate) fn tap_with(&self, tap: Arc<crate::mq::tap::CallTap>) {
+        let _ = self.tap.set(tap);
+    }
+
+    /// The call's tap, if it is tapped.
+    pub(crate) fn tap(&self) -> Option<&Arc<crate::mq::tap::CallTap>> {
+        self.tap.get()
+    }
+
+    /// Whether anyone (observer or tap) wants the byte counts.
+    fn counting(&self) -> bool {
+        self.record.get().is_some() || self.tap.get().is_some()
     }
 
     /// Reports the call to `observed.observer` when it is over.
@@ -122,13 +142,13 @@ impl CallState {
     }
 
     pub(crate) fn add_request_bytes(&self, n: usize) {
-        if self.record.get().is_some() {
+        if self.counting() {
             self.request_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn add_response_bytes(&self, n: usize) {
-        if self.record.get().is_some() {
+        if self.counting() {
             self.response_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
@@ -175,11 +195,23 @@ impl CallState {
 
 impl Drop for CallState {
     fn drop(&mut self) {
+        let status = match self.status.load(Ordering::Acquire) {
+            NO_STATUS => tonic::Code::Cancelled,
+            code => tonic::Code::from_i32(code),
+        };
+        if let Some(tap) = self.tap.get() {
+            tap.publish(tap.ended(crate::mq::CallEnded {
+                call_id: tap.call_id,
+                code: status,
+                trailers: None,
+                duration: self.started.elapsed(),
+                request_messages: 0,
+                response_messages: 0,
+                request_bytes: self.request_bytes.load(Ordering::Relaxed),
+                response_bytes: self.response_bytes.load(Ordering::Relaxed),
+            }));
+        }
         if let Some(observed) = self.record.get() {
-            let status = match self.status.load(Ordering::Acquire) {
-                NO_STATUS => tonic::Code::Cancelled,
-                code => tonic::Code::from_i32(code),
-            };
             let (backend, unreachable) = match self.failover.get() {
                 Some((used, unreachable)) => (used, Some(&**unreachable)),
                 None => (&observed.backend, None),

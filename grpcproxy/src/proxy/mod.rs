@@ -29,7 +29,8 @@ use crate::call::{connection_info, split_method};
 use crate::call_state::{abort_status, AbortReason, CallState, Observed, ProxyStats};
 use crate::deadline::{format_timeout, parse_timeout};
 use crate::headers::strip_hop_by_hop;
-use crate::mq::MessageQueue;
+use crate::mq::tap::CallTap;
+use crate::mq::{CallStarted, MessageQueue, TapEvent};
 use crate::upstream::Unsent;
 use crate::{CallInfo, StreamDirector};
 
@@ -65,9 +66,7 @@ pub struct TransparentProxy<D, Q = crate::mq::NoQueue> {
 #[derive(Debug)]
 struct Shared<D, Q> {
     director: D,
-    #[allow(dead_code)]
-    // published to by the tap (a later feature); held so it lives with the proxy
-    queue: Q,
+    queue: Arc<Q>,
     options: ProxyOptions,
     stats: Arc<ProxyStats>,
 }
@@ -91,7 +90,7 @@ impl<D: StreamDirector, Q: MessageQueue> TransparentProxy<D, Q> {
         Self {
             shared: Arc::new(Shared {
                 director,
-                queue: mq,
+                queue: Arc::new(mq),
                 options,
                 stats: Arc::new(ProxyStats::default()),
             }),
@@ -213,6 +212,19 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         let deadline = timeout.map(|t| received + t);
         let mut headers = metadata.into_headers();
         headers.insert(TE, HeaderValue::from_static("trailers"));
+        if self.queue.wants(path.path()) {
+            let queue: Arc<dyn MessageQueue> = self.queue.clone();
+            let tap = Arc::new(CallTap::new(queue));
+            tap.publish(TapEvent::Started(CallStarted {
+                call_id: tap.call_id,
+                time: SystemTime::now() - received.elapsed(),
+                method: path.path().to_owned(),
+                peer: peer_addr,
+                metadata: headers.clone(),
+                backend: upstream.address().to_owned(),
+            }));
+            call.tap_with(tap);
+        }
         if timeout != requested {
             if let Some(deadline) = deadline {
                 let remaining = deadline.saturating_duration_since(Instant::now());
@@ -286,6 +298,9 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             return status_response(abort_status(AbortReason::Deadline, None));
         }
         call.set_status_from(response.headers());
+        if let (Some(tap), true) = (call.tap(), http_body::Body::is_end_stream(response.body())) {
+            tap.trailers(response.headers()); // trailers-only: the status is in the headers
+        }
         let mut response = response;
         if let Some(edits) = &overrides.response_edits {
             edits.apply(response.headers_mut());

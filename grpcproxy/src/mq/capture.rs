@@ -1,0 +1,139 @@
+//! Cutting whole gRPC messages out of DATA chunks, whatever the chunk boundaries.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{FrameDecoder, FrameEvent, MessageHeader};
+
+/// Assembles messages from chunks: a message inside one chunk is a zero-copy slice of it;
+/// one split across chunks is copied together, up to `keep` bytes (the rest is counted,
+/// not kept).
+#[derive(Debug)]
+pub(crate) struct MessageCapture {
+    decoder: FrameDecoder,
+    current: Option<(MessageHeader, BytesMut)>,
+    keep: usize,
+}
+
+/// A message cut from the stream: its prefix, and its payload up to the capture limit.
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub(crate) header: MessageHeader,
+    pub(crate) payload: Bytes,
+}
+
+impl MessageCapture {
+    pub(crate) fn new(keep: usize) -> Self {
+        Self {
+            decoder: FrameDecoder::new(),
+            current: None,
+            keep,
+        }
+    }
+
+    /// Feeds one chunk; calls `done` for every message it completes.
+    pub(crate) fn feed(&mut self, chunk: &Bytes, mut done: impl FnMut(Captured)) {
+        let keep = self.keep;
+        let current = &mut self.current;
+        self.decoder.feed(chunk, |event| match event {
+            FrameEvent::Header(header) => {
+                if header.len == 0 {
+                    done(Captured {
+                        header,
+                        payload: Bytes::new(),
+                    });
+                } else {
+                    *current = Some((header, BytesMut::new()));
+                }
+            }
+            FrameEvent::Payload { offset, len, last } => {
+                let Some((header, buffer)) = current.as_mut() else {
+                    return;
+                };
+                let room = keep.saturating_sub(buffer.len());
+                let take = len.min(room);
+                if last && buffer.is_empty() {
+                    // The whole (kept part of the) message is in this chunk: no copy.
+                    let header = *header;
+                    *current = None;
+                    done(Captured {
+                        header,
+                        payload: chunk.slice(offset..offset + take),
+                    });
+                    return;
+                }
+                buffer.extend_from_slice(&chunk[offset..offset + take]);
+                if last {
+                    let (header, buffer) = current.take().expect("checked above");
+                    done(Captured {
+                        header,
+                        payload: buffer.freeze(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn messages_are_cut_exactly_at_every_split() {
+        let mut wire = frame(b"first message");
+        wire.extend(frame(b""));
+        wire.extend(frame(b"second"));
+        for cut in 0..=wire.len() {
+            let mut capture = MessageCapture::new(usize::MAX);
+            let mut got = Vec::new();
+            for chunk in [&wire[..cut], &wire[cut..]] {
+                capture.feed(&Bytes::copy_from_slice(chunk), |m| got.push(m.payload));
+            }
+            assert_eq!(got, [&b"first message"[..], b"", b"second"], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn payloads_are_cut_at_the_limit_but_messages_still_end() {
+        let mut wire = frame(b"0123456789");
+        wire.extend(frame(b"abcdef"));
+        for cut in 0..=wire.len() {
+            let mut capture = MessageCapture::new(4);
+            let mut got = Vec::new();
+            for chunk in [&wire[..cut], &wire[cut..]] {
+                capture.feed(&Bytes::copy_from_slice(chunk), |m| {
+                    got.push((m.header.len, m.payload))
+                });
+            }
+            assert_eq!(
+                got,
+                [
+                    (10, Bytes::from_static(b"0123")),
+                    (6, Bytes::from_static(b"abcd"))
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_in_one_chunk_is_not_copied() {
+        let chunk = Bytes::from(frame(b"zero copy"));
+        let mut capture = MessageCapture::new(usize::MAX);
+        let mut got = None;
+        capture.feed(&chunk, |m| got = Some(m.payload));
+        let payload = got.unwrap();
+        assert_eq!(
+            payload.as_ptr(),
+            chunk[5..].as_ptr(),
+            "a slice of the chunk itself"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! The message queue the transparent handler publishes proxied traffic to (the "tap").
+//!
+//! For every call a queue [wants](MessageQueue::wants), the proxy publishes a
+//! [`CallStarted`], one [`TapMessage`] per gRPC message each way (cut from the forwarded
+//! DATA frames, without decoding or decompressing them), and a [`CallEnded`]. Publishing
+//! never blocks and never fails a call: a queue that cannot keep up drops and counts.
+//!
+//! ```
+//! use grpcproxy::mq::{MemoryQueue, TapEvent};
+//!
+//! let (queue, mut events) = MemoryQueue::new(1024);
+//! // TransparentProxy::new(queue, director) … then, as calls flow:
+//! while let Ok(event) = events.try_recv() {
+//!     if let TapEvent::Message(m) = event {
+//!         println!("call {} message {} ({} bytes)", m.call_id, m.sequence, m.length);
+//!     }
+//! }
+//! ```
+
+pub(crate) mod capture;
+mod event;
+mod memory;
+pub(crate) mod tap;
+
+pub use event::{CallEnded, CallStarted, Direction, TapEvent, TapMessage};
+pub use memory::{MemoryQueue, QueueStats};
+
+/// A message queue the proxy publishes its traffic to.
+pub trait MessageQueue: Send + Sync + 'static {
+    /// Whether calls to `method` are published (when false, the proxy does no tap work for
+    /// the call at all). Sampling and method filters live here.
+    fn wants(&self, method: &str) -> bool;
+
+    /// Largest payload to publish per message, in bytes (longer ones are cut; the event
+    /// keeps the full length). 0 publishes messages without payloads.
+    fn max_payload(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Publishes one event. Must not block: a queue that is full drops and counts.
+    fn publish(&self, event: TapEvent);
+}
+
+/// A queue that publishes nothing: the proxy forwards without a tap, at no cost.
+///
+/// ```
+/// use grpcproxy::mq::{MessageQueue, NoQueue};
+/// assert!(!NoQueue.wants("/pkg.Svc/M"));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQueue;
+
+impl MessageQueue for NoQueue {
+    fn wants(&self, _method: &str) -> bool {
+        false
+    }
+
+    fn publish(&self, _event: TapEvent) {}
+}
