@@ -20,10 +20,16 @@
 pub(crate) mod capture;
 mod event;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 pub(crate) mod tap;
+#[cfg(feature = "nats")]
+pub mod wire;
 
 pub use event::{CallEnded, CallStarted, Direction, TapEvent, TapMessage};
 pub use memory::{MemoryQueue, QueueStats};
+#[cfg(feature = "nats")]
+pub use nats::{NatsOptions, NatsQueue, NatsStats};
 
 /// A message queue the proxy publishes its traffic to.
 pub trait MessageQueue: Send + Sync + 'static {

@@ -1,0 +1,239 @@
+//! The tap against a real nats-server with JetStream: every event arrives in order with
+//! exact bytes; killing the broker costs no call, drops are counted, and publishing
+//! resumes after a restart.
+#![cfg(feature = "nats")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use grpcproxy::mq::{wire, NatsOptions, NatsQueue};
+use grpcproxy::{ProxyRoutes, SingleUpstream, TransparentProxy, Upstream};
+use grpcproxy_testing::nats::NatsServer;
+use grpcproxy_testing::pb::PingRequest;
+use grpcproxy_testing::serve::{ping_backend, ping_client};
+use grpcproxy_testing::TestServer;
+use prost::Message;
+
+const STREAM: &str = "GRPCPROXY_TAP";
+
+async fn proxy_with(queue: NatsQueue) -> (TestServer, TestServer) {
+    let (backend, _) = ping_backend().await;
+    let proxy = TransparentProxy::new(
+        queue,
+        SingleUpstream::new(Upstream::new(&backend.url()).unwrap()),
+    );
+    (
+        backend,
+        TestServer::start(ProxyRoutes::new().fallback(proxy).into_routes()).await,
+    )
+}
+
+async fn queue_for(nats: &NatsServer) -> NatsQueue {
+    let queue = NatsQueue::start(NatsOptions {
+        stream: Some(STREAM.into()),
+        ..NatsOptions::new(&nats.url())
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !queue.stats().connected() {
+        assert!(
+            Instant::now() < deadline,
+            "the tap did not connect to nats-server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The stream is created in the background: wait until it exists.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    while js.get_stream(STREAM).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the tap did not create its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    queue
+}
+
+/// Receives `n` events from the subscription, or fewer after 5 s.
+async fn receive(
+    subscription: &mut async_nats::Subscriber,
+    n: usize,
+) -> Vec<(String, wire::TapEvent)> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, subscription.next()).await {
+            Ok(Some(message)) => out.push((
+                message.subject.to_string(),
+                wire::TapEvent::decode(message.payload).unwrap(),
+            )),
+            _ => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_in_order_with_exact_bytes() {
+    let nats = NatsServer::start();
+    let queue = queue_for(&nats).await;
+    let stats = queue.stats().clone();
+    let subscriber = async_nats::connect(nats.url()).await.unwrap();
+    let mut subscription = subscriber.subscribe("grpcproxy.calls.>").await.unwrap();
+    subscriber.flush().await.unwrap();
+    let (_backend, proxy) = proxy_with(queue).await;
+    let mut client = ping_client(proxy.addr()).await;
+
+    let ping = PingRequest {
+        value: "over nats".into(),
+        ..Default::default()
+    };
+    let reply = client.ping(ping.clone()).await.unwrap().into_inner();
+    let pings: Vec<_> = (0..3)
+        .map(|i| PingRequest {
+            value: format!("s{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let mut stream = client
+        .ping_stream(tokio_stream::iter(pings.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+
+    let events = receive(&mut subscription, 4 + 8).await;
+    assert_eq!(events.len(), 12, "{events:#?}");
+    let unary: Vec<_> = events
+        .iter()
+        .filter(|(s, _)| s == "grpcproxy.calls.grpcproxy.testing.TestService.Ping")
+        .collect();
+    assert_eq!(unary.len(), 4);
+    use wire::Kind;
+    match (
+        &unary[0].1.event,
+        &unary[1].1.event,
+        &unary[2].1.event,
+        &unary[3].1.event,
+    ) {
+        (
+            Some(Kind::Started(s)),
+            Some(Kind::Message(req)),
+            Some(Kind::Message(resp)),
+            Some(Kind::Ended(end)),
+        ) => {
+            assert_eq!(s.method, "/grpcproxy.testing.TestService/Ping");
+            assert_eq!(&req.payload[..], &ping.encode_to_vec()[..]);
+            assert_eq!(req.direction, wire::Direction::Request as i32);
+            assert_eq!(&resp.payload[..], &reply.encode_to_vec()[..]);
+            assert_eq!(resp.direction, wire::Direction::Response as i32);
+            assert_eq!(
+                (end.code, end.request_messages, end.response_messages),
+                (0, 1, 1)
+            );
+            assert!(end.trailers.iter().any(
+                |m| m.key == "test-client-trailer" && &m.value[..] == b"I like ending turtles."
+            ));
+        }
+        other => panic!("unexpected order: {other:?}"),
+    }
+    assert!(events
+        .iter()
+        .all(|(_, e)| e.schema_version == wire::SCHEMA_VERSION));
+    let streaming: Vec<_> = events
+        .iter()
+        .filter(|(s, _)| s.ends_with("TestService.PingStream"))
+        .collect();
+    let requests: Vec<Vec<u8>> = streaming
+        .iter()
+        .filter_map(|(_, e)| match &e.event {
+            Some(Kind::Message(m)) if m.direction == wire::Direction::Request as i32 => {
+                Some(m.payload.to_vec())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        pings.iter().map(|p| p.encode_to_vec()).collect::<Vec<_>>()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.published() < 12 {
+        assert!(
+            Instant::now() < deadline,
+            "acks: {} published, {} failed",
+            stats.published(),
+            stats.failed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_broker_costs_no_call_and_publishing_resumes() {
+    let mut nats = NatsServer::start();
+    let queue = queue_for(&nats).await;
+    let stats = queue.stats().clone();
+    let (_backend, proxy) = proxy_with(queue).await;
+    let mut client = ping_client(proxy.addr()).await;
+    for _ in 0..5 {
+        client.ping(PingRequest::default()).await.unwrap();
+    }
+
+    nats.stop();
+    let started = Instant::now();
+    for i in 0..300 {
+        let reply = client
+            .ping(PingRequest {
+                value: format!("{i}"),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(
+            reply
+                .expect("calls succeed while the broker is down")
+                .into_inner()
+                .value,
+            format!("{i}")
+        );
+    }
+    let while_down = started.elapsed();
+    // Undelivered events are counted once their acknowledgement times out (or the bounded
+    // queue overflows): memory stays bounded and nothing waits on the broker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.dropped() + stats.failed() == 0 {
+        assert!(Instant::now() < deadline, "undelivered events are counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "broker down: 300 calls in {while_down:?}; {} events dropped, {} failed so far",
+        stats.dropped(),
+        stats.failed()
+    );
+    assert!(!stats.connected());
+
+    nats.restart();
+    let subscriber = async_nats::connect(nats.url()).await.unwrap();
+    let mut subscription = subscriber.subscribe("grpcproxy.calls.>").await.unwrap();
+    subscriber.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let resumed = loop {
+        client
+            .ping(PingRequest {
+                value: "after restart".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let events = receive(&mut subscription, 1).await;
+        if !events.is_empty() {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not resume after the restart"
+        );
+    };
+    assert!(resumed[0].0.starts_with("grpcproxy.calls."));
+}
