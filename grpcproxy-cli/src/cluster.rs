@@ -126,9 +126,22 @@ pub(crate) struct Cluster {
     outlier: Outlier,
     health_check: Option<HealthCheck>,
     dns_refresh: Duration,
+    /// What it was built from, to reuse it across reloads when unchanged.
+    pub(crate) source: String,
+    started: AtomicBool,
 }
 
 impl Cluster {
+    /// What a cluster is built from: its section and the limits it uses.
+    pub(crate) fn source_of(config: &config::Cluster, limits: &config::Limits) -> String {
+        // Serialized, not Debug: spans (where the section sits in the file) must not count.
+        let section = toml::to_string(config).unwrap_or_else(|_| format!("{config:?}"));
+        format!(
+            "{section} {:?} {:?}",
+            limits.keepalive_interval, limits.keepalive_timeout
+        )
+    }
+
     /// Builds the cluster, resolving its endpoint names once (a name that does not resolve
     /// yet leaves its part of the set empty until a later refresh).
     pub(crate) fn build(
@@ -172,6 +185,8 @@ impl Cluster {
             outlier: config.outlier.clone(),
             health_check: config.health_check.clone(),
             dns_refresh: config.dns_refresh,
+            source: Self::source_of(config, limits),
+            started: AtomicBool::new(false),
         };
         let resolved = cluster
             .entries
@@ -329,6 +344,9 @@ impl Cluster {
     /// Starts the cluster's background work — active health checks of every endpoint, and
     /// DNS refresh when an endpoint is a name. It all ends when the cluster is dropped.
     pub(crate) fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return; // a cluster kept across a reload is already running
+        }
         for endpoint in self.endpoints() {
             self.check_health_of(&endpoint);
         }

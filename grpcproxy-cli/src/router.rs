@@ -60,14 +60,26 @@ enum HeaderCondition {
 }
 
 impl Router {
-    /// Compiles the routes of a checked configuration.
-    pub(crate) fn build(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<Self> {
+    /// Compiles the routes of a checked configuration; clusters of `previous` whose
+    /// configuration did not change are kept (with their connections, health and counters).
+    pub(crate) fn build(
+        config: &Config,
+        telemetry: &Arc<Telemetry>,
+        previous: Option<&Router>,
+    ) -> anyhow::Result<Self> {
         let mut clusters = HashMap::new();
         for (name, cluster) in &config.clusters {
-            clusters.insert(
-                name.clone(),
-                Arc::new(Cluster::build(name, cluster, &config.limits)?),
-            );
+            let source = Cluster::source_of(cluster, &config.limits);
+            let kept = previous.and_then(|p| {
+                p.clusters
+                    .iter()
+                    .find(|c| c.name == *name && c.source == source)
+            });
+            let cluster = match kept {
+                Some(kept) => kept.clone(),
+                None => Arc::new(Cluster::build(name, cluster, &config.limits)?),
+            };
+            clusters.insert(name.clone(), cluster);
         }
         let routes = config
             .routes

@@ -37,7 +37,7 @@ pub(crate) fn prepare(loaded: &LoadedConfig, for_real: bool) -> anyhow::Result<P
         _ => None,
     };
     let telemetry = Arc::new(Telemetry::new(access_log));
-    let router = Router::build(config, &telemetry)?;
+    let router = Router::build(config, &telemetry, None)?;
     let listener_tls = listener_tls(config)?;
     Ok(Prepared {
         router,
@@ -76,12 +76,13 @@ fn listener_tls(config: &Config) -> anyhow::Result<Vec<Option<Arc<rustls::Server
 fn reload(
     path: &Path,
     running: &Config,
+    previous: &Router,
     telemetry: &Arc<Telemetry>,
 ) -> anyhow::Result<(Router, Config)> {
     let loaded = config::load(path)?;
     let config = loaded.config;
     listener_tls(&config)?;
-    let router = Router::build(&config, telemetry)?;
+    let router = Router::build(&config, telemetry, Some(previous))?;
     for ((name, new), (_, old)) in restart_only(&config).into_iter().zip(restart_only(running)) {
         if new != old {
             tracing::warn!(
@@ -221,7 +222,7 @@ async fn reload_on_sighup(
                 tracing::info!(config = %path.display(), "configuration file changed");
             }
         }
-        match reload(&path, &running, &telemetry) {
+        match reload(&path, &running, &current.load(), &telemetry) {
             Ok((router, config)) => {
                 telemetry.set_clusters(router.clusters().to_vec());
                 router.clusters().iter().for_each(Cluster::start);

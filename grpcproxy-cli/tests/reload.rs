@@ -85,6 +85,12 @@ async fn reload_adds_a_route_while_a_stream_stays_open_and_rejects_a_bad_file() 
             .unwrap(),
         "a"
     );
+    // The unchanged cluster was kept: no new connection to its backend.
+    assert_eq!(
+        a.connections_accepted(),
+        1,
+        "cluster a kept its connection across the reload"
+    );
     // ...and the stream opened before it completes on the old configuration.
     let mut received = 1;
     while let Some(message) = open

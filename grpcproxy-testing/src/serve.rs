@@ -51,6 +51,11 @@ impl TestServer {
         }
     }
 
+    /// How many connections it has accepted.
+    pub fn connections_accepted(&self) -> usize {
+        self.sockets.lock().unwrap().len()
+    }
+
     /// Dies like a crashed process: stops listening and cuts every connection at once (no
     /// GOAWAY, no trailers).
     pub fn kill(self) {
