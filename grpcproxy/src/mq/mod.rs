@@ -19,14 +19,18 @@
 
 pub(crate) mod capture;
 mod event;
+#[cfg(feature = "tap-file")]
+mod file;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 pub(crate) mod tap;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "tap-file"))]
 pub mod wire;
 
 pub use event::{CallEnded, CallStarted, Direction, TapEvent, TapMessage};
+#[cfg(feature = "tap-file")]
+pub use file::{FileOptions, FileQueue};
 pub use memory::{MemoryQueue, QueueStats};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue, NatsStats};
