@@ -212,3 +212,35 @@ async fn a_full_queue_drops_and_counts_and_calls_go_on() {
     assert_eq!(queue_stats.published(), 1);
     assert_eq!(queue_stats.dropped(), 20 * 4 - 1);
 }
+
+#[tokio::test]
+async fn filtered_out_calls_publish_nothing() {
+    let (queue, mut events) = MemoryQueue::new(100);
+    let tap = grpcproxy::mq::Filtered::new(
+        queue,
+        vec!["/grpcproxy.testing.TestService/PingList".into()],
+        1.0,
+    );
+    let (backend, _) = ping_backend().await;
+    let proxy = TransparentProxy::new(
+        tap,
+        SingleUpstream::new(Upstream::new(&backend.url()).unwrap()),
+    );
+    let stats = proxy.stats().clone();
+    let server = TestServer::start(ProxyRoutes::new().fallback(proxy).into_routes()).await;
+    let mut client = ping_client(server.addr()).await;
+    client.ping(PingRequest::default()).await.unwrap();
+    let mut list = client
+        .ping_list(PingRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    while list.message().await.unwrap().is_some() {}
+    drop(list);
+    let events = drain(&mut events, &stats).await;
+    assert_eq!(events.len(), 1 + 1 + 10 + 1, "only PingList: {events:#?}");
+    let TapEvent::Started(started) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(started.method, "/grpcproxy.testing.TestService/PingList");
+}

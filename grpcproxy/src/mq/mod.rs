@@ -21,6 +21,7 @@ pub(crate) mod capture;
 mod event;
 #[cfg(feature = "tap-file")]
 mod file;
+mod filter;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -31,6 +32,7 @@ pub mod wire;
 pub use event::{CallEnded, CallStarted, Direction, TapEvent, TapMessage};
 #[cfg(feature = "tap-file")]
 pub use file::{FileOptions, FileQueue};
+pub use filter::Filtered;
 pub use memory::{MemoryQueue, QueueStats};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue, NatsStats};
