@@ -8,6 +8,7 @@ mod logging;
 mod quick;
 mod router;
 mod run;
+mod tap;
 mod telemetry;
 
 use std::net::SocketAddr;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use anyhow::Context;
-use grpcproxy::mq::NoQueue;
 use grpcproxy::server::{self, ServerOptions};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 
@@ -15,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::cluster::Cluster;
 use crate::config::{self, Config, LoadedConfig};
 use crate::router::{ReloadableRouter, Router};
+use crate::tap::TapQueue;
 use crate::telemetry::{AccessLog, Telemetry};
 
 /// Everything built from a configuration before anything binds: what can fail on files
@@ -108,7 +108,8 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         max_message_size: config.limits.max_message_size,
         ..ProxyOptions::default()
     };
-    let proxy = TransparentProxy::with_options(NoQueue, ReloadableRouter(current.clone()), options);
+    let tap = TapQueue::start(config.tap.as_ref().map(|t| t.get_ref()))?;
+    let proxy = TransparentProxy::with_options(tap, ReloadableRouter(current.clone()), options);
     let limits = &config.limits;
     let server_options = ServerOptions {
         http2: Http2Settings {
@@ -181,13 +182,17 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
 }
 
 /// The sections a reload does not apply, rendered for comparison.
-fn restart_only(config: &Config) -> [(&'static str, String); 5] {
+fn restart_only(config: &Config) -> [(&'static str, String); 6] {
     [
         ("listeners", format!("{:?}", config.listeners.get_ref())),
         ("admin", format!("{:?}", config.admin)),
         ("limits", format!("{:?}", config.limits)),
         ("server", format!("{:?}", config.server)),
         ("access_log", format!("{:?}", config.access_log)),
+        (
+            "tap",
+            format!("{:?}", config.tap.as_ref().map(|t| t.get_ref())),
+        ),
     ]
 }
 

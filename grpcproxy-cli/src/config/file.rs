@@ -26,6 +26,53 @@ pub(crate) struct Config {
     pub(crate) admin: Option<Admin>,
     /// The JSON-lines access log; off if absent.
     pub(crate) access_log: Option<AccessLogConfig>,
+    /// The message-queue tap; off if absent.
+    pub(crate) tap: Option<Spanned<Tap>>,
+}
+
+/// `[tap]`: publish proxied traffic to NATS JetStream or record it to a file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tap {
+    /// NATS server, `nats://host:port` (one of `nats_url` and `file`).
+    pub(crate) nats_url: Option<String>,
+    /// JetStream stream to create over `<subject_prefix>.>`.
+    pub(crate) stream: Option<String>,
+    #[serde(default = "subject_prefix")]
+    pub(crate) subject_prefix: String,
+    /// File to record to, length-delimited protobuf (one of `nats_url` and `file`).
+    pub(crate) file: Option<String>,
+    #[serde(default = "rotate_bytes")]
+    pub(crate) rotate_bytes: u64,
+    #[serde(default = "keep")]
+    pub(crate) keep: usize,
+    /// Events held while the destination is slow or away; beyond, dropped and counted.
+    #[serde(default = "capacity")]
+    pub(crate) capacity: usize,
+    /// Largest payload published per message, in bytes; default: all of it.
+    pub(crate) max_payload: Option<usize>,
+    /// Method prefixes to tap (`/pkg.Service/`); default: every call.
+    #[serde(default)]
+    pub(crate) methods: Vec<String>,
+    /// Share of calls tapped, 0.0 to 1.0.
+    #[serde(default = "one_f64")]
+    pub(crate) sample_rate: f64,
+}
+
+fn subject_prefix() -> String {
+    "grpcproxy.calls".into()
+}
+fn rotate_bytes() -> u64 {
+    256 << 20
+}
+fn keep() -> usize {
+    5
+}
+fn capacity() -> usize {
+    8192
+}
+fn one_f64() -> f64 {
+    1.0
 }
 
 /// `[admin]`: the operator's HTTP/1.1 endpoint.
@@ -369,6 +416,21 @@ impl Config {
                         format!("clusters.{name}.tls: cert and key go together"),
                     ));
                 }
+            }
+        }
+        if let Some(tap) = &self.tap {
+            let t = tap.get_ref();
+            if t.nats_url.is_some() == t.file.is_some() {
+                return Err(Problem::new(
+                    tap.span(),
+                    "tap: give exactly one of nats_url and file",
+                ));
+            }
+            if !(0.0..=1.0).contains(&t.sample_rate) {
+                return Err(Problem::new(
+                    tap.span(),
+                    format!("tap.sample_rate: {} is not between 0 and 1", t.sample_rate),
+                ));
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
