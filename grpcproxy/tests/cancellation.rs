@@ -9,7 +9,7 @@ use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::raw::{channel_body, grpc_frame, RawBackend, RawClient};
 use http::{HeaderMap, Response};
 use http_body::Frame;
-use support::hanging::{hanging_backend, next_event, Seen};
+use support::hanging::{expect_reset, hanging_backend, next_event, Seen};
 use support::{all_streams_closed, proxy_to, setup};
 
 #[tokio::test]
@@ -29,10 +29,7 @@ async fn client_reset_resets_backend_stream_within_1s() {
     tx.send(Err(Box::new(h2::Error::from(h2::Reason::CANCEL))))
         .await
         .unwrap();
-    assert_eq!(
-        next_event(&mut seen, Duration::from_secs(1)).await,
-        Seen::Reset
-    );
+    expect_reset(&mut seen).await;
     assert!(started.elapsed() < Duration::from_secs(1));
     drop(response);
     assert!(all_streams_closed(&stats).await);
@@ -98,10 +95,7 @@ async fn client_disconnect_resets_backend_stream() {
         Seen::Request(_)
     ));
     client.disconnect(); // the TCP connection drops, no RST_STREAM
-    assert_eq!(
-        next_event(&mut seen, Duration::from_secs(1)).await,
-        Seen::Reset
-    );
+    expect_reset(&mut seen).await;
     assert!(all_streams_closed(&stats).await);
 }
 

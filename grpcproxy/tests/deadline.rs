@@ -7,10 +7,32 @@ use std::time::{Duration, Instant};
 
 use grpcproxy::ProxyOptions;
 use grpcproxy_testing::raw::{channel_body, header_map, RawClient};
-use support::hanging::{hanging_backend, next_event, Seen};
+use support::hanging::{expect_reset, hanging_backend, next_event, Seen};
 use support::{all_streams_closed, proxy_to, serve_proxy};
 
 const SLACK: Duration = Duration::from_millis(300);
+
+/// Calls `/pkg.Svc/Slow` at `addr` with `grpc-timeout: timeout` (or none), the client's
+/// half left open; returns the response and how long it took.
+async fn slow_call(
+    addr: std::net::SocketAddr,
+    timeout: Option<&str>,
+) -> (grpcproxy_testing::raw::RawResponse, Duration) {
+    let client = RawClient::connect(addr).await;
+    let (_tx, body) = channel_body();
+    let headers = match timeout {
+        Some(t) => header_map(&[("grpc-timeout", t)]),
+        None => http::HeaderMap::new(),
+    };
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.call("/pkg.Svc/Slow", headers, body),
+    )
+    .await
+    .expect("the proxy must answer by the deadline, not hang");
+    (response, started.elapsed())
+}
 
 /// The backend got a `grpc-timeout` of what remained of `timeout` when the proxy sent it.
 fn assert_forwarded_timeout(seen: Seen, timeout: Duration) {
@@ -28,17 +50,7 @@ fn assert_forwarded_timeout(seen: Seen, timeout: Duration) {
 async fn deadline_before_response_headers() {
     let (backend, mut seen) = hanging_backend(false).await;
     let proxy = serve_proxy(&backend.url(), ProxyOptions::default()).await;
-    let client = RawClient::connect(proxy.addr).await;
-    let (_tx, body) = channel_body(); // the client keeps its half open
-    let started = Instant::now();
-    let response = client
-        .call(
-            "/pkg.Svc/Slow",
-            header_map(&[("grpc-timeout", "200m")]),
-            body,
-        )
-        .await;
-    let elapsed = started.elapsed();
+    let (response, elapsed) = slow_call(proxy.addr, Some("200m")).await;
     assert_eq!(response.grpc_status(), Some("4"), "{response:?}");
     assert!(response.trailers_only);
     assert!(
@@ -49,11 +61,7 @@ async fn deadline_before_response_headers() {
         next_event(&mut seen, Duration::from_secs(1)).await,
         Seen::Request(Some("200m".into()))
     );
-    assert_eq!(
-        next_event(&mut seen, Duration::from_secs(1)).await,
-        Seen::Reset,
-        "backend must see the reset"
-    );
+    expect_reset(&mut seen).await;
     assert!(all_streams_closed(&proxy.stats).await);
 }
 
@@ -64,30 +72,17 @@ async fn deadline_before_headers_in_a_tonic_server_ends_on_time_and_resets_backe
     // proxy's call resets the backend stream although the client's half is still open.
     let (backend, mut seen) = hanging_backend(false).await;
     let (proxy, stats) = proxy_to(&backend.url(), ProxyOptions::default()).await;
-    let client = RawClient::connect(proxy.addr()).await;
-    let (_tx, body) = channel_body();
-    let started = Instant::now();
-    let response = client
-        .call(
-            "/pkg.Svc/Slow",
-            header_map(&[("grpc-timeout", "200m")]),
-            body,
-        )
-        .await;
+    let (response, elapsed) = slow_call(proxy.addr(), Some("200m")).await;
     assert!(
         matches!(response.grpc_status(), Some("4" | "1")),
         "{response:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(200) + SLACK);
+    assert!(elapsed < Duration::from_millis(200) + SLACK);
     assert!(matches!(
         next_event(&mut seen, Duration::from_secs(1)).await,
         Seen::Request(_)
     ));
-    assert_eq!(
-        next_event(&mut seen, Duration::from_secs(1)).await,
-        Seen::Reset,
-        "backend must see the reset"
-    );
+    expect_reset(&mut seen).await;
     assert!(all_streams_closed(&stats).await);
 }
 
@@ -95,17 +90,7 @@ async fn deadline_before_headers_in_a_tonic_server_ends_on_time_and_resets_backe
 async fn deadline_after_response_headers_keeps_headers() {
     let (backend, mut seen) = hanging_backend(true).await;
     let (proxy, stats) = proxy_to(&backend.url(), ProxyOptions::default()).await;
-    let client = RawClient::connect(proxy.addr()).await;
-    let (_tx, body) = channel_body();
-    let started = Instant::now();
-    let response = client
-        .call(
-            "/pkg.Svc/Slow",
-            header_map(&[("grpc-timeout", "300m")]),
-            body,
-        )
-        .await;
-    let elapsed = started.elapsed();
+    let (response, elapsed) = slow_call(proxy.addr(), Some("300m")).await;
     assert_eq!(response.headers.get("x-sent-before-hang").unwrap(), "1");
     assert_eq!(response.grpc_status(), Some("4"), "{response:?}");
     assert!(
@@ -120,11 +105,7 @@ async fn deadline_after_response_headers_keeps_headers() {
         next_event(&mut seen, Duration::from_secs(1)).await,
         Seen::Request(_)
     ));
-    assert_eq!(
-        next_event(&mut seen, Duration::from_secs(1)).await,
-        Seen::Reset,
-        "backend must see the reset"
-    );
+    expect_reset(&mut seen).await;
     assert!(all_streams_closed(&stats).await);
 }
 
@@ -136,18 +117,9 @@ async fn deadline_cap_rewrites_grpc_timeout_and_is_enforced() {
         ..ProxyOptions::default()
     };
     let (proxy, _stats) = proxy_to(&backend.url(), options).await;
-    let client = RawClient::connect(proxy.addr()).await;
-    let (_tx, body) = channel_body();
-    let started = Instant::now();
-    let response = client
-        .call(
-            "/pkg.Svc/Slow",
-            header_map(&[("grpc-timeout", "10S")]),
-            body,
-        )
-        .await;
+    let (response, elapsed) = slow_call(proxy.addr(), Some("10S")).await;
     assert_eq!(response.grpc_status(), Some("4"));
-    assert!(started.elapsed() < Duration::from_millis(150) + SLACK);
+    assert!(elapsed < Duration::from_millis(150) + SLACK);
     assert_forwarded_timeout(
         next_event(&mut seen, Duration::from_secs(1)).await,
         Duration::from_millis(150),
@@ -162,11 +134,7 @@ async fn default_timeout_applies_when_client_sends_none() {
         ..ProxyOptions::default()
     };
     let (proxy, _stats) = proxy_to(&backend.url(), options).await;
-    let client = RawClient::connect(proxy.addr()).await;
-    let (_tx, body) = channel_body();
-    let response = client
-        .call("/pkg.Svc/Slow", http::HeaderMap::new(), body)
-        .await;
+    let (response, _) = slow_call(proxy.addr(), None).await;
     assert_eq!(response.grpc_status(), Some("4"));
     assert_forwarded_timeout(
         next_event(&mut seen, Duration::from_secs(1)).await,

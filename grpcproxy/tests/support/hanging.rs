@@ -66,3 +66,12 @@ pub async fn next_event(seen: &mut mpsc::UnboundedReceiver<Seen>, within: Durati
         .expect("the backend saw nothing in time")
         .expect("backend gone")
 }
+
+/// Asserts the backend saw the stream reset within 1 s (after its request event).
+pub async fn expect_reset(seen: &mut mpsc::UnboundedReceiver<Seen>) {
+    assert_eq!(
+        next_event(seen, Duration::from_secs(1)).await,
+        Seen::Reset,
+        "backend must see the reset"
+    );
+}
