@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod logging;
 mod quick;
+mod replay;
 mod router;
 mod run;
 mod tap;
@@ -54,6 +55,10 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Send recorded calls (a tap file or JetStream stream) to a target again and report,
+    /// per call, whether status and response bytes match the recording. Exits 0 if all
+    /// match, 1 if any differ or fail, 2 if the recording cannot be read.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,14 +95,24 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     let result = runtime.block_on(async {
+        use std::process::ExitCode;
+        let done = |_: ()| ExitCode::SUCCESS;
         match (cli.command, cli.listen, cli.to, loaded) {
-            (Some(Command::Demo), ..) => demo::run().await,
+            (Some(Command::Demo), ..) => demo::run().await.map(done),
+            (Some(Command::Replay(args)), ..) => Ok(match replay::run(args).await {
+                Ok(summary) if summary.all_matched() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("grpcproxy replay: {e:#}");
+                    ExitCode::from(2)
+                }
+            }),
             (Some(Command::CheckConfig { file }), ..) => {
                 println!("{}: ok", file.display());
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
-            (None, _, _, Some((loaded, prepared))) => run::run(loaded, prepared).await,
-            (None, Some(listen), Some(to), None) => quick::run(listen, &to).await,
+            (None, _, _, Some((loaded, prepared))) => run::run(loaded, prepared).await.map(done),
+            (None, Some(listen), Some(to), None) => quick::run(listen, &to).await.map(done),
             _ => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();
@@ -106,7 +121,7 @@ fn main() -> std::process::ExitCode {
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("grpcproxy: {e:#}");
             std::process::ExitCode::FAILURE

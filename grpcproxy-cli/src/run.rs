@@ -108,8 +108,12 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         max_message_size: config.limits.max_message_size,
         ..ProxyOptions::default()
     };
-    let tap = TapQueue::start(config.tap.as_ref().map(|t| t.get_ref()))?;
-    let proxy = TransparentProxy::with_options(tap, ReloadableRouter(current.clone()), options);
+    let tap = Arc::new(TapQueue::start(config.tap.as_ref().map(|t| t.get_ref()))?);
+    if let Some(stats) = tap.stats() {
+        telemetry.set_tap(stats);
+    }
+    let proxy =
+        TransparentProxy::with_options(tap.clone(), ReloadableRouter(current.clone()), options);
     let limits = &config.limits;
     let server_options = ServerOptions {
         http2: Http2Settings {
@@ -174,6 +178,7 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
     while let Some(result) = servers.join_next().await {
         result??;
     }
+    tap.flush(config.server.drain_timeout).await;
     tracing::info!(
         live_streams = proxy.stats().live_streams(),
         "grpcproxy stopped"

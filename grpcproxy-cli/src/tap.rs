@@ -1,10 +1,14 @@
 //! The binary's tap: the `[tap]` section's queue, or none.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcproxy::mq::wire::Encoding;
 use grpcproxy::mq::{
-    FileOptions, FileQueue, Filtered, MessageQueue, NatsOptions, NatsQueue, TapEvent,
+    FileOptions, FileQueue, Filtered, MessageQueue, NatsOptions, NatsQueue, QueueStats, TapEvent,
 };
 
-use crate::config::Tap;
+use crate::config::{Tap, TapEncoding};
 
 /// The queue the proxy publishes to.
 #[derive(Debug)]
@@ -21,6 +25,10 @@ impl TapQueue {
             return Ok(TapQueue::Off);
         };
         let max_payload = tap.max_payload.unwrap_or(usize::MAX);
+        let encoding = match tap.encoding {
+            TapEncoding::Protobuf => Encoding::Protobuf,
+            TapEncoding::Json => Encoding::Json,
+        };
         let filter = |q| Filtered::new(q, tap.methods.clone(), tap.sample_rate);
         if let Some(url) = &tap.nats_url {
             let options = NatsOptions {
@@ -28,6 +36,7 @@ impl TapQueue {
                 subject_prefix: tap.subject_prefix.clone(),
                 capacity: tap.capacity,
                 max_payload,
+                encoding,
                 ..NatsOptions::new(url)
             };
             tracing::info!(url, "tap publishing to NATS");
@@ -43,12 +52,46 @@ impl TapQueue {
             keep: tap.keep,
             capacity: tap.capacity,
             max_payload,
+            encoding,
             ..FileOptions::new(&path)
         };
         let queue = FileQueue::start(options)
             .map_err(|e| anyhow::anyhow!("tap.file: cannot open {path}: {e}"))?;
         tracing::info!(path, "tap recording to a file");
         Ok(TapQueue::File(filter(queue)))
+    }
+}
+
+impl TapQueue {
+    /// The queue's counters, for `/metrics`; none when the tap is off.
+    pub(crate) fn stats(&self) -> Option<Arc<QueueStats>> {
+        match self {
+            TapQueue::Off => None,
+            TapQueue::Nats(q) => Some(q.inner().stats().clone()),
+            TapQueue::File(q) => Some(q.inner().stats().clone()),
+        }
+    }
+
+    /// At exit: waits up to `within` for queued events to reach the broker or the file,
+    /// and logs what could not.
+    pub(crate) async fn flush(&self, within: Duration) {
+        let flushed = match self {
+            TapQueue::Off => return,
+            TapQueue::Nats(q) => tokio::time::timeout(within, q.inner().flush()).await,
+            TapQueue::File(q) => tokio::time::timeout(within, q.inner().flush()).await,
+        };
+        let stats = self.stats().expect("the tap is on");
+        let (published, dropped, failed) = (stats.published(), stats.dropped(), stats.failed());
+        match flushed {
+            Ok(true) => tracing::info!(published, dropped, failed, "tap flushed"),
+            _ => tracing::warn!(
+                published,
+                dropped,
+                failed,
+                ?within,
+                "tap not flushed in time; events still queued are lost"
+            ),
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use grpcproxy::mq::QueueStats;
 use grpcproxy::{CallObserver, CallRecord, ProxyStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -43,6 +44,7 @@ pub(crate) struct Telemetry {
     streams_in_flight: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
+    tap: Arc<OnceLock<Arc<QueueStats>>>,
     access_log: Option<AccessLog>,
 }
 
@@ -95,9 +97,11 @@ impl Telemetry {
         );
         let clusters = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let dropped = access_log.as_ref().map(|log| log.dropped.clone());
+        let tap = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(UpstreamCollector {
             clusters: clusters.clone(),
             access_log_dropped: dropped,
+            tap: tap.clone(),
         }));
         Self {
             registry,
@@ -108,8 +112,14 @@ impl Telemetry {
             streams_in_flight,
             reloads,
             clusters,
+            tap,
             access_log,
         }
+    }
+
+    /// Exports the tap's counters (once, when the tap starts).
+    pub(crate) fn set_tap(&self, stats: Arc<QueueStats>) {
+        let _ = self.tap.set(stats);
     }
 
     /// The clusters whose connection counters are exported (those of the current config).
@@ -225,7 +235,37 @@ const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 4] = [
 struct UpstreamCollector {
     clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     access_log_dropped: Option<Arc<AtomicU64>>,
+    tap: Arc<OnceLock<Arc<QueueStats>>>,
 }
+
+/// The tap's metrics: name, help, counter (else gauge), value.
+type TapValue = fn(&QueueStats) -> u64;
+const TAP: [(&str, &str, bool, TapValue); 4] = [
+    (
+        "tap_events_published",
+        "Tap events delivered (acknowledged by the broker, or written)",
+        true,
+        QueueStats::published,
+    ),
+    (
+        "tap_events_dropped",
+        "Tap events dropped because the tap's buffer was full",
+        true,
+        QueueStats::dropped,
+    ),
+    (
+        "tap_events_failed",
+        "Tap events the destination refused (broker error or ack timeout, write error)",
+        true,
+        QueueStats::failed,
+    ),
+    (
+        "tap_connected",
+        "1 while the tap's destination is reachable",
+        false,
+        |s| u64::from(s.connected()),
+    ),
+];
 
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -271,6 +311,21 @@ impl Collector for UpstreamCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(dropped.load(Ordering::Relaxed)).encode(metric)?;
+        }
+        if let Some(tap) = self.tap.get() {
+            for (name, help, counter, value) in TAP {
+                let kind = if counter {
+                    MetricType::Counter
+                } else {
+                    MetricType::Gauge
+                };
+                let metric = encoder.encode_descriptor(name, help, None, kind)?;
+                if counter {
+                    ConstCounter::new(value(tap)).encode(metric)?;
+                } else {
+                    ConstGauge::new(value(tap) as i64).encode(metric)?;
+                }
+            }
         }
         Ok(())
     }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::ping::SERVED_BY_KEY;
 use grpcproxy_testing::serve::{health_backend, ping_client};
-use support::http_get;
 use tonic_health::ServingStatus;
 
 fn served_by<T>(reply: &tonic::Response<T>) -> String {
@@ -20,18 +19,6 @@ fn served_by<T>(reply: &tonic::Response<T>) -> String {
         .to_str()
         .unwrap()
         .to_owned()
-}
-
-fn wait_for_metric(admin: std::net::SocketAddr, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, body) = http_get(admin, "/metrics");
-        if body.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no line {line:?} in:\n{body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +64,7 @@ health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2,
     b_health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    wait_for_metric(admin, &b_healthy(0));
+    support::wait_for_metric(admin, &b_healthy(0));
     for _ in 0..20 {
         assert_eq!(
             served_by(&client.ping(PingRequest::default()).await.unwrap()),
@@ -89,7 +76,7 @@ health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2,
     a_health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    wait_for_metric(
+    support::wait_for_metric(
         admin,
         &format!(
             r#"grpcproxy_endpoint_healthy{{cluster="pair",endpoint="{}"}} 0"#,
@@ -108,7 +95,7 @@ health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2,
     a_health
         .set_service_status("", ServingStatus::Serving)
         .await;
-    wait_for_metric(
+    support::wait_for_metric(
         admin,
         &format!(
             r#"grpcproxy_endpoint_healthy{{cluster="pair",endpoint="{}"}} 1"#,
@@ -118,7 +105,7 @@ health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2,
     b_health
         .set_service_status("", ServingStatus::Serving)
         .await;
-    wait_for_metric(admin, &b_healthy(1));
+    support::wait_for_metric(admin, &b_healthy(1));
     let mut seen = HashMap::<String, usize>::new();
     for _ in 0..10 {
         *seen

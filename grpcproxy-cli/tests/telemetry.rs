@@ -3,27 +3,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grpcproxy_testing::pb::{PingRequest, PingResponse};
 use grpcproxy_testing::raw::{frames_body, RawClient};
 use grpcproxy_testing::serve::{ping_backend, ping_client};
 use prost::Message;
 use support::http_get;
-
-/// Scrapes until `line` appears (observers report when a call is fully over).
-fn wait_for_metric(admin: std::net::SocketAddr, line: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, body) = http_get(admin, "/metrics");
-        assert_eq!(status, 200);
-        if body.lines().any(|l| l == line) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "no line {line:?} in:\n{body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_config_and_access_log_after_known_traffic() {
@@ -77,7 +63,7 @@ endpoints = ["{backend}"]
     assert_eq!(unrouted.grpc_status(), Some("12"));
 
     let ping = r#"route="ping",cluster="ping",method="/grpcproxy.testing.TestService/Ping""#;
-    let body = wait_for_metric(
+    let body = support::wait_for_metric(
         admin,
         &format!("grpcproxy_requests_total{{{ping},grpc_status=\"0\"}} 3"),
     );
@@ -85,7 +71,7 @@ endpoints = ["{backend}"]
     let body = if body.contains(&format!("{{{error},grpc_status=\"9\"}} 1")) {
         body
     } else {
-        wait_for_metric(
+        support::wait_for_metric(
             admin,
             &format!("grpcproxy_requests_total{{{error},grpc_status=\"9\"}} 1"),
         )

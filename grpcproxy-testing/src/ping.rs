@@ -97,6 +97,7 @@ pub const SERVED_BY_KEY: &str = "x-served-by";
 pub struct PingService {
     events: Arc<PingEvents>,
     name: Option<Arc<str>>,
+    counter_offset: i32,
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<PingResponse, Status>> + Send>>;
@@ -112,7 +113,15 @@ impl PingService {
         Self {
             events: Arc::default(),
             name: Some(Arc::from(name)),
+            counter_offset: 0,
         }
+    }
+
+    /// A changed version of the service: every `counter` it answers is `offset` higher
+    /// (replay tests tell it from the original by the response bytes).
+    pub fn with_counter_offset(mut self, offset: i32) -> Self {
+        self.counter_offset = offset;
+        self
     }
 
     /// What the service has seen.
@@ -178,7 +187,7 @@ impl TestService for PingService {
         }
         let mut response = Response::new(PingResponse {
             value: PING_DEFAULT_VALUE.into(),
-            counter: 42,
+            counter: 42 + self.counter_offset,
             payload: Default::default(),
         });
         *response.metadata_mut() = self.response_headers(request.metadata());
@@ -204,7 +213,7 @@ impl TestService for PingService {
         Ok(with_metadata(
             PingResponse {
                 value: ping.value,
-                counter: 42,
+                counter: 42 + self.counter_offset,
                 payload: ping.payload,
             },
             headers,
@@ -227,6 +236,7 @@ impl TestService for PingService {
         let headers = self.response_headers(request.metadata());
         let trailers = response_trailers(request.metadata());
         let ping = request.into_inner();
+        let offset = self.counter_offset;
         let stream = async_stream(move |tx| async move {
             for counter in 0..LIST_RESPONSES {
                 if ping.sleep_ms > 0 {
@@ -234,7 +244,7 @@ impl TestService for PingService {
                 }
                 let reply = PingResponse {
                     value: ping.value.clone(),
-                    counter,
+                    counter: counter + offset,
                     payload: ping.payload.clone(),
                 };
                 if tx.send(Ok(reply)).await.is_err() {
@@ -272,7 +282,7 @@ impl TestService for PingService {
         Ok(with_metadata(
             PingResponse {
                 value: values.join(","),
-                counter: values.len() as i32,
+                counter: values.len() as i32 + self.counter_offset,
                 payload,
             },
             headers,
@@ -292,8 +302,9 @@ impl TestService for PingService {
         let mut pings = request.into_inner();
         // Headers go out as soon as this returns, before any message: the client may wait
         // for them before it sends anything.
+        let offset = self.counter_offset;
         let stream = async_stream(move |tx| async move {
-            let mut counter = 0;
+            let mut counter = offset;
             while let Some(ping) = pings.next().await {
                 match ping {
                     Ok(ping) => {

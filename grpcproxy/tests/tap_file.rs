@@ -1,4 +1,5 @@
-//! The file queue records every event as length-delimited protobuf, rotated by size.
+//! The file queue records every event as length-delimited protobuf or JSON lines, rotated
+//! by size.
 #![cfg(feature = "tap-file")]
 
 mod support;
@@ -17,7 +18,7 @@ async fn record(options: FileOptions, calls: usize) -> Vec<PingRequest> {
     let stats = queue.stats().clone();
     let (backend, _) = ping_backend().await;
     let proxy = TransparentProxy::new(
-        queue,
+        queue.clone(),
         SingleUpstream::new(Upstream::new(&backend.url()).unwrap()),
     );
     let proxy_stats = proxy.stats().clone();
@@ -42,8 +43,8 @@ async fn record(options: FileOptions, calls: usize) -> Vec<PingRequest> {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await; // the writer flushes when idle
-    assert_eq!(stats.dropped(), 0);
+    assert!(queue.flush().await, "the writer thread is alive");
+    assert_eq!((stats.dropped(), stats.failed()), (0, 0));
     sent
 }
 
@@ -89,4 +90,41 @@ async fn files_rotate_by_size_and_old_ones_are_deleted() {
             file.display()
         );
     }
+}
+
+#[tokio::test]
+async fn json_lines_record_the_same_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, protobuf) = (dir.path().join("tap.jsonl"), dir.path().join("tap.pb"));
+    let options = |path| FileOptions {
+        encoding: wire::Encoding::Json,
+        ..FileOptions::new(path)
+    };
+    record(options(&json), 2).await;
+    record(FileOptions::new(&protobuf), 2).await;
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(text.lines().count(), 8, "one event per line");
+    assert!(text.lines().all(|l| l.starts_with("{\"")));
+    let (json, protobuf) = (
+        FileQueue::read(&json).unwrap(),
+        FileQueue::read(&protobuf).unwrap(),
+    );
+    assert_eq!(json.len(), protobuf.len());
+    // Equal but for call ids, times, peers and durations.
+    let comparable = |events: Vec<wire::TapEvent>| -> Vec<_> {
+        events
+            .into_iter()
+            .map(|e| match e.event {
+                Some(wire::Kind::Started(s)) => format!("{} {:?}", s.method, s.metadata.len()),
+                Some(wire::Kind::Message(m)) => {
+                    format!("{} {} {:?}", m.direction, m.sequence, m.payload)
+                }
+                Some(wire::Kind::Ended(e)) => {
+                    format!("{} {:?} {}", e.code, e.trailers, e.response_bytes)
+                }
+                None => String::new(),
+            })
+            .collect()
+    };
+    assert_eq!(comparable(json), comparable(protobuf));
 }

@@ -57,6 +57,18 @@ pub(crate) struct Tap {
     /// Share of calls tapped, 0.0 to 1.0.
     #[serde(default = "one_f64")]
     pub(crate) sample_rate: f64,
+    /// How events are encoded: protobuf (`proto/tap.proto`) or its JSON mapping.
+    #[serde(default)]
+    pub(crate) encoding: TapEncoding,
+}
+
+/// `tap.encoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TapEncoding {
+    #[default]
+    Protobuf,
+    Json,
 }
 
 fn subject_prefix() -> String {

@@ -142,3 +142,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Scrapes `/metrics` until `line` appears (observers report when a call is fully over),
+/// for up to 5 s; returns the scrape.
+pub fn wait_for_metric(admin: SocketAddr, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = http_get(admin, "/metrics");
+        assert_eq!(status, 200);
+        if body.lines().any(|l| l == line) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no line {line:?} in:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

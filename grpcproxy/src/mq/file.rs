@@ -1,5 +1,5 @@
-//! Recording the tap to files: length-delimited protobuf ([`wire::TapEvent`]), rotated by
-//! size.
+//! Recording the tap to files: length-delimited protobuf or JSON lines
+//! ([`wire::TapEvent`]), rotated by size.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{wire, MessageQueue, QueueStats, TapEvent};
+use super::wire::{self, Encoding};
+use super::{MessageQueue, QueueStats, TapEvent};
 
 /// Where and how a [`FileQueue`] records.
 ///
@@ -29,6 +30,8 @@ pub struct FileOptions {
     pub capacity: usize,
     /// Largest payload recorded per message, in bytes.
     pub max_payload: usize,
+    /// Length-delimited protobuf (varint length, then the event), or JSON lines.
+    pub encoding: Encoding,
 }
 
 impl FileOptions {
@@ -40,15 +43,24 @@ impl FileOptions {
             keep: 5,
             capacity: 8192,
             max_payload: usize::MAX,
+            encoding: Encoding::Protobuf,
         }
     }
 }
 
-/// A [`MessageQueue`] that appends every event to a file as a length-delimited protobuf
-/// [`wire::TapEvent`] (varint length, then the message), from a background thread.
-#[derive(Debug, Clone)]
+/// What the writer thread is asked to do, in order.
+enum Command {
+    Write(TapEvent),
+    /// Everything sent before is written and flushed: say so.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A [`MessageQueue`] that appends every event to a file, from a background thread:
+/// a length-delimited protobuf [`wire::TapEvent`] (varint length, then the message), or one
+/// JSON object per line.
+#[derive(Clone)]
 pub struct FileQueue {
-    events: mpsc::Sender<TapEvent>,
+    events: mpsc::Sender<Command>,
     stats: Arc<QueueStats>,
     max_payload: usize,
 }
@@ -59,7 +71,7 @@ impl FileQueue {
         let file = open(&options.path)?;
         let written = file.metadata()?.len();
         let (events, receiver) = mpsc::channel(options.capacity.max(1));
-        let stats = Arc::new(QueueStats::default());
+        let stats = Arc::new(QueueStats::new(true));
         let max_payload = options.max_payload;
         let writer = Writer {
             options,
@@ -77,22 +89,55 @@ impl FileQueue {
         })
     }
 
-    /// Recorded and dropped counts.
+    /// Recorded, dropped and failed counts.
     pub fn stats(&self) -> &Arc<QueueStats> {
         &self.stats
     }
 
-    /// Reads every event of a recorded file, in order.
+    /// Waits until every event published so far is written and flushed to the file.
+    /// Returns false if the writer thread is gone.
+    pub async fn flush(&self) -> bool {
+        let (done, flushed) = oneshot::channel();
+        self.events.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok()
+    }
+
+    /// Reads every event of a recorded file, in order, in either encoding.
     pub fn read(path: &Path) -> std::io::Result<Vec<wire::TapEvent>> {
         let data = std::fs::read(path)?;
-        let mut buffer = data.as_slice();
+        let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let mut events = Vec::new();
-        while !buffer.is_empty() {
-            let event = wire::TapEvent::decode_length_delimited(&mut buffer)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            events.push(event);
+        match Encoding::detect(&data) {
+            Encoding::Json => {
+                for (n, line) in data.split(|b| *b == b'\n').enumerate() {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let event = Encoding::Json
+                        .decode(line)
+                        .map_err(|e| invalid(format!("line {}: {e}", n + 1)))?;
+                    events.push(event);
+                }
+            }
+            Encoding::Protobuf => {
+                let mut buffer = data.as_slice();
+                while !buffer.is_empty() {
+                    let at = data.len() - buffer.len();
+                    let event = wire::TapEvent::decode_length_delimited(&mut buffer)
+                        .map_err(|e| invalid(format!("byte {at}: {e}")))?;
+                    events.push(event);
+                }
+            }
         }
         Ok(events)
+    }
+}
+
+impl std::fmt::Debug for FileQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileQueue")
+            .field("stats", &self.stats)
+            .field("max_payload", &self.max_payload)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,7 +151,7 @@ impl MessageQueue for FileQueue {
     }
 
     fn publish(&self, event: TapEvent) {
-        if self.events.try_send(event).is_err() {
+        if self.events.try_send(Command::Write(event)).is_err() {
             self.stats.dropped_one();
         }
     }
@@ -124,20 +169,42 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut events: mpsc::Receiver<TapEvent>) {
-        while let Some(event) = events.blocking_recv() {
-            let bytes = wire::TapEvent::from(&event).encode_length_delimited_to_vec();
+    fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(command) = commands.blocking_recv() {
+            let event = match command {
+                Command::Write(event) => event,
+                Command::Flush(done) => {
+                    self.flush();
+                    let _ = done.send(());
+                    continue;
+                }
+            };
+            let event = wire::TapEvent::from(&event);
+            let bytes = match self.options.encoding {
+                Encoding::Protobuf => event.encode_length_delimited_to_vec(),
+                Encoding::Json => {
+                    let mut line = Encoding::Json.encode(&event);
+                    line.push(b'\n');
+                    line
+                }
+            };
             if let Err(e) = self.write(&bytes) {
                 tracing::error!(path = %self.options.path.display(), error = %e, "tap file write failed");
-                self.stats.dropped_one();
+                self.stats.failed_one();
                 continue;
             }
             self.stats.published_one();
-            if events.is_empty() {
-                let _ = self.out.flush();
+            if commands.is_empty() {
+                self.flush();
             }
         }
-        let _ = self.out.flush();
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            tracing::error!(path = %self.options.path.display(), error = %e, "tap file flush failed");
+        }
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,39 +1,10 @@
 //! A bounded in-memory queue, for tests and for embedding the tap in your own program.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{MessageQueue, TapEvent};
-
-/// Counters of a [`MemoryQueue`].
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    published: AtomicU64,
-    dropped: AtomicU64,
-}
-
-impl QueueStats {
-    /// Events handed to the receiver.
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
-    }
-
-    /// Events dropped because the receiver fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    #[cfg_attr(not(feature = "tap-file"), allow(dead_code))]
-    pub(crate) fn published_one(&self) {
-        self.published.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn dropped_one(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
+use super::{MessageQueue, QueueStats, TapEvent};
 
 /// Publishes every event into a bounded channel; when it is full, events are dropped and
 /// counted, and calls go on.
@@ -51,7 +22,7 @@ impl MemoryQueue {
         (
             Self {
                 events,
-                stats: Arc::default(),
+                stats: Arc::new(QueueStats::new(true)),
                 max_payload: usize::MAX,
             },
             receiver,

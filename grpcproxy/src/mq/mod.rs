@@ -25,17 +25,19 @@ mod filter;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+mod stats;
 pub(crate) mod tap;
-#[cfg(any(feature = "nats", feature = "tap-file"))]
+#[cfg(feature = "wire")]
 pub mod wire;
 
 pub use event::{CallEnded, CallStarted, Direction, TapEvent, TapMessage};
 #[cfg(feature = "tap-file")]
 pub use file::{FileOptions, FileQueue};
 pub use filter::Filtered;
-pub use memory::{MemoryQueue, QueueStats};
+pub use memory::MemoryQueue;
 #[cfg(feature = "nats")]
-pub use nats::{NatsOptions, NatsQueue, NatsStats};
+pub use nats::{NatsOptions, NatsQueue};
+pub use stats::QueueStats;
 
 /// A message queue the proxy publishes its traffic to.
 pub trait MessageQueue: Send + Sync + 'static {
@@ -68,4 +70,20 @@ impl MessageQueue for NoQueue {
     }
 
     fn publish(&self, _event: TapEvent) {}
+}
+
+/// A shared queue: keep a handle (for its counters, or to flush it at exit) and give the
+/// proxy a clone.
+impl<Q: MessageQueue + ?Sized> MessageQueue for std::sync::Arc<Q> {
+    fn wants(&self, method: &str) -> bool {
+        (**self).wants(method)
+    }
+
+    fn max_payload(&self) -> usize {
+        (**self).max_payload()
+    }
+
+    fn publish(&self, event: TapEvent) {
+        (**self).publish(event)
+    }
 }

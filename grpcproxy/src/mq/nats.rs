@@ -1,14 +1,13 @@
 //! Publishing the tap to NATS JetStream.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{wire, MessageQueue, TapEvent};
+use super::wire::{self, Encoding};
+use super::{MessageQueue, QueueStats, TapEvent};
 
 /// Where and how a [`NatsQueue`] publishes.
 ///
@@ -33,6 +32,8 @@ pub struct NatsOptions {
     pub max_payload: usize,
     /// Publish acknowledgements awaited at once (each is a pending event in memory).
     pub max_pending_acks: usize,
+    /// Protobuf or JSON; each message also carries a `Content-Type` header saying which.
+    pub encoding: Encoding,
 }
 
 impl NatsOptions {
@@ -45,46 +46,26 @@ impl NatsOptions {
             capacity: 8192,
             max_payload: usize::MAX,
             max_pending_acks: 1024,
+            encoding: Encoding::Protobuf,
         }
     }
 }
 
-/// Counters of a [`NatsQueue`].
-#[derive(Debug, Default)]
-pub struct NatsStats {
-    published: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
-    connected: AtomicBool,
-}
-
-impl NatsStats {
-    /// Events the broker acknowledged.
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
-    }
-    /// Events dropped because the queue was full (the broker slow or away).
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-    /// Events the broker did not acknowledge (error or timeout).
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-    /// Whether the client is connected now.
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
+/// What the publishing task is asked to do, in order.
+enum Command {
+    Publish(TapEvent),
+    /// Everything sent before is acknowledged (or failed): say so.
+    Flush(oneshot::Sender<()>),
 }
 
 /// A [`MessageQueue`] that publishes every event, protobuf-encoded
 /// ([`wire::TapEvent`]), to NATS JetStream. The call path only hands events to a bounded
 /// channel; a background task publishes them, reconnects with backoff when the broker goes
 /// away, and counts what it could not deliver.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsQueue {
-    events: mpsc::Sender<TapEvent>,
-    stats: Arc<NatsStats>,
+    events: mpsc::Sender<Command>,
+    stats: Arc<QueueStats>,
     max_payload: usize,
 }
 
@@ -93,7 +74,7 @@ impl NatsQueue {
     /// down at start). Must be called inside a tokio runtime.
     pub fn start(options: NatsOptions) -> Self {
         let (events, receiver) = mpsc::channel(options.capacity.max(1));
-        let stats = Arc::new(NatsStats::default());
+        let stats = Arc::new(QueueStats::new(false));
         let max_payload = options.max_payload;
         tokio::spawn(publish_loop(options, receiver, stats.clone()));
         Self {
@@ -103,9 +84,25 @@ impl NatsQueue {
         }
     }
 
-    /// Published, dropped, failed, connected.
-    pub fn stats(&self) -> &Arc<NatsStats> {
+    /// Published (acknowledged), dropped, failed, connected.
+    pub fn stats(&self) -> &Arc<QueueStats> {
         &self.stats
+    }
+
+    /// Waits until every event published so far is acknowledged by the broker or counted
+    /// as failed. Returns false if the publishing task is gone.
+    pub async fn flush(&self) -> bool {
+        let (done, flushed) = oneshot::channel();
+        self.events.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok()
+    }
+}
+
+impl std::fmt::Debug for NatsQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsQueue")
+            .field("stats", &self.stats)
+            .field("max_payload", &self.max_payload)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,8 +116,8 @@ impl MessageQueue for NatsQueue {
     }
 
     fn publish(&self, event: TapEvent) {
-        if self.events.try_send(event).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.events.try_send(Command::Publish(event)).is_err() {
+            self.stats.dropped_one();
         }
     }
 }
@@ -141,8 +138,8 @@ fn subject(prefix: &str, method: &str) -> String {
 
 async fn publish_loop(
     options: NatsOptions,
-    mut events: mpsc::Receiver<TapEvent>,
-    stats: Arc<NatsStats>,
+    mut events: mpsc::Receiver<Command>,
+    stats: Arc<QueueStats>,
 ) {
     let flag = stats.clone();
     let connecting = async_nats::ConnectOptions::new()
@@ -155,9 +152,9 @@ async fn publish_loop(
             let flag = flag.clone();
             async move {
                 match event {
-                    async_nats::Event::Connected => flag.connected.store(true, Ordering::Relaxed),
+                    async_nats::Event::Connected => flag.set_connected(true),
                     async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                        flag.connected.store(false, Ordering::Relaxed)
+                        flag.set_connected(false)
                     }
                     other => tracing::debug!(event = %other, "NATS client event"),
                 }
@@ -169,8 +166,11 @@ async fn publish_loop(
         Ok(client) => client,
         Err(e) => {
             tracing::error!(url = %options.url, error = %e, "the NATS tap cannot start; events will be dropped");
-            while events.recv().await.is_some() {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            while let Some(command) = events.recv().await {
+                match command {
+                    Command::Publish(_) => stats.dropped_one(),
+                    Command::Flush(done) => drop(done.send(())),
+                }
             }
             return;
         }
@@ -203,8 +203,15 @@ async fn publish_loop(
     let mut acks = tokio::task::JoinSet::new();
     loop {
         let event = tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => event,
+            command = events.recv() => match command {
+                Some(Command::Publish(event)) => event,
+                Some(Command::Flush(done)) => {
+                    while let Some(finished) = acks.join_next().await {
+                        reap(Some(finished), &stats);
+                    }
+                    let _ = done.send(());
+                    continue;
+                }
                 None => break,
             },
             // Acknowledgements are counted as they come, also while no event arrives.
@@ -226,17 +233,22 @@ async fn publish_loop(
                 .remove(&e.call_id)
                 .unwrap_or_else(|| format!("{}.unknown", options.subject_prefix)),
         };
-        let payload = wire::TapEvent::from(&event).encode_to_vec();
+        let payload = options.encoding.encode(&wire::TapEvent::from(&event));
         while acks.len() >= options.max_pending_acks {
             reap(acks.join_next().await, &stats);
         }
-        match jetstream.publish(subject, payload.into()).await {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", options.encoding.content_type());
+        match jetstream
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+        {
             Ok(ack) => {
                 acks.spawn(std::future::IntoFuture::into_future(ack));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "NATS tap publish failed");
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+                stats.failed_one();
             }
         }
     }
@@ -255,13 +267,13 @@ fn reap(
             tokio::task::JoinError,
         >,
     >,
-    stats: &NatsStats,
+    stats: &QueueStats,
 ) {
     match done {
-        Some(Ok(Ok(_))) => stats.published.fetch_add(1, Ordering::Relaxed),
-        Some(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
-        None => 0,
-    };
+        Some(Ok(Ok(_))) => stats.published_one(),
+        Some(_) => stats.failed_one(),
+        None => {}
+    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,47 @@ impl Upstream {
         }
     }
 
+    /// Sends one HTTP/2 request over this upstream's connections and waits for the response
+    /// headers — for tools that frame gRPC messages themselves (replaying recorded calls).
+    /// `path` is `/pkg.Service/Method`; the request's own URI is replaced.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// use http_body_util::{BodyExt, Full};
+    /// let upstream = grpcproxy::Upstream::new("http://127.0.0.1:50052")?;
+    /// // One empty, uncompressed message.
+    /// let body = Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]));
+    /// let mut request = http::Request::new(body);
+    /// request.headers_mut().insert("content-type", "application/grpc".parse()?);
+    /// request.headers_mut().insert("te", "trailers".parse()?);
+    /// let response = upstream.send("/pkg.Svc/Get", request).await?;
+    /// let collected = response.into_body().collect().await?;
+    /// println!("{:?}", collected.trailers());
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<B>(
+        &self,
+        path: &str,
+        request: Request<B>,
+    ) -> Result<
+        Response<impl http_body::Body<Data = Bytes, Error = crate::body::BoxError>>,
+        UpstreamError,
+    >
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
+        use http_body_util::BodyExt;
+        let path: http::uri::PathAndQuery = path.parse().map_err(|e| {
+            UpstreamError::new(self.shared_address().clone(), UpstreamErrorKind::Request, e)
+        })?;
+        let (mut parts, body) = request.into_parts();
+        parts.method = http::Method::POST;
+        parts.uri = self.request_uri(path, None, None);
+        let request = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+        self.try_send(request).await.map_err(|unsent| unsent.error)
+    }
+
     /// Makes one unary call to `path` with raw message bytes over this upstream's
     /// connections, and returns the response message — for health checks and tools.
     ///

@@ -1,5 +1,6 @@
 //! The tap's wire format: the messages of `proto/tap.proto` (schema version 1), for
-//! brokers and for consumers that decode what the tap published.
+//! brokers and for consumers that decode what the tap published, as protobuf or as its
+//! proto3 JSON mapping ([`Encoding`]).
 //!
 //! ```
 //! use grpcproxy::mq::wire;
@@ -13,24 +14,104 @@
 
 use std::time::UNIX_EPOCH;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Direction as Dir, TapEvent as Event};
+
+mod json;
 
 /// The schema version this build publishes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Clone, PartialEq, prost::Message)]
+/// How events are encoded for a broker or a file.
+///
+/// ```
+/// use grpcproxy::mq::wire::{Encoding, TapEvent, SCHEMA_VERSION};
+///
+/// let event = TapEvent { schema_version: SCHEMA_VERSION, event: None };
+/// let json = Encoding::Json.encode(&event);
+/// assert_eq!(json, br#"{"schemaVersion":1}"#);
+/// assert_eq!(Encoding::detect(&json), Encoding::Json);
+/// assert_eq!(Encoding::Json.decode(&json).unwrap(), event);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// Protobuf, as `proto/tap.proto` says.
+    #[default]
+    Protobuf,
+    /// The proto3 JSON mapping of the same messages: lowerCamelCase names, 64-bit integers
+    /// as strings, bytes as standard base64, enums by name. One object, no newlines.
+    Json,
+}
+
+/// An event that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a protobuf `TapEvent`.
+    #[error("not a protobuf tap event: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// Not a JSON `TapEvent`.
+    #[error("not a JSON tap event: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Encoding {
+    /// Encodes one event.
+    pub fn encode(self, event: &TapEvent) -> Vec<u8> {
+        use prost::Message as _;
+        match self {
+            Encoding::Protobuf => event.encode_to_vec(),
+            Encoding::Json => serde_json::to_vec(event).expect("tap events always serialize"),
+        }
+    }
+
+    /// Decodes one event.
+    pub fn decode(self, bytes: &[u8]) -> Result<TapEvent, DecodeError> {
+        use prost::Message as _;
+        Ok(match self {
+            Encoding::Protobuf => TapEvent::decode(bytes)?,
+            Encoding::Json => serde_json::from_slice(bytes)?,
+        })
+    }
+
+    /// The encoding of an encoded event (or of a file of them): JSON starts with `{"`,
+    /// a protobuf event never does (its first byte is a field tag, a length-delimited
+    /// stream's first is a length followed by a tag).
+    pub fn detect(bytes: &[u8]) -> Encoding {
+        if bytes.starts_with(b"{\"") {
+            Encoding::Json
+        } else {
+            Encoding::Protobuf
+        }
+    }
+
+    /// The MIME type, for broker headers.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Metadata {
     #[prost(string, tag = "1")]
     pub key: String,
     #[prost(bytes = "bytes", tag = "2")]
+    #[serde(with = "json::base64")]
     pub value: bytes::Bytes,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CallStarted {
     #[prost(uint64, tag = "1")]
+    #[serde(with = "json::int64")]
     pub call_id: u64,
     #[prost(int64, tag = "2")]
+    #[serde(with = "json::int64")]
     pub time_unix_nanos: i64,
     #[prost(string, tag = "3")]
     pub method: String,
@@ -50,39 +131,51 @@ pub enum Direction {
     Response = 2,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Message {
     #[prost(uint64, tag = "1")]
+    #[serde(with = "json::int64")]
     pub call_id: u64,
     #[prost(enumeration = "Direction", tag = "2")]
+    #[serde(with = "json::direction")]
     pub direction: i32,
     #[prost(uint64, tag = "3")]
+    #[serde(with = "json::int64")]
     pub sequence: u64,
     #[prost(bool, tag = "4")]
     pub compressed: bool,
     #[prost(bytes = "bytes", tag = "5")]
+    #[serde(with = "json::base64")]
     pub payload: bytes::Bytes,
     #[prost(uint32, tag = "6")]
     pub length: u32,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CallEnded {
     #[prost(uint64, tag = "1")]
+    #[serde(with = "json::int64")]
     pub call_id: u64,
     #[prost(int32, tag = "2")]
     pub code: i32,
     #[prost(message, repeated, tag = "3")]
     pub trailers: Vec<Metadata>,
     #[prost(int64, tag = "4")]
+    #[serde(with = "json::int64")]
     pub duration_nanos: i64,
     #[prost(uint64, tag = "5")]
+    #[serde(with = "json::int64")]
     pub request_messages: u64,
     #[prost(uint64, tag = "6")]
+    #[serde(with = "json::int64")]
     pub response_messages: u64,
     #[prost(uint64, tag = "7")]
+    #[serde(with = "json::int64")]
     pub request_bytes: u64,
     #[prost(uint64, tag = "8")]
+    #[serde(with = "json::int64")]
     pub response_bytes: u64,
 }
 
@@ -96,7 +189,8 @@ pub enum Kind {
     Ended(CallEnded),
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(into = "json::Event", try_from = "json::Event")]
 pub struct TapEvent {
     #[prost(uint32, tag = "1")]
     pub schema_version: u32,

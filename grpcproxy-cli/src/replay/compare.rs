@@ -1,0 +1,169 @@
+//! How a replayed call differs from its recording.
+
+use grpcproxy::mq::wire;
+
+use super::call::Outcome;
+use super::recording::{RecordedCall, RecordedMessage};
+
+/// Response messages whose differences are listed; beyond, only counted.
+const LISTED: usize = 5;
+
+/// Every way `outcome` differs from what `call` recorded (empty: they match). The status
+/// code, `grpc-message`, and each response message's compressed flag and bytes count (for
+/// payloads cut when recorded, the recorded prefix and the full length).
+pub(crate) fn differences(call: &RecordedCall, outcome: &Outcome) -> Vec<String> {
+    let mut found = Vec::new();
+    let end = call
+        .end
+        .as_ref()
+        .expect("only complete recordings are replayed");
+    if end.code != outcome.code {
+        found.push(format!(
+            "status: recorded {}, replayed {} {:?}",
+            code_name(end.code),
+            code_name(outcome.code),
+            outcome.message
+        ));
+    } else {
+        let recorded = grpc_message(&end.trailers);
+        if recorded != outcome.message {
+            found.push(format!(
+                "grpc-message: recorded {recorded:?}, replayed {:?}",
+                outcome.message
+            ));
+        }
+    }
+    if call.responses.len() != outcome.responses.len() {
+        found.push(format!(
+            "response messages: recorded {}, replayed {}",
+            call.responses.len(),
+            outcome.responses.len()
+        ));
+    }
+    let mut differing = call
+        .responses
+        .iter()
+        .zip(&outcome.responses)
+        .enumerate()
+        .filter_map(|(i, (recorded, replayed))| {
+            message_difference(recorded, replayed).map(|d| format!("response message {i}: {d}"))
+        });
+    found.extend(differing.by_ref().take(LISTED));
+    let more = differing.count();
+    if more > 0 {
+        found.push(format!("{more} more response messages differ"));
+    }
+    found
+}
+
+fn message_difference(recorded: &RecordedMessage, replayed: &RecordedMessage) -> Option<String> {
+    if recorded.compressed != replayed.compressed {
+        return Some(format!(
+            "compressed flag: recorded {}, replayed {}",
+            recorded.compressed, replayed.compressed
+        ));
+    }
+    if recorded.length != replayed.length {
+        return Some(format!(
+            "length: recorded {} bytes, replayed {} bytes",
+            recorded.length, replayed.length
+        ));
+    }
+    let at = recorded
+        .payload
+        .iter()
+        .zip(replayed.payload.iter())
+        .position(|(a, b)| a != b)?;
+    Some(format!(
+        "{} bytes, first difference at byte {at} (recorded {:#04x}, replayed {:#04x})",
+        recorded.length, recorded.payload[at], replayed.payload[at]
+    ))
+}
+
+fn grpc_message(trailers: &[wire::Metadata]) -> String {
+    trailers
+        .iter()
+        .find(|m| m.key == "grpc-message")
+        .map(|m| String::from_utf8_lossy(&m.value).into_owned())
+        .unwrap_or_default()
+}
+
+/// `NotFound (5)`.
+pub(crate) fn code_name(code: i32) -> String {
+    format!("{:?} ({code})", tonic::Code::from_i32(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &'static [u8]) -> RecordedMessage {
+        RecordedMessage {
+            compressed: false,
+            payload: bytes::Bytes::from_static(payload),
+            length: payload.len() as u32,
+        }
+    }
+
+    fn recorded(responses: Vec<RecordedMessage>) -> RecordedCall {
+        let events = [wire::TapEvent {
+            schema_version: 1,
+            event: Some(wire::Kind::Started(wire::CallStarted {
+                call_id: 1,
+                ..Default::default()
+            })),
+        }];
+        let mut call = super::super::recording::calls(events).remove(0);
+        call.end = Some(wire::CallEnded {
+            code: 0,
+            ..Default::default()
+        });
+        call.responses = responses;
+        call
+    }
+
+    #[test]
+    fn equal_outcomes_match_and_each_difference_is_named() {
+        let call = recorded(vec![message(b"abc"), message(b"xyz")]);
+        let same = Outcome {
+            code: 0,
+            message: String::new(),
+            responses: vec![message(b"abc"), message(b"xyz")],
+        };
+        assert!(differences(&call, &same).is_empty());
+        let other = Outcome {
+            code: 5,
+            message: "gone".into(),
+            responses: vec![message(b"abd")],
+        };
+        assert_eq!(
+            differences(&call, &other),
+            [
+                "status: recorded Ok (0), replayed NotFound (5) \"gone\"",
+                "response messages: recorded 2, replayed 1",
+                "response message 0: 3 bytes, first difference at byte 2 (recorded 0x63, replayed 0x64)",
+            ]
+        );
+    }
+
+    #[test]
+    fn cut_recordings_compare_their_prefix_and_length() {
+        let mut cut = message(b"ab");
+        cut.length = 4;
+        let call = recorded(vec![cut]);
+        let longer = Outcome {
+            code: 0,
+            message: String::new(),
+            responses: vec![message(b"abcd")],
+        };
+        assert!(differences(&call, &longer).is_empty());
+        let shorter = Outcome {
+            responses: vec![message(b"abc")],
+            ..longer
+        };
+        assert_eq!(
+            differences(&call, &shorter),
+            ["response message 0: length: recorded 4 bytes, replayed 3 bytes"]
+        );
+    }
+}
