@@ -6,14 +6,10 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
-# Real peers the tests use. A missing one fails the run: tests never skip.
-if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server) >/dev/null
-  else
-    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server' >/dev/null
-  fi
-fi
+# Real peers the tests and the benchmark harness use. A missing one fails the run: tests
+# never skip.
+source scripts/peers.sh
+install_peers nats-server nginx-light haproxy nghttp2-client
 
 # The examples that run and exit on their own, as smoke tests of the public API.
 cargo run --locked -q -p grpcproxy-examples --bin register-service
@@ -23,5 +19,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets --all-features --locked 2>&1 | tee "$log"
 cargo test --workspace --doc --all-features --locked 2>&1 | tee -a "$log"
+# The benchmark harness end to end on a short run: every target started, every scenario
+# driven, the report written (no timing is asserted; debug builds).
+cargo build --locked -q -p grpcproxy-cli -p grpcproxy-bench
+bench_out=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$bench_out"' EXIT
+target/debug/grpcproxy-bench compare --quick --out "$bench_out" 2>&1 | tail -n 3
+grep -q "unary 8×32 16 B" "$bench_out/BENCHMARKS.md"
+
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "tests: %d passed, %d failed\n", passed, failed; exit failed > 0 }' "$log"

@@ -85,7 +85,9 @@ impl Pool {
                 return Err(err.clone());
             }
         }
-        match self.connect().await {
+        // Boxed: the connect future (TCP, TLS, HTTP/2 handshake) is large, and inline it
+        // would make every call's future that large, to be moved on every call.
+        match Box::pin(self.connect()).await {
             Ok(sender) => {
                 self.connects.fetch_add(1, Ordering::Relaxed);
                 *last_failure = None;

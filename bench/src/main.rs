@@ -1,0 +1,62 @@
+//! `grpcproxy-bench`: the benchmark harness. `backend` serves the benchmark services,
+//! `load` drives one shape against a server, `compare` measures grpcproxy against a direct
+//! connection, nginx and HAProxy side by side and writes BENCHMARKS.md.
+
+mod backend;
+mod compare;
+mod load;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+/// The generated protobuf types.
+mod pb {
+    pub(crate) mod helloworld {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        tonic::include_proto!("helloworld");
+    }
+    pub(crate) mod bench {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        tonic::include_proto!("grpcproxy.bench");
+    }
+}
+
+/// grpcproxy's benchmark harness.
+#[derive(Debug, Parser)]
+#[command(name = "grpcproxy-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve helloworld.Greeter and the streaming shapes (prints `listening ADDR`).
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: SocketAddr,
+    },
+    /// Drive one shape against a server and print a JSON report.
+    Load(load::LoadArgs),
+    /// Compare direct, grpcproxy, grpcproxy with its tap, nginx and HAProxy.
+    Compare(compare::CompareArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Backend { listen } => backend::run(listen).await,
+            Command::Load(args) => {
+                let report = load::run(&args).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::Compare(args) => compare::run(args).await,
+        }
+    })
+}

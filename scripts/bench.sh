@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The full benchmark comparison: installs nginx, HAProxy and h2load if missing, builds the
+# release binaries, runs `grpcproxy-bench compare` and rewrites BENCHMARKS.md's results,
+# bench/results/compare.json and bench/results/ratios.svg.
+# Usage: bash scripts/bench.sh [compare options, e.g. --rounds 5 --duration 10s | --quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/peers.sh
+install_peers nginx-light haproxy nghttp2-client
+cargo build --release --locked -p grpcproxy-cli -p grpcproxy-bench
+exec target/release/grpcproxy-bench compare "$@"
