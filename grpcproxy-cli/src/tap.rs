@@ -35,6 +35,8 @@ impl TapQueue {
                 stream: tap.stream.clone(),
                 subject_prefix: tap.subject_prefix.clone(),
                 capacity: tap.capacity,
+                max_buffer_bytes: tap.buffer_bytes,
+                overflow_wait: tap.overflow_wait,
                 max_payload,
                 encoding,
                 ..NatsOptions::new(url)
@@ -51,6 +53,8 @@ impl TapQueue {
             rotate_bytes: tap.rotate_bytes,
             keep: tap.keep,
             capacity: tap.capacity,
+            max_buffer_bytes: tap.buffer_bytes,
+            overflow_wait: tap.overflow_wait,
             max_payload,
             encoding,
             ..FileOptions::new(&path)
@@ -117,6 +121,22 @@ impl MessageQueue for TapQueue {
             TapQueue::Off => {}
             TapQueue::Nats(q) => q.publish(event),
             TapQueue::File(q) => q.publish(event),
+        }
+    }
+
+    fn max_wait(&self) -> Option<Duration> {
+        match self {
+            TapQueue::Off => None,
+            TapQueue::Nats(q) => q.max_wait(),
+            TapQueue::File(q) => q.max_wait(),
+        }
+    }
+
+    fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self {
+            TapQueue::Off => std::task::Poll::Ready(()),
+            TapQueue::Nats(q) => q.poll_room(cx),
+            TapQueue::File(q) => q.poll_room(cx),
         }
     }
 }

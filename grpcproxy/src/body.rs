@@ -147,6 +147,9 @@ where
         if let Some(reason) = this.call.abort_reason() {
             return Poll::Ready(Some(Err(aborted(reason))));
         }
+        if let Some(tap) = this.call.tap() {
+            std::task::ready!(tap.poll_room(crate::mq::Direction::Request, cx));
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -308,6 +311,9 @@ impl Body for ResponseBody {
                 finish(this.upstream, this.guard, false);
                 return end_with(&call, abort_status(AbortReason::Deadline, None));
             }
+        }
+        if let Some(tap) = this.guard.as_ref().and_then(|g| g.call.tap()) {
+            std::task::ready!(tap.poll_room(crate::mq::Direction::Response, cx));
         }
         match Pin::new(upstream).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

@@ -128,3 +128,84 @@ async fn json_lines_record_the_same_events() {
     };
     assert_eq!(comparable(json), comparable(protobuf));
 }
+
+#[tokio::test]
+async fn the_buffer_is_bounded_in_bytes_as_well_as_events() {
+    use grpcproxy::mq::{Direction, MessageQueue, TapEvent, TapMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tap.pb");
+    let queue = FileQueue::start(FileOptions {
+        capacity: 1000,
+        max_buffer_bytes: (1 << 20) + 1,
+        ..FileOptions::new(&path)
+    })
+    .unwrap();
+    let payload = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    for sequence in 0..100 {
+        // Handing over an event is a reference count: far faster than writing 1 MiB.
+        queue.publish(TapEvent::Message(TapMessage {
+            call_id: 1,
+            direction: Direction::Request,
+            sequence,
+            compressed: false,
+            payload: payload.clone(),
+            length: 1 << 20,
+        }));
+    }
+    assert!(queue.flush().await);
+    let stats = queue.stats();
+    assert!(stats.dropped() > 0, "100 MiB cannot fit a 1 MiB buffer");
+    assert_eq!(stats.published() + stats.dropped(), 100);
+    let recorded = FileQueue::read(&path).unwrap();
+    assert_eq!(recorded.len() as u64, stats.published());
+    // Room comes back as events are written: the queue takes messages again.
+    queue.publish(TapEvent::Message(TapMessage {
+        call_id: 1,
+        direction: Direction::Request,
+        sequence: 100,
+        compressed: false,
+        payload,
+        length: 1 << 20,
+    }));
+    assert!(queue.flush().await);
+    assert_eq!(
+        FileQueue::read(&path).unwrap().len() as u64,
+        stats.published()
+    );
+    assert_eq!(stats.published() + stats.dropped(), 101);
+    assert_eq!(stats.dropped(), 100 - (recorded.len() as u64));
+}
+
+#[tokio::test]
+async fn waiting_for_room_loses_nothing() {
+    use grpcproxy::mq::{Direction, MessageQueue, TapEvent, TapMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tap.pb");
+    let queue = FileQueue::start(FileOptions {
+        capacity: 2,
+        max_buffer_bytes: (1 << 20) + 1,
+        overflow_wait: Some(Duration::from_secs(10)),
+        ..FileOptions::new(&path)
+    })
+    .unwrap();
+    assert_eq!(queue.max_wait(), Some(Duration::from_secs(10)));
+    let payload = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    for sequence in 0..50 {
+        // What a call does before each frame under the wait policy.
+        std::future::poll_fn(|cx| queue.poll_room(cx)).await;
+        queue.publish(TapEvent::Message(TapMessage {
+            call_id: 1,
+            direction: Direction::Request,
+            sequence,
+            compressed: false,
+            payload: payload.clone(),
+            length: 1 << 20,
+        }));
+    }
+    assert!(queue.flush().await);
+    assert_eq!(
+        (queue.stats().published(), queue.stats().dropped()),
+        (50, 0)
+    );
+    assert_eq!(FileQueue::read(&path).unwrap().len(), 50);
+}

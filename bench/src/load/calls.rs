@@ -129,7 +129,8 @@ pub(super) async fn open_loop(
             // waits on responses (the dispatcher does not), so slow answers still show.
             let started = Instant::now();
             let result = unary(&sender, &target, &frame).await;
-            (started, result)
+            // Measured here: the dispatcher collects results only between its ticks.
+            (started, result.map(|bytes| (bytes, started.elapsed())))
         });
     }
     while let Some(done) = calls.join_next().await {
@@ -141,12 +142,12 @@ pub(super) async fn open_loop(
 /// Counts a finished open-loop call if it was meant to start in the measured window.
 fn settle(
     tally: &mut Tally,
-    done: Result<(Instant, anyhow::Result<usize>), tokio::task::JoinError>,
+    done: Result<(Instant, anyhow::Result<(usize, Duration)>), tokio::task::JoinError>,
     window: Window,
 ) {
     match done {
-        Ok((intended, _)) if !window.measuring(intended) => {}
-        Ok((intended, Ok(bytes))) => tally.ok(intended, bytes),
+        Ok((started, _)) if !window.measuring(started) => {}
+        Ok((_, Ok((bytes, latency)))) => tally.record(latency, bytes),
         Ok((_, Err(e))) => tally.error(e),
         Err(e) => tally.error(e),
     }

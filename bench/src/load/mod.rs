@@ -115,9 +115,13 @@ impl Tally {
     }
 
     pub(crate) fn ok(&mut self, started: Instant, bytes: usize) {
+        self.record(started.elapsed(), bytes);
+    }
+
+    pub(crate) fn record(&mut self, latency: Duration, bytes: usize) {
         self.ops += 1;
         self.bytes += bytes as u64;
-        let us = started.elapsed().as_micros().clamp(1, 120_000_000) as u64;
+        let us = latency.as_micros().clamp(1, 120_000_000) as u64;
         let _ = self.latency.record(us);
     }
 

@@ -49,6 +49,13 @@ pub(crate) struct Tap {
     /// Events held while the destination is slow or away; beyond, dropped and counted.
     #[serde(default = "capacity")]
     pub(crate) capacity: usize,
+    /// Payload bytes held in that buffer at most; beyond, messages are dropped and counted.
+    #[serde(default = "buffer_bytes")]
+    pub(crate) buffer_bytes: usize,
+    /// When the buffer is full, calls wait up to this long per frame for room (the
+    /// "wait" policy); absent: events are dropped and counted at once.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) overflow_wait: Option<Duration>,
     /// Largest payload published per message, in bytes; default: all of it.
     pub(crate) max_payload: Option<usize>,
     /// Method prefixes to tap (`/pkg.Service/`); default: every call.
@@ -79,6 +86,9 @@ fn rotate_bytes() -> u64 {
 }
 fn keep() -> usize {
     5
+}
+fn buffer_bytes() -> usize {
+    64 << 20
 }
 fn capacity() -> usize {
     8192

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use super::budget::ByteBudget;
+use super::room::Room;
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -28,10 +30,17 @@ pub struct FileOptions {
     pub keep: usize,
     /// Events held while the disk is slow; beyond, new events are dropped and counted.
     pub capacity: usize,
+    /// Payload bytes held in that buffer at most; beyond, new messages are dropped and
+    /// counted (the events' count alone does not bound memory when messages are large).
+    pub max_buffer_bytes: usize,
     /// Largest payload recorded per message, in bytes.
     pub max_payload: usize,
     /// Length-delimited protobuf (varint length, then the event), or JSON lines.
     pub encoding: Encoding,
+    /// When the buffer is full: `None` drops and counts at once; `Some(bound)` makes the
+    /// call wait up to `bound` for room before each frame it reads (see
+    /// [`MessageQueue::max_wait`]).
+    pub overflow_wait: Option<std::time::Duration>,
 }
 
 impl FileOptions {
@@ -42,8 +51,10 @@ impl FileOptions {
             rotate_bytes: 256 << 20,
             keep: 5,
             capacity: 8192,
+            max_buffer_bytes: 64 << 20,
             max_payload: usize::MAX,
             encoding: Encoding::Protobuf,
+            overflow_wait: None,
         }
     }
 }
@@ -62,7 +73,10 @@ enum Command {
 pub struct FileQueue {
     events: mpsc::Sender<Command>,
     stats: Arc<QueueStats>,
+    budget: Arc<ByteBudget>,
+    room: Arc<Room>,
     max_payload: usize,
+    overflow_wait: Option<std::time::Duration>,
 }
 
 impl FileQueue {
@@ -73,11 +87,16 @@ impl FileQueue {
         let (events, receiver) = mpsc::channel(options.capacity.max(1));
         let stats = Arc::new(QueueStats::new(true));
         let max_payload = options.max_payload;
+        let budget = Arc::new(ByteBudget::new(options.max_buffer_bytes));
+        let room = Arc::new(Room::default());
+        let overflow_wait = options.overflow_wait;
         let writer = Writer {
+            room: room.clone(),
             options,
             out: BufWriter::new(file),
             written,
             stats: stats.clone(),
+            budget: budget.clone(),
         };
         std::thread::Builder::new()
             .name("grpcproxy-tap-file".into())
@@ -85,7 +104,10 @@ impl FileQueue {
         Ok(Self {
             events,
             stats,
+            budget,
+            room,
             max_payload,
+            overflow_wait,
         })
     }
 
@@ -150,8 +172,35 @@ impl MessageQueue for FileQueue {
         self.max_payload
     }
 
+    fn max_wait(&self) -> Option<std::time::Duration> {
+        self.overflow_wait
+    }
+
+    fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        // Room for a frame's worth of events: at most half the buffer in use.
+        let has_room = || {
+            self.events.capacity() >= self.events.max_capacity().div_ceil(2)
+                && self.budget.has_room()
+        };
+        if has_room() {
+            return std::task::Poll::Ready(());
+        }
+        self.room.wait(cx.waker());
+        // Room freed between the check and the registration is not missed.
+        match has_room() {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    }
+
     fn publish(&self, event: TapEvent) {
-        if self.events.try_send(Command::Write(event)).is_err() {
+        if !self.budget.take(&event) {
+            return self.stats.dropped_one();
+        }
+        if let Err(full) = self.events.try_send(Command::Write(event)) {
+            if let Command::Write(event) = full.into_inner() {
+                self.budget.give_back(&event);
+            }
             self.stats.dropped_one();
         }
     }
@@ -166,6 +215,8 @@ struct Writer {
     out: BufWriter<File>,
     written: u64,
     stats: Arc<QueueStats>,
+    budget: Arc<ByteBudget>,
+    room: Arc<Room>,
 }
 
 impl Writer {
@@ -174,11 +225,14 @@ impl Writer {
             let event = match command {
                 Command::Write(event) => event,
                 Command::Flush(done) => {
+                    self.room.freed();
                     self.flush();
                     let _ = done.send(());
                     continue;
                 }
             };
+            self.budget.give_back(&event);
+            self.room.freed();
             let event = wire::TapEvent::from(&event);
             let bytes = match self.options.encoding {
                 Encoding::Protobuf => event.encode_length_delimited_to_vec(),

@@ -57,6 +57,14 @@ impl<Q: MessageQueue> MessageQueue for Filtered<Q> {
     fn publish(&self, event: TapEvent) {
         self.inner.publish(event);
     }
+
+    fn max_wait(&self) -> Option<std::time::Duration> {
+        self.inner.max_wait()
+    }
+
+    fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.inner.poll_room(cx)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@
 //! }
 //! ```
 
+#[cfg(feature = "wire")]
+mod budget;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 pub(crate) mod capture;
 mod event;
 #[cfg(feature = "tap-file")]
@@ -25,6 +30,8 @@ mod filter;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(feature = "wire")]
+mod room;
 mod stats;
 pub(crate) mod tap;
 #[cfg(feature = "wire")]
@@ -53,6 +60,21 @@ pub trait MessageQueue: Send + Sync + 'static {
 
     /// Publishes one event. Must not block: a queue that is full drops and counts.
     fn publish(&self, event: TapEvent);
+
+    /// How long a call may wait for room when the queue is full, each time it reads a frame
+    /// from the client or the backend (the "wait" overflow policy: the call slows down
+    /// instead of losing events, up to this bound per frame; then it goes on and a full
+    /// queue drops and counts). `None`, the default, never waits.
+    fn max_wait(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Ready when the queue has room for what one frame of a call publishes (the built-in
+    /// queues: at most half their buffer in use); otherwise registers the waker of `cx`,
+    /// woken when room frees. Asked only when [`max_wait`](Self::max_wait) is set.
+    fn poll_room(&self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
 }
 
 /// A queue that publishes nothing: the proxy forwards without a tap, at no cost.
@@ -85,5 +107,13 @@ impl<Q: MessageQueue + ?Sized> MessageQueue for std::sync::Arc<Q> {
 
     fn publish(&self, event: TapEvent) {
         (**self).publish(event)
+    }
+
+    fn max_wait(&self) -> Option<Duration> {
+        (**self).max_wait()
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        (**self).poll_room(cx)
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::budget::ByteBudget;
+use super::room::Room;
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -28,12 +30,19 @@ pub struct NatsOptions {
     pub stream: Option<String>,
     /// Events held while the broker is slow or away; beyond, new events are dropped.
     pub capacity: usize,
+    /// Payload bytes held in that buffer at most; beyond, new messages are dropped and
+    /// counted (the events' count alone does not bound memory when messages are large).
+    pub max_buffer_bytes: usize,
     /// Largest payload published per message, in bytes.
     pub max_payload: usize,
     /// Publish acknowledgements awaited at once (each is a pending event in memory).
     pub max_pending_acks: usize,
     /// Protobuf or JSON; each message also carries a `Content-Type` header saying which.
     pub encoding: Encoding,
+    /// When the buffer is full: `None` drops and counts at once; `Some(bound)` makes the
+    /// call wait up to `bound` for room before each frame it reads (see
+    /// [`MessageQueue::max_wait`]).
+    pub overflow_wait: Option<Duration>,
 }
 
 impl NatsOptions {
@@ -44,9 +53,11 @@ impl NatsOptions {
             subject_prefix: "grpcproxy.calls".into(),
             stream: None,
             capacity: 8192,
+            max_buffer_bytes: 64 << 20,
             max_payload: usize::MAX,
             max_pending_acks: 1024,
             encoding: Encoding::Protobuf,
+            overflow_wait: None,
         }
     }
 }
@@ -66,7 +77,10 @@ enum Command {
 pub struct NatsQueue {
     events: mpsc::Sender<Command>,
     stats: Arc<QueueStats>,
+    budget: Arc<ByteBudget>,
+    room: Arc<Room>,
     max_payload: usize,
+    overflow_wait: Option<Duration>,
 }
 
 impl NatsQueue {
@@ -76,11 +90,21 @@ impl NatsQueue {
         let (events, receiver) = mpsc::channel(options.capacity.max(1));
         let stats = Arc::new(QueueStats::new(false));
         let max_payload = options.max_payload;
-        tokio::spawn(publish_loop(options, receiver, stats.clone()));
+        let budget = Arc::new(ByteBudget::new(options.max_buffer_bytes));
+        let room = Arc::new(Room::default());
+        let overflow_wait = options.overflow_wait;
+        let freed = Freed {
+            budget: budget.clone(),
+            room: room.clone(),
+        };
+        tokio::spawn(publish_loop(options, receiver, stats.clone(), freed));
         Self {
             events,
             stats,
+            budget,
+            room,
             max_payload,
+            overflow_wait,
         }
     }
 
@@ -115,10 +139,50 @@ impl MessageQueue for NatsQueue {
         self.max_payload
     }
 
+    fn max_wait(&self) -> Option<Duration> {
+        self.overflow_wait
+    }
+
+    fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        // Room for a frame's worth of events: at most half the buffer in use.
+        let has_room = || {
+            self.events.capacity() >= self.events.max_capacity().div_ceil(2)
+                && self.budget.has_room()
+        };
+        if has_room() {
+            return std::task::Poll::Ready(());
+        }
+        self.room.wait(cx.waker());
+        // Room freed between the check and the registration is not missed.
+        match has_room() {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    }
+
     fn publish(&self, event: TapEvent) {
-        if self.events.try_send(Command::Publish(event)).is_err() {
+        if !self.budget.take(&event) {
+            return self.stats.dropped_one();
+        }
+        if let Err(full) = self.events.try_send(Command::Publish(event)) {
+            if let Command::Publish(event) = full.into_inner() {
+                self.budget.give_back(&event);
+            }
             self.stats.dropped_one();
         }
+    }
+}
+
+/// What the publishing task hands back as events leave the buffer.
+struct Freed {
+    budget: Arc<ByteBudget>,
+    room: Arc<Room>,
+}
+
+impl Freed {
+    fn event(&self, event: &TapEvent) {
+        self.budget.give_back(event);
+        self.room.freed();
     }
 }
 
@@ -140,6 +204,7 @@ async fn publish_loop(
     options: NatsOptions,
     mut events: mpsc::Receiver<Command>,
     stats: Arc<QueueStats>,
+    freed: Freed,
 ) {
     let flag = stats.clone();
     let connecting = async_nats::ConnectOptions::new()
@@ -168,7 +233,10 @@ async fn publish_loop(
             tracing::error!(url = %options.url, error = %e, "the NATS tap cannot start; events will be dropped");
             while let Some(command) = events.recv().await {
                 match command {
-                    Command::Publish(_) => stats.dropped_one(),
+                    Command::Publish(event) => {
+                        freed.event(&event);
+                        stats.dropped_one();
+                    }
                     Command::Flush(done) => drop(done.send(())),
                 }
             }
@@ -206,6 +274,7 @@ async fn publish_loop(
             command = events.recv() => match command {
                 Some(Command::Publish(event)) => event,
                 Some(Command::Flush(done)) => {
+                    freed.room.freed();
                     while let Some(finished) = acks.join_next().await {
                         reap(Some(finished), &stats);
                     }
@@ -234,6 +303,7 @@ async fn publish_loop(
                 .unwrap_or_else(|| format!("{}.unknown", options.subject_prefix)),
         };
         let payload = options.encoding.encode(&wire::TapEvent::from(&event));
+        freed.event(&event);
         while acks.len() >= options.max_pending_acks {
             reap(acks.join_next().await, &stats);
         }

@@ -1,7 +1,11 @@
 //! One call's tap: cuts messages from both directions and publishes them in order.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -15,9 +19,27 @@ static NEXT_CALL_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct CallTap {
     pub(crate) call_id: u64,
     queue: Arc<dyn MessageQueue>,
-    request: Mutex<(MessageCapture, u64)>,
-    response: Mutex<(MessageCapture, u64)>,
+    max_wait: Option<Duration>,
+    request: Mutex<Side>,
+    response: Mutex<Side>,
     trailers: Mutex<Option<HeaderMap>>,
+}
+
+/// One direction's capture, message count, and wait for room in a full queue.
+struct Side {
+    capture: MessageCapture,
+    sequence: u64,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Side {
+    fn new(keep: usize) -> Mutex<Self> {
+        Mutex::new(Self {
+            capture: MessageCapture::new(keep),
+            sequence: 0,
+            waiting: None,
+        })
+    }
 }
 
 impl std::fmt::Debug for CallTap {
@@ -33,9 +55,10 @@ impl CallTap {
         let keep = queue.max_payload();
         Self {
             call_id: NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed),
+            max_wait: queue.max_wait(),
             queue,
-            request: Mutex::new((MessageCapture::new(keep), 0)),
-            response: Mutex::new((MessageCapture::new(keep), 0)),
+            request: Side::new(keep),
+            response: Side::new(keep),
             trailers: Mutex::new(None),
         }
     }
@@ -44,15 +67,42 @@ impl CallTap {
         self.queue.publish(event);
     }
 
-    /// Publishes every message `chunk` completes in `direction`.
-    pub(crate) fn data(&self, direction: Direction, chunk: &Bytes) {
-        let side = match direction {
+    fn side(&self, direction: Direction) -> &Mutex<Side> {
+        match direction {
             Direction::Request => &self.request,
             Direction::Response => &self.response,
+        }
+    }
+
+    /// With the "wait" overflow policy: Pending while the queue is full, for up to the
+    /// queue's `max_wait` per frame; then Ready (the next event may be dropped).
+    /// Always Ready under the default policy.
+    pub(crate) fn poll_room(&self, direction: Direction, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(max_wait) = self.max_wait else {
+            return Poll::Ready(());
         };
-        // Only this direction's body touches its capture: the lock is never contended.
-        let mut side = side.lock().expect("tap lock poisoned");
-        let (capture, sequence) = &mut *side;
+        let mut side = self.side(direction).lock().expect("tap lock poisoned");
+        if self.queue.poll_room(cx).is_ready() {
+            side.waiting = None;
+            return Poll::Ready(());
+        }
+        let waiting = side
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(max_wait)));
+        if waiting.as_mut().poll(cx).is_ready() {
+            side.waiting = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Publishes every message `chunk` completes in `direction`.
+    pub(crate) fn data(&self, direction: Direction, chunk: &Bytes) {
+        // Only this direction's body touches its side: the lock is never contended.
+        let mut side = self.side(direction).lock().expect("tap lock poisoned");
+        let Side {
+            capture, sequence, ..
+        } = &mut *side;
         capture.feed(chunk, |message| {
             self.queue.publish(TapEvent::Message(TapMessage {
                 call_id: self.call_id,
@@ -73,8 +123,8 @@ impl CallTap {
 
     /// The end event's message counts and trailers.
     pub(crate) fn ended(&self, mut end: CallEnded) -> TapEvent {
-        end.request_messages = self.request.lock().expect("tap lock poisoned").1;
-        end.response_messages = self.response.lock().expect("tap lock poisoned").1;
+        end.request_messages = self.request.lock().expect("tap lock poisoned").sequence;
+        end.response_messages = self.response.lock().expect("tap lock poisoned").sequence;
         end.trailers = self.trailers.lock().expect("tap lock poisoned").take();
         TapEvent::Ended(end)
     }
