@@ -129,9 +129,21 @@ async fn json_lines_record_the_same_events() {
     assert_eq!(comparable(json), comparable(protobuf));
 }
 
+/// A request message event of `payload`, as the tap publishes it.
+fn request_message(sequence: u64, payload: &bytes::Bytes) -> grpcproxy::mq::TapEvent {
+    grpcproxy::mq::TapEvent::Message(grpcproxy::mq::TapMessage {
+        call_id: 1,
+        direction: grpcproxy::mq::Direction::Request,
+        sequence,
+        compressed: false,
+        payload: payload.clone(),
+        length: payload.len() as u32,
+    })
+}
+
 #[tokio::test]
 async fn the_buffer_is_bounded_in_bytes_as_well_as_events() {
-    use grpcproxy::mq::{Direction, MessageQueue, TapEvent, TapMessage};
+    use grpcproxy::mq::MessageQueue;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tap.pb");
     let queue = FileQueue::start(FileOptions {
@@ -143,14 +155,7 @@ async fn the_buffer_is_bounded_in_bytes_as_well_as_events() {
     let payload = bytes::Bytes::from(vec![7u8; 1 << 20]);
     for sequence in 0..100 {
         // Handing over an event is a reference count: far faster than writing 1 MiB.
-        queue.publish(TapEvent::Message(TapMessage {
-            call_id: 1,
-            direction: Direction::Request,
-            sequence,
-            compressed: false,
-            payload: payload.clone(),
-            length: 1 << 20,
-        }));
+        queue.publish(request_message(sequence, &payload));
     }
     assert!(queue.flush().await);
     let stats = queue.stats();
@@ -159,14 +164,7 @@ async fn the_buffer_is_bounded_in_bytes_as_well_as_events() {
     let recorded = FileQueue::read(&path).unwrap();
     assert_eq!(recorded.len() as u64, stats.published());
     // Room comes back as events are written: the queue takes messages again.
-    queue.publish(TapEvent::Message(TapMessage {
-        call_id: 1,
-        direction: Direction::Request,
-        sequence: 100,
-        compressed: false,
-        payload,
-        length: 1 << 20,
-    }));
+    queue.publish(request_message(100, &payload));
     assert!(queue.flush().await);
     assert_eq!(
         FileQueue::read(&path).unwrap().len() as u64,
@@ -178,7 +176,7 @@ async fn the_buffer_is_bounded_in_bytes_as_well_as_events() {
 
 #[tokio::test]
 async fn waiting_for_room_loses_nothing() {
-    use grpcproxy::mq::{Direction, MessageQueue, TapEvent, TapMessage};
+    use grpcproxy::mq::MessageQueue;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tap.pb");
     let queue = FileQueue::start(FileOptions {
@@ -193,14 +191,7 @@ async fn waiting_for_room_loses_nothing() {
     for sequence in 0..50 {
         // What a call does before each frame under the wait policy.
         std::future::poll_fn(|cx| queue.poll_room(cx)).await;
-        queue.publish(TapEvent::Message(TapMessage {
-            call_id: 1,
-            direction: Direction::Request,
-            sequence,
-            compressed: false,
-            payload: payload.clone(),
-            length: 1 << 20,
-        }));
+        queue.publish(request_message(sequence, &payload));
     }
     assert!(queue.flush().await);
     assert_eq!(

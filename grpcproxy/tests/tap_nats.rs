@@ -237,3 +237,53 @@ async fn killing_the_broker_costs_no_call_and_publishing_resumes() {
     };
     assert!(resumed[0].0.starts_with("grpcproxy.calls."));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_at_start_costs_no_call_and_publishing_starts_when_it_comes_up() {
+    let mut nats = NatsServer::start();
+    nats.stop();
+    let queue = NatsQueue::start(NatsOptions {
+        stream: Some(STREAM.into()),
+        capacity: 16,
+        ..NatsOptions::new(&nats.url())
+    });
+    let stats = queue.stats().clone();
+    let (_backend, proxy) = proxy_with(queue).await;
+    let mut client = ping_client(proxy.addr()).await;
+    let started = Instant::now();
+    for i in 0..50 {
+        let reply = client
+            .ping(PingRequest {
+                value: format!("{i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("calls succeed with no broker");
+        assert_eq!(reply.into_inner().value, format!("{i}"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "calls do not wait on the broker"
+    );
+    assert!(!stats.connected());
+    // Undelivered events are counted: dropped when the buffer is full, failed when their
+    // acknowledgement times out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.dropped() + stats.failed() == 0 {
+        assert!(Instant::now() < deadline, "undelivered events are counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.published(), 0);
+
+    nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stats.published() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the tap did not connect and publish once the broker came up"
+        );
+        client.ping(PingRequest::default()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stats.connected());
+}

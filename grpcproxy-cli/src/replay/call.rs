@@ -18,17 +18,6 @@ pub(crate) struct Outcome {
     pub(crate) responses: Vec<RecordedMessage>,
 }
 
-/// Request metadata that is about the connection or the recording proxy's hop, not the call.
-const NOT_REPLAYED: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
 /// Sends `call`'s recorded metadata and request messages (then half-closes) and reads the
 /// whole response. Errors are transport failures, as text.
 pub(crate) async fn replay(
@@ -83,7 +72,7 @@ pub(crate) async fn replay(
 fn headers(call: &RecordedCall) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::with_capacity(call.metadata.len() + 2);
     for entry in &call.metadata {
-        if entry.key.starts_with(':') || NOT_REPLAYED.contains(&entry.key.as_str()) {
+        if entry.key.starts_with(':') {
             continue;
         }
         let name = HeaderName::from_bytes(entry.key.as_bytes())
@@ -92,6 +81,9 @@ fn headers(call: &RecordedCall) -> Result<HeaderMap, String> {
             .map_err(|_| format!("recorded metadata {:?} has an invalid value", entry.key))?;
         headers.append(name, value);
     }
+    // Connection-level headers were about the recording's hop, not the call.
+    grpcproxy::headers::strip_hop_by_hop(&mut headers);
+    headers.remove(http::header::CONTENT_LENGTH);
     headers
         .entry(http::header::CONTENT_TYPE)
         .or_insert(HeaderValue::from_static("application/grpc"));

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::ByteBudget;
-use super::room::Room;
+use super::buffer::{Buffer, Carries, Freed};
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -66,15 +65,26 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+impl Carries for Command {
+    fn carry(event: TapEvent) -> Self {
+        Command::Write(event)
+    }
+
+    fn into_event(self) -> Option<TapEvent> {
+        match self {
+            Command::Write(event) => Some(event),
+            Command::Flush(_) => None,
+        }
+    }
+}
+
 /// A [`MessageQueue`] that appends every event to a file, from a background thread:
 /// a length-delimited protobuf [`wire::TapEvent`] (varint length, then the message), or one
 /// JSON object per line.
 #[derive(Clone)]
 pub struct FileQueue {
-    events: mpsc::Sender<Command>,
+    buffer: Buffer<Command>,
     stats: Arc<QueueStats>,
-    budget: Arc<ByteBudget>,
-    room: Arc<Room>,
     max_payload: usize,
     overflow_wait: Option<std::time::Duration>,
 }
@@ -84,28 +94,24 @@ impl FileQueue {
     pub fn start(options: FileOptions) -> std::io::Result<Self> {
         let file = open(&options.path)?;
         let written = file.metadata()?.len();
-        let (events, receiver) = mpsc::channel(options.capacity.max(1));
         let stats = Arc::new(QueueStats::new(true));
+        let (buffer, receiver, freed) =
+            Buffer::new(options.capacity, options.max_buffer_bytes, stats.clone());
         let max_payload = options.max_payload;
-        let budget = Arc::new(ByteBudget::new(options.max_buffer_bytes));
-        let room = Arc::new(Room::default());
         let overflow_wait = options.overflow_wait;
         let writer = Writer {
-            room: room.clone(),
+            freed,
             options,
             out: BufWriter::new(file),
             written,
             stats: stats.clone(),
-            budget: budget.clone(),
         };
         std::thread::Builder::new()
             .name("grpcproxy-tap-file".into())
             .spawn(move || writer.run(receiver))?;
         Ok(Self {
-            events,
+            buffer,
             stats,
-            budget,
-            room,
             max_payload,
             overflow_wait,
         })
@@ -120,7 +126,7 @@ impl FileQueue {
     /// Returns false if the writer thread is gone.
     pub async fn flush(&self) -> bool {
         let (done, flushed) = oneshot::channel();
-        self.events.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok()
+        self.buffer.send(Command::Flush(done)).await && flushed.await.is_ok()
     }
 
     /// Reads every event of a recorded file, in order, in either encoding.
@@ -177,32 +183,11 @@ impl MessageQueue for FileQueue {
     }
 
     fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        // Room for a frame's worth of events: at most half the buffer in use.
-        let has_room = || {
-            self.events.capacity() >= self.events.max_capacity().div_ceil(2)
-                && self.budget.has_room()
-        };
-        if has_room() {
-            return std::task::Poll::Ready(());
-        }
-        self.room.wait(cx.waker());
-        // Room freed between the check and the registration is not missed.
-        match has_room() {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
+        self.buffer.poll_room(cx)
     }
 
     fn publish(&self, event: TapEvent) {
-        if !self.budget.take(&event) {
-            return self.stats.dropped_one();
-        }
-        if let Err(full) = self.events.try_send(Command::Write(event)) {
-            if let Command::Write(event) = full.into_inner() {
-                self.budget.give_back(&event);
-            }
-            self.stats.dropped_one();
-        }
+        self.buffer.publish(event);
     }
 }
 
@@ -215,8 +200,7 @@ struct Writer {
     out: BufWriter<File>,
     written: u64,
     stats: Arc<QueueStats>,
-    budget: Arc<ByteBudget>,
-    room: Arc<Room>,
+    freed: Freed,
 }
 
 impl Writer {
@@ -225,14 +209,13 @@ impl Writer {
             let event = match command {
                 Command::Write(event) => event,
                 Command::Flush(done) => {
-                    self.room.freed();
+                    self.freed.slot();
                     self.flush();
                     let _ = done.send(());
                     continue;
                 }
             };
-            self.budget.give_back(&event);
-            self.room.freed();
+            self.freed.event(&event);
             let event = wire::TapEvent::from(&event);
             let bytes = match self.options.encoding {
                 Encoding::Protobuf => event.encode_length_delimited_to_vec(),

@@ -19,6 +19,8 @@
 
 #[cfg(feature = "wire")]
 mod budget;
+#[cfg(feature = "wire")]
+mod buffer;
 use std::task::{Context, Poll};
 use std::time::Duration;
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::ByteBudget;
-use super::room::Room;
+use super::buffer::{Buffer, Carries, Freed};
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -69,16 +68,27 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+impl Carries for Command {
+    fn carry(event: TapEvent) -> Self {
+        Command::Publish(event)
+    }
+
+    fn into_event(self) -> Option<TapEvent> {
+        match self {
+            Command::Publish(event) => Some(event),
+            Command::Flush(_) => None,
+        }
+    }
+}
+
 /// A [`MessageQueue`] that publishes every event, protobuf-encoded
 /// ([`wire::TapEvent`]), to NATS JetStream. The call path only hands events to a bounded
 /// channel; a background task publishes them, reconnects with backoff when the broker goes
 /// away, and counts what it could not deliver.
 #[derive(Clone)]
 pub struct NatsQueue {
-    events: mpsc::Sender<Command>,
+    buffer: Buffer<Command>,
     stats: Arc<QueueStats>,
-    budget: Arc<ByteBudget>,
-    room: Arc<Room>,
     max_payload: usize,
     overflow_wait: Option<Duration>,
 }
@@ -87,22 +97,15 @@ impl NatsQueue {
     /// Starts publishing to `options.url` (connecting in the background: the broker may be
     /// down at start). Must be called inside a tokio runtime.
     pub fn start(options: NatsOptions) -> Self {
-        let (events, receiver) = mpsc::channel(options.capacity.max(1));
         let stats = Arc::new(QueueStats::new(false));
+        let (buffer, receiver, freed) =
+            Buffer::new(options.capacity, options.max_buffer_bytes, stats.clone());
         let max_payload = options.max_payload;
-        let budget = Arc::new(ByteBudget::new(options.max_buffer_bytes));
-        let room = Arc::new(Room::default());
         let overflow_wait = options.overflow_wait;
-        let freed = Freed {
-            budget: budget.clone(),
-            room: room.clone(),
-        };
         tokio::spawn(publish_loop(options, receiver, stats.clone(), freed));
         Self {
-            events,
+            buffer,
             stats,
-            budget,
-            room,
             max_payload,
             overflow_wait,
         }
@@ -117,7 +120,7 @@ impl NatsQueue {
     /// as failed. Returns false if the publishing task is gone.
     pub async fn flush(&self) -> bool {
         let (done, flushed) = oneshot::channel();
-        self.events.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok()
+        self.buffer.send(Command::Flush(done)).await && flushed.await.is_ok()
     }
 }
 
@@ -144,45 +147,11 @@ impl MessageQueue for NatsQueue {
     }
 
     fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        // Room for a frame's worth of events: at most half the buffer in use.
-        let has_room = || {
-            self.events.capacity() >= self.events.max_capacity().div_ceil(2)
-                && self.budget.has_room()
-        };
-        if has_room() {
-            return std::task::Poll::Ready(());
-        }
-        self.room.wait(cx.waker());
-        // Room freed between the check and the registration is not missed.
-        match has_room() {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
+        self.buffer.poll_room(cx)
     }
 
     fn publish(&self, event: TapEvent) {
-        if !self.budget.take(&event) {
-            return self.stats.dropped_one();
-        }
-        if let Err(full) = self.events.try_send(Command::Publish(event)) {
-            if let Command::Publish(event) = full.into_inner() {
-                self.budget.give_back(&event);
-            }
-            self.stats.dropped_one();
-        }
-    }
-}
-
-/// What the publishing task hands back as events leave the buffer.
-struct Freed {
-    budget: Arc<ByteBudget>,
-    room: Arc<Room>,
-}
-
-impl Freed {
-    fn event(&self, event: &TapEvent) {
-        self.budget.give_back(event);
-        self.room.freed();
+        self.buffer.publish(event);
     }
 }
 
@@ -274,7 +243,7 @@ async fn publish_loop(
             command = events.recv() => match command {
                 Some(Command::Publish(event)) => event,
                 Some(Command::Flush(done)) => {
-                    freed.room.freed();
+                    freed.slot();
                     while let Some(finished) = acks.join_next().await {
                         reap(Some(finished), &stats);
                     }
