@@ -41,6 +41,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
     log_format: logging::Format,
+    /// Threads that run calls (default: server.worker_threads, else one per core).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,16 +70,6 @@ fn main() -> std::process::ExitCode {
         eprintln!("grpcproxy: {e:#}");
         return std::process::ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("grpcproxy: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     // A bad configuration file exits 2, like a usage error, naming file, line and field.
     let loaded = match (&cli.command, &cli.config) {
         (Some(Command::CheckConfig { file }), _) | (None, Some(file)) => match config::load(file) {
@@ -93,6 +86,22 @@ fn main() -> std::process::ExitCode {
             }
         },
         _ => None,
+    };
+    let workers = cli.worker_threads.map(usize::from).or_else(|| {
+        loaded
+            .as_ref()
+            .and_then(|(loaded, _)| loaded.config.server.worker_threads)
+    });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("grpcproxy: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
     let result = runtime.block_on(async {
         use std::process::ExitCode;

@@ -109,3 +109,20 @@ fn a_bad_config_given_to_run_also_exits_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn worker_threads_must_be_positive() {
+    let file = support::write_config(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[server]\nworker_threads = 0\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(["check-config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.ends_with("server.worker_threads: must be at least 1\n"),
+        "{stderr}"
+    );
+}

@@ -122,6 +122,9 @@ pub(crate) struct Server {
     pub(crate) drain_timeout: Duration,
     /// Also reload when the file changes (checked every second), not only on SIGHUP.
     pub(crate) watch_config: bool,
+    /// Threads that run calls (at least 1); default: one per core. On a machine shared with
+    /// busy neighbours, fewer threads hand fewer calls between cores (see BENCHMARKS.md).
+    pub(crate) worker_threads: Option<usize>,
 }
 
 impl Default for Server {
@@ -129,6 +132,7 @@ impl Default for Server {
         Self {
             drain_timeout: Duration::from_secs(30),
             watch_config: false,
+            worker_threads: None,
         }
     }
 }
@@ -439,6 +443,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.server.worker_threads == Some(0) {
+            return Err(Problem {
+                span: None,
+                message: "server.worker_threads: must be at least 1".into(),
+            });
         }
         if let Some(tap) = &self.tap {
             let t = tap.get_ref();
