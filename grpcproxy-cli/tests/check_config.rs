@@ -9,15 +9,7 @@ const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
 const CLUSTER: &str = "[clusters.a]\nendpoints = [\"127.0.0.1:1\"]\n";
 
 fn check(path: &str) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
-        .args(["check-config", path])
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    support::check_config(std::path::Path::new(path))
 }
 
 #[test]
@@ -115,12 +107,8 @@ fn worker_threads_must_be_positive() {
     let file = support::write_config(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[server]\nworker_threads = 0\n",
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
-        .args(["check-config", file.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, _, stderr) = support::check_config(file.path());
+    assert_eq!(code, Some(2));
     assert!(
         stderr.ends_with("server.worker_threads: must be at least 1\n"),
         "{stderr}"

@@ -61,12 +61,8 @@ fn a_tap_needs_exactly_one_destination() {
     let file = support::write_config(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[tap]\nsample_rate = 0.5\n",
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
-        .args(["check-config", file.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, _, stderr) = support::check_config(file.path());
+    assert_eq!(code, Some(2));
     assert!(
         stderr.ends_with(": tap: give exactly one of nats_url and file\n"),
         "{stderr}"

@@ -134,13 +134,10 @@ fn unreadable_or_invalid_certificates_fail_check_config() {
         ),
     ] {
         let file = support::write_config(&config(&files, "127.0.0.1:1".parse().unwrap()));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
-            .args(["check-config", file.path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2));
+        let (code, _, stderr) = support::check_config(file.path());
+        assert_eq!(code, Some(2));
         assert_eq!(
-            String::from_utf8_lossy(&output.stderr),
+            stderr,
             format!("grpcproxy: {}: {expected}\n", file.path().display())
         );
     }

@@ -157,3 +157,17 @@ pub fn wait_for_metric(admin: SocketAddr, line: &str) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `grpcproxy check-config path`: (exit code, stdout, stderr).
+pub fn check_config(path: &std::path::Path) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
