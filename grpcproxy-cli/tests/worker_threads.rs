@@ -4,8 +4,19 @@ mod support;
 
 use std::time::Duration;
 
+/// The proxy's worker threads once their count is stable: threads take their name as they
+/// start, so the count is read until it reaches `expected`, then again a little later.
+fn workers(proxy: &support::Proxy, expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while named_workers(proxy) != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    named_workers(proxy)
+}
+
 /// The proxy's threads named by tokio as call workers.
-fn workers(proxy: &support::Proxy) -> usize {
+fn named_workers(proxy: &support::Proxy) -> usize {
     let tasks = format!("/proc/{}/task", proxy.child.id());
     std::fs::read_dir(tasks)
         .unwrap()
@@ -18,7 +29,7 @@ fn workers(proxy: &support::Proxy) -> usize {
 fn the_config_and_the_flag_set_the_worker_count() {
     let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[server]\nworker_threads = 3\n";
     let (mut proxy, _file) = support::start_with_config(config, 1);
-    assert_eq!(workers(&proxy), 3);
+    assert_eq!(workers(&proxy, 3), 3);
     support::sigterm(&proxy);
     assert!(support::wait_exit(&mut proxy, Duration::from_secs(10)).success());
 
@@ -33,7 +44,7 @@ fn the_config_and_the_flag_set_the_worker_count() {
         ],
         1,
     );
-    assert_eq!(workers(&quick), 1);
+    assert_eq!(workers(&quick, 1), 1);
     support::sigterm(&quick);
     assert!(support::wait_exit(&mut quick, Duration::from_secs(10)).success());
 }
