@@ -4,16 +4,19 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::budget::ByteBudget;
 use super::room::Room;
 use super::{QueueStats, TapEvent};
 
-/// A writer's command that may carry an event.
-pub(crate) trait Carries: Sized {
-    fn carry(event: TapEvent) -> Self;
-    fn into_event(self) -> Option<TapEvent>;
+/// What a queue's writer is asked to do, in order.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Write or publish this event.
+    Event(TapEvent),
+    /// Everything sent before is delivered (written, or acknowledged or failed): say so.
+    Flush(oneshot::Sender<()>),
 }
 
 /// What the writer hands back as it takes commands out of the buffer.
@@ -35,13 +38,13 @@ impl Freed {
 
 /// The call path's end of the buffer.
 #[derive(Debug)]
-pub(crate) struct Buffer<C> {
-    commands: mpsc::Sender<C>,
+pub(crate) struct Buffer {
+    commands: mpsc::Sender<Command>,
     bounds: Freed,
     stats: Arc<QueueStats>,
 }
 
-impl<C> Clone for Buffer<C> {
+impl Clone for Buffer {
     fn clone(&self) -> Self {
         Self {
             commands: self.commands.clone(),
@@ -51,14 +54,14 @@ impl<C> Clone for Buffer<C> {
     }
 }
 
-impl<C: Carries> Buffer<C> {
+impl Buffer {
     /// A buffer of `capacity` commands and `max_bytes` payload bytes, the writer's receiving
     /// end, and what the writer reports freed through.
     pub(crate) fn new(
         capacity: usize,
         max_bytes: usize,
         stats: Arc<QueueStats>,
-    ) -> (Self, mpsc::Receiver<C>, Freed) {
+    ) -> (Self, mpsc::Receiver<Command>, Freed) {
         let (commands, receiver) = mpsc::channel(capacity.max(1));
         let bounds = Freed(Arc::new((ByteBudget::new(max_bytes), Room::default())));
         let buffer = Self {
@@ -76,8 +79,8 @@ impl<C: Carries> Buffer<C> {
         if !budget.take(&event) {
             return self.stats.dropped_one();
         }
-        if let Err(full) = self.commands.try_send(C::carry(event)) {
-            if let Some(event) = full.into_inner().into_event() {
+        if let Err(full) = self.commands.try_send(Command::Event(event)) {
+            if let Command::Event(event) = full.into_inner() {
                 budget.give_back(&event);
             }
             self.stats.dropped_one();
@@ -102,8 +105,10 @@ impl<C: Carries> Buffer<C> {
         }
     }
 
-    /// Sends a command that carries no event, waiting for room (flushes).
-    pub(crate) async fn send(&self, command: C) -> bool {
-        self.commands.send(command).await.is_ok()
+    /// Waits until the writer delivered every event handed over so far; false if the
+    /// writer is gone.
+    pub(crate) async fn flush(&self) -> bool {
+        let (done, flushed) = oneshot::channel();
+        self.commands.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok()
     }
 }

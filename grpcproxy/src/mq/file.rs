@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::buffer::{Buffer, Carries, Freed};
+use super::buffer::{Buffer, Command, Freed};
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -58,32 +58,12 @@ impl FileOptions {
     }
 }
 
-/// What the writer thread is asked to do, in order.
-enum Command {
-    Write(TapEvent),
-    /// Everything sent before is written and flushed: say so.
-    Flush(oneshot::Sender<()>),
-}
-
-impl Carries for Command {
-    fn carry(event: TapEvent) -> Self {
-        Command::Write(event)
-    }
-
-    fn into_event(self) -> Option<TapEvent> {
-        match self {
-            Command::Write(event) => Some(event),
-            Command::Flush(_) => None,
-        }
-    }
-}
-
 /// A [`MessageQueue`] that appends every event to a file, from a background thread:
 /// a length-delimited protobuf [`wire::TapEvent`] (varint length, then the message), or one
 /// JSON object per line.
 #[derive(Clone)]
 pub struct FileQueue {
-    buffer: Buffer<Command>,
+    buffer: Buffer,
     stats: Arc<QueueStats>,
     max_payload: usize,
     overflow_wait: Option<std::time::Duration>,
@@ -125,8 +105,7 @@ impl FileQueue {
     /// Waits until every event published so far is written and flushed to the file.
     /// Returns false if the writer thread is gone.
     pub async fn flush(&self) -> bool {
-        let (done, flushed) = oneshot::channel();
-        self.buffer.send(Command::Flush(done)).await && flushed.await.is_ok()
+        self.buffer.flush().await
     }
 
     /// Reads every event of a recorded file, in order, in either encoding.
@@ -207,7 +186,7 @@ impl Writer {
     fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(command) = commands.blocking_recv() {
             let event = match command {
-                Command::Write(event) => event,
+                Command::Event(event) => event,
                 Command::Flush(done) => {
                     self.freed.slot();
                     self.flush();

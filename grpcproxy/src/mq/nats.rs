@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::buffer::{Buffer, Carries, Freed};
+use super::buffer::{Buffer, Command, Freed};
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -61,33 +61,13 @@ impl NatsOptions {
     }
 }
 
-/// What the publishing task is asked to do, in order.
-enum Command {
-    Publish(TapEvent),
-    /// Everything sent before is acknowledged (or failed): say so.
-    Flush(oneshot::Sender<()>),
-}
-
-impl Carries for Command {
-    fn carry(event: TapEvent) -> Self {
-        Command::Publish(event)
-    }
-
-    fn into_event(self) -> Option<TapEvent> {
-        match self {
-            Command::Publish(event) => Some(event),
-            Command::Flush(_) => None,
-        }
-    }
-}
-
 /// A [`MessageQueue`] that publishes every event, protobuf-encoded
 /// ([`wire::TapEvent`]), to NATS JetStream. The call path only hands events to a bounded
 /// channel; a background task publishes them, reconnects with backoff when the broker goes
 /// away, and counts what it could not deliver.
 #[derive(Clone)]
 pub struct NatsQueue {
-    buffer: Buffer<Command>,
+    buffer: Buffer,
     stats: Arc<QueueStats>,
     max_payload: usize,
     overflow_wait: Option<Duration>,
@@ -119,8 +99,7 @@ impl NatsQueue {
     /// Waits until every event published so far is acknowledged by the broker or counted
     /// as failed. Returns false if the publishing task is gone.
     pub async fn flush(&self) -> bool {
-        let (done, flushed) = oneshot::channel();
-        self.buffer.send(Command::Flush(done)).await && flushed.await.is_ok()
+        self.buffer.flush().await
     }
 }
 
@@ -202,7 +181,7 @@ async fn publish_loop(
             tracing::error!(url = %options.url, error = %e, "the NATS tap cannot start; events will be dropped");
             while let Some(command) = events.recv().await {
                 match command {
-                    Command::Publish(event) => {
+                    Command::Event(event) => {
                         freed.event(&event);
                         stats.dropped_one();
                     }
@@ -241,7 +220,7 @@ async fn publish_loop(
     loop {
         let event = tokio::select! {
             command = events.recv() => match command {
-                Some(Command::Publish(event)) => event,
+                Some(Command::Event(event)) => event,
                 Some(Command::Flush(done)) => {
                     freed.slot();
                     while let Some(finished) = acks.join_next().await {
