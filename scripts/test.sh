@@ -10,6 +10,8 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https
 # never skip.
 source scripts/peers.sh
 install_peers nats-server nginx-light haproxy nghttp2-client
+# The interop suite's grpcio and grpc-js peers (pinned, in interop/).
+bash interop/install.sh
 
 # The examples that run and exit on their own, as smoke tests of the public API.
 cargo run --locked -q -p grpcproxy-examples --bin register-service

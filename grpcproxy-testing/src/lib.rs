@@ -1,6 +1,7 @@
 //! Test peers for grpcproxy: the ping service (a port of the Go grpc-proxy test service),
 //! a scripted raw HTTP/2 backend, and a raw HTTP/2 client that sees exact bytes.
 
+pub mod compressed;
 pub mod nats;
 pub mod ping;
 pub mod pki;

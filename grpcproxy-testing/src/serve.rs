@@ -7,11 +7,13 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
+use crate::compressed::RequestCompression;
 use crate::pb::test_service_server::TestServiceServer;
 use crate::trailers::TrailersLayer;
 use crate::PingService;
 
-/// A tonic server on a loopback port; dropping it stops the server.
+/// A tonic server on a loopback port; dropping it stops the server. Handlers find a
+/// [`FirstMessage`](crate::compressed::FirstMessage) in every request's extensions.
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
@@ -34,6 +36,7 @@ impl TestServer {
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .layer(TrailersLayer)
+                .layer(tower::layer::layer_fn(RequestCompression::new))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
