@@ -15,8 +15,11 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
 
-from interop_common import OPTIONS, exit_when_stdin_closes, pb, services, status_pb
+from interop_common import OPTIONS, exit_when_stdin_closes, pb, services
 
 CHECK_TIMEOUT = 30
 
@@ -99,23 +102,27 @@ async def metadata(stub):
 
 
 def status_details(message):
-    detail = status_pb.google_dot_protobuf_dot_any__pb2.Any(
+    detail = any_pb2.Any(
         type_url="type.googleapis.com/interop.v1.Request",
         value=pb.Request(payload=b"detail").SerializeToString(),
     )
-    return status_pb.Status(code=9, message=message, details=[detail]).SerializeToString()
+    return status_pb2.Status(code=9, message=message, details=[detail])
 
 
 async def status(stub):
     message = "interop: précondition ✓ 100%"
-    details = status_details(message)
+    rich = status_details(message)
+    details = rich.SerializeToString()
+    call = stub.Unary(pb.Request(fail_code=9, fail_message=message, fail_details=details))
     try:
-        await stub.Unary(pb.Request(fail_code=9, fail_message=message, fail_details=details))
+        await call
     except aio.AioRpcError as error:
         expect(error.code() == grpc.StatusCode.FAILED_PRECONDITION, f"code {error.code()}")
         expect(error.details() == message, f"message {error.details()!r}")
         got = metadata_value(error.trailing_metadata(), "grpc-status-details-bin")
         expect(got == details, f"grpc-status-details-bin {got!r}")
+        # grpcio-status reads it back and checks it agrees with the status.
+        expect(await rpc_status.aio.from_call(call) == rich, "grpcio-status read other details")
         return "FAILED_PRECONDITION, message and details exact"
     raise CheckFailed("the call succeeded")
 

@@ -11,7 +11,6 @@ PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "prot
 sys.path.insert(0, os.path.normpath(PROTO_DIR))
 
 pb, services = grpc.protos_and_services("interop.proto")
-status_pb, _ = grpc.protos_and_services("google/rpc/status.proto")
 
 # 8 MiB messages cross every hop, so every peer accepts up to 16 MiB.
 MAX_MESSAGE = 16 << 20
@@ -20,7 +19,6 @@ OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
 ]
 
-STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def exit_when_stdin_closes():

@@ -10,14 +10,10 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from google.rpc import status_pb2
 
-from interop_common import (
-    OPTIONS,
-    STATUS_BY_CODE,
-    exit_when_stdin_closes,
-    pb,
-    services,
-)
+from interop_common import OPTIONS, exit_when_stdin_closes, pb, services
 
 SERVICE = "interop.v1.Interop"
 
@@ -49,11 +45,10 @@ class Interop(services.InteropServicer):
 
     async def fail_if_asked(self, request, context):
         if request.fail_code:
-            await context.abort(
-                STATUS_BY_CODE[request.fail_code],
-                request.fail_message,
-                trailing_metadata=(("grpc-status-details-bin", request.fail_details),),
-            )
+            # The client sends a google.rpc.Status agreeing with fail_code and
+            # fail_message; grpcio-status turns it into the status and its details trailer.
+            rich = status_pb2.Status.FromString(request.fail_details)
+            await context.abort_with_status(rpc_status.to_status(rich))
 
     def watch(self, request, context):
         """Marks the call cancelled if it ends that way, as grpcio reports it."""
