@@ -458,7 +458,10 @@ async fn stalled_handshakes_are_closed_within_the_handshake_timeout() {
         slowest = slowest.max(closed);
     }
     eprintln!("stalled handshakes: 150 connections closed, the last after {slowest:?}");
-    assert!(slowest < Duration::from_millis(2500), "closed only after {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "closed only after {slowest:?}"
+    );
     // A well-behaved client meanwhile and afterwards.
     ping_client(addr)
         .await
