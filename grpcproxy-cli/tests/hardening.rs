@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::raw::{channel_body, grpc_frame, header_map, RawBackend, RawClient};
 use grpcproxy_testing::serve::{ping_backend, ping_client};
+use grpcproxy_testing::TestServer;
 use http_body::Frame;
 use support::{http_get, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +35,29 @@ cluster = "backend"
 endpoints = ["{backend}"]
 "#
     )
+}
+
+/// A ping backend and the binary in front of it (`config` plus `extra`), with the backend
+/// connection already made, so baselines taken now count it.
+async fn warmed_proxy(extra: &str) -> (TestServer, Proxy, tempfile::NamedTempFile) {
+    let (backend, _service) = ping_backend().await;
+    let (proxy, file) = support::start_with_config(&(config(backend.addr()) + extra), 1);
+    let mut client = ping_client(proxy.listening[0]).await;
+    client.ping(PingRequest::default()).await.unwrap();
+    (backend, proxy, file)
+}
+
+/// The well-behaved client was served throughout: enough calls, none failed, none slow.
+fn assert_served(calls: u32, failures: u32, slowest: Duration) {
+    assert!(
+        calls >= 10,
+        "the well-behaved client made only {calls} calls"
+    );
+    assert_eq!(failures, 0, "well-behaved calls failed during the flood");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a well-behaved call took {slowest:?}"
+    );
 }
 
 /// The proxy process's open file descriptors.
@@ -109,15 +133,8 @@ fn well_behaved_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
-    let (backend, _service) = ping_backend().await;
-    let (proxy, _file) = support::start_with_config(&config(backend.addr()), 1);
+    let (_backend, proxy, _file) = warmed_proxy("").await;
     let addr = proxy.listening[0];
-    // Warm up the backend connection so the baseline counts it.
-    ping_client(addr)
-        .await
-        .ping(PingRequest::default())
-        .await
-        .unwrap();
     let fds = open_fds(&proxy);
 
     // The attacker reconnects whenever the proxy closes a connection on it, for 3 s.
@@ -149,15 +166,7 @@ async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
          {failures} failed, slowest {slowest:?}",
         started.elapsed()
     );
-    assert!(
-        calls >= 10,
-        "the well-behaved client made only {calls} calls"
-    );
-    assert_eq!(failures, 0, "well-behaved calls failed during the flood");
-    assert!(
-        slowest < Duration::from_secs(2),
-        "a well-behaved call took {slowest:?}"
-    );
+    assert_served(calls, failures, slowest);
     assert_back_to_baseline(&proxy, fds).await;
 }
 
@@ -262,14 +271,8 @@ fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_flood_is_cut_off_with_bounded_memory() {
-    let (backend, _service) = ping_backend().await;
-    let (proxy, _file) = support::start_with_config(&config(backend.addr()), 1);
+    let (_backend, proxy, _file) = warmed_proxy("").await;
     let addr = proxy.listening[0];
-    ping_client(addr)
-        .await
-        .ping(PingRequest::default())
-        .await
-        .unwrap();
     let (fds, rss_before) = (open_fds(&proxy), rss_mib(&proxy));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -309,15 +312,7 @@ async fn continuation_flood_is_cut_off_with_bounded_memory() {
         rss_during < rss_before + 32,
         "RSS grew {rss_before} → {rss_during} MiB"
     );
-    assert!(
-        calls >= 10,
-        "the well-behaved client made only {calls} calls"
-    );
-    assert_eq!(failures, 0, "well-behaved calls failed during the flood");
-    assert!(
-        slowest < Duration::from_secs(2),
-        "a well-behaved call took {slowest:?}"
-    );
+    assert_served(calls, failures, slowest);
     assert_back_to_baseline(&proxy, fds).await;
 }
 
@@ -428,15 +423,9 @@ async fn wait_for_close(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_handshakes_are_closed_within_the_handshake_timeout() {
-    let (backend, _service) = ping_backend().await;
-    let config = config(backend.addr()) + "\n[limits]\nhandshake_timeout = \"1s\"\n";
-    let (proxy, _file) = support::start_with_config(&config, 1);
+    let limits = "\n[limits]\nhandshake_timeout = \"1s\"\n";
+    let (_backend, proxy, _file) = warmed_proxy(limits).await;
     let addr = proxy.listening[0];
-    ping_client(addr)
-        .await
-        .ping(PingRequest::default())
-        .await
-        .unwrap();
     let fds = open_fds(&proxy);
 
     // Slowloris variants: nothing at all, half an HTTP/1.1 request line, half the HTTP/2
