@@ -106,6 +106,7 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
     let current = Arc::new(ArcSwap::from_pointee(router));
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
+        stream_idle_timeout: Some(config.limits.stream_idle_timeout).filter(|t| !t.is_zero()),
         ..ProxyOptions::default()
     };
     let tap = Arc::new(TapQueue::start(config.tap.as_ref().map(|t| t.get_ref()))?);
@@ -128,7 +129,9 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         max_connections: limits.max_connections,
         tls: None,
         idle_timeout: Some(limits.idle_timeout).filter(|t| !t.is_zero()),
+        stats: Arc::default(),
     };
+    telemetry.set_server(server_options.stats.clone());
 
     let admin = match &config.admin {
         Some(admin) => {

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
+use grpcproxy::server::ServerStats;
 use grpcproxy::{CallObserver, CallRecord, ProxyStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -45,6 +46,7 @@ pub(crate) struct Telemetry {
     reloads: Family<ReloadLabels, Counter>,
     clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     tap: Arc<OnceLock<Arc<QueueStats>>>,
+    server: Arc<OnceLock<Arc<ServerStats>>>,
     access_log: Option<AccessLog>,
 }
 
@@ -98,10 +100,12 @@ impl Telemetry {
         let clusters = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let dropped = access_log.as_ref().map(|log| log.dropped.clone());
         let tap = Arc::new(OnceLock::new());
+        let server = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(UpstreamCollector {
             clusters: clusters.clone(),
             access_log_dropped: dropped,
             tap: tap.clone(),
+            server: server.clone(),
         }));
         Self {
             registry,
@@ -113,8 +117,14 @@ impl Telemetry {
             reloads,
             clusters,
             tap,
+            server,
             access_log,
         }
+    }
+
+    /// Exports the listeners' connection counters (once, before serving).
+    pub(crate) fn set_server(&self, stats: Arc<ServerStats>) {
+        let _ = self.server.set(stats);
     }
 
     /// Exports the tap's counters (once, when the tap starts).
@@ -203,7 +213,7 @@ impl CallObserver for RouteObserver {
 type EndpointValue = fn(&Cluster, &Endpoint) -> u64;
 
 /// The per-endpoint metrics: name, help, counter (else gauge), value.
-const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 4] = [
+const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 5] = [
     (
         "upstream_connects",
         "Connections made to backends",
@@ -215,6 +225,12 @@ const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 4] = [
         "Failed connection attempts to backends",
         true,
         |_, e| e.upstream.stats().connect_failures,
+    ),
+    (
+        "upstream_connections",
+        "Connections to backends open now",
+        false,
+        |_, e| e.upstream.stats().open_connections as u64,
     ),
     (
         "endpoint_healthy",
@@ -236,6 +252,7 @@ struct UpstreamCollector {
     clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     access_log_dropped: Option<Arc<AtomicU64>>,
     tap: Arc<OnceLock<Arc<QueueStats>>>,
+    server: Arc<OnceLock<Arc<ServerStats>>>,
 }
 
 /// The tap's metrics: name, help, counter (else gauge), value.
@@ -302,6 +319,22 @@ impl Collector for UpstreamCollector {
         for cluster in clusters.iter() {
             ConstGauge::new(cluster.endpoints().len() as i64)
                 .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+        if let Some(server) = self.server.get() {
+            let metric = encoder.encode_descriptor(
+                "client_connections",
+                "Client connections open now (handshakes included)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(server.open_connections() as i64).encode(metric)?;
+            let metric = encoder.encode_descriptor(
+                "client_connections_accepted",
+                "Client connections accepted",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(server.connections_accepted()).encode(metric)?;
         }
         if let Some(dropped) = &self.access_log_dropped {
             let metric = encoder.encode_descriptor(

@@ -15,7 +15,9 @@ use grpcproxy_testing::raw::{channel_body, grpc_frame, header_map, RawBackend, R
 use grpcproxy_testing::serve::{ping_backend, ping_client};
 use grpcproxy_testing::TestServer;
 use http_body::Frame;
-use support::{http_get, Proxy};
+use support::baseline::{assert_back_to, baseline, rss_mib};
+use support::wire::{goaway_code, h2_frame, wait_for_close, PREFACE};
+use support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(backend: SocketAddr) -> String {
@@ -60,50 +62,6 @@ fn assert_served(calls: u32, failures: u32, slowest: Duration) {
     );
 }
 
-/// The proxy process's open file descriptors.
-fn open_fds(proxy: &Proxy) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", proxy.child.id()))
-        .expect("the proxy's /proc entry is readable")
-        .count()
-}
-
-/// The proxy process's resident memory, in MiB.
-fn rss_mib(proxy: &Proxy) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.child.id())).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS is reported");
-    kib / 1024
-}
-
-fn streams_in_flight(admin: SocketAddr) -> i64 {
-    let (_, metrics) = http_get(admin, "/metrics");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("grpcproxy_streams_in_flight "))
-        .and_then(|value| value.trim().parse().ok())
-        .expect("grpcproxy_streams_in_flight is exported")
-}
-
-/// Waits until no stream is in flight and the descriptors are back to `fds`.
-async fn assert_back_to_baseline(proxy: &Proxy, fds: usize) {
-    let admin = proxy.admin.expect("the admin address is logged");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (streams, now) = (streams_in_flight(admin), open_fds(proxy));
-        if streams == 0 && now <= fds {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not back to baseline after 10 s: {streams} streams in flight, {now} fds (baseline {fds})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A well-behaved client calling through the proxy until `stop`: (calls, failures, slowest).
 fn well_behaved_client(
     addr: SocketAddr,
@@ -135,7 +93,7 @@ fn well_behaved_client(
 async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
     let (_backend, proxy, _file) = warmed_proxy("").await;
     let addr = proxy.listening[0];
-    let fds = open_fds(&proxy);
+    let before = baseline(&proxy);
 
     // The attacker reconnects whenever the proxy closes a connection on it, for 3 s.
     let stop = Arc::new(AtomicBool::new(false));
@@ -167,7 +125,7 @@ async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
         started.elapsed()
     );
     assert_served(calls, failures, slowest);
-    assert_back_to_baseline(&proxy, fds).await;
+    assert_back_to(&proxy, before).await;
 }
 
 /// Opens a connection and opens-and-resets streams on it until the proxy closes it (or
@@ -207,25 +165,15 @@ async fn rapid_reset_connection(addr: SocketAddr) -> (u32, String) {
     (resets, ended_by)
 }
 
-/// One HTTP/2 frame: 9-byte header and payload.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
 /// Sends a header block that never ends (CONTINUATION after CONTINUATION) until the proxy
 /// closes the connection: (bytes written, the GOAWAY error code the proxy sent, if any).
 async fn continuation_connection(addr: SocketAddr) -> (usize, Option<u32>) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    tcp.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap(); // SETTINGS
-                                                             // HEADERS without END_HEADERS: `:method: POST` (indexed), then CONTINUATION frames of
-                                                             // literal headers (`a: bbb…`), never ending the block.
+    tcp.write_all(PREFACE).await.unwrap();
+    let settings = h2_frame(0x4, 0, 0, &[]);
+    tcp.write_all(&settings).await.unwrap();
+    // HEADERS without END_HEADERS: `:method: POST` (indexed), then CONTINUATION frames of
+    // literal headers (`a: bbb…`), never ending the block.
     tcp.write_all(&h2_frame(0x1, 0, 1, &[0x83])).await.unwrap();
     let field = [&[0x00, 0x01, b'a', 0x64][..], &[b'b'; 100][..]].concat();
     let block: Vec<u8> = field.iter().copied().cycle().take(16 * 1024 - 64).collect();
@@ -255,25 +203,11 @@ async fn continuation_connection(addr: SocketAddr) -> (usize, Option<u32>) {
     (sent, goaway_code(&reader.await.unwrap()))
 }
 
-/// The error code of the first GOAWAY frame in `bytes` (server frames, no preface).
-fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
-    while bytes.len() >= 9 {
-        let len =
-            (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
-        let (kind, payload) = (bytes[3], bytes.get(9..9 + len)?);
-        if kind == 0x7 && payload.len() >= 8 {
-            return Some(u32::from_be_bytes(payload[4..8].try_into().ok()?));
-        }
-        bytes = &bytes[9 + len..];
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_flood_is_cut_off_with_bounded_memory() {
     let (_backend, proxy, _file) = warmed_proxy("").await;
     let addr = proxy.listening[0];
-    let (fds, rss_before) = (open_fds(&proxy), rss_mib(&proxy));
+    let (before, rss_before) = (baseline(&proxy), rss_mib(&proxy));
 
     let stop = Arc::new(AtomicBool::new(false));
     let good = well_behaved_client(addr, stop.clone());
@@ -313,7 +247,7 @@ async fn continuation_flood_is_cut_off_with_bounded_memory() {
         "RSS grew {rss_before} → {rss_during} MiB"
     );
     assert_served(calls, failures, slowest);
-    assert_back_to_baseline(&proxy, fds).await;
+    assert_back_to(&proxy, before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +301,7 @@ async fn a_client_that_never_reads_holds_back_a_1_gib_push() {
         )
         .await;
     assert_eq!(answer.grpc_status(), Some("0"));
-    let fds = open_fds(&proxy);
+    let before = baseline(&proxy);
     let rss_before = rss_mib(&proxy);
 
     let request = grpc_frame(false, b"");
@@ -400,25 +334,7 @@ async fn a_client_that_never_reads_holds_back_a_1_gib_push() {
     // The client then goes away without a word.
     drop((response, tx));
     client.disconnect();
-    assert_back_to_baseline(&proxy, fds).await;
-}
-
-/// Reads until the proxy closes the connection (or `within` passes): what it sent, and
-/// when it closed (None: still open).
-async fn wait_for_close(
-    tcp: &mut tokio::net::TcpStream,
-    within: Duration,
-) -> (Vec<u8>, Option<Duration>) {
-    let (started, mut received) = (Instant::now(), Vec::new());
-    let mut buffer = [0u8; 1024];
-    loop {
-        let left = within.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, tcp.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (received, Some(started.elapsed())),
-            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
-            Err(_) => return (received, None),
-        }
-    }
+    assert_back_to(&proxy, before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +342,7 @@ async fn stalled_handshakes_are_closed_within_the_handshake_timeout() {
     let limits = "\n[limits]\nhandshake_timeout = \"1s\"\n";
     let (_backend, proxy, _file) = warmed_proxy(limits).await;
     let addr = proxy.listening[0];
-    let fds = open_fds(&proxy);
+    let before = baseline(&proxy);
 
     // Slowloris variants: nothing at all, half an HTTP/1.1 request line, half the HTTP/2
     // preface. Fifty of each at once, so the timeouts run side by side.
@@ -458,5 +374,5 @@ async fn stalled_handshakes_are_closed_within_the_handshake_timeout() {
         .await
         .unwrap();
     drop(stalls);
-    assert_back_to_baseline(&proxy, fds).await;
+    assert_back_to(&proxy, before).await;
 }

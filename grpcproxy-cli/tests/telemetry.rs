@@ -101,7 +101,14 @@ endpoints = ["{backend}"]
             r#"grpcproxy_upstream_connect_failures_total{{cluster="ping",endpoint="{}"}} 0"#,
             backend.addr()
         ),
+        format!(
+            r#"grpcproxy_upstream_connections{{cluster="ping",endpoint="{}"}} 1"#,
+            backend.addr()
+        ),
         r#"grpcproxy_cluster_endpoints{cluster="ping"} 1"#.to_string(),
+        // The tonic client and the raw client, both still connected.
+        "grpcproxy_client_connections 2".to_string(),
+        "grpcproxy_client_connections_accepted_total 2".to_string(),
     ] {
         assert!(
             body.lines().any(|l| l == line),

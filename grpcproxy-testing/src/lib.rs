@@ -6,6 +6,7 @@ pub mod nats;
 pub mod ping;
 pub mod pki;
 pub mod raw;
+pub mod relay;
 pub mod serve;
 pub mod trailers;
 

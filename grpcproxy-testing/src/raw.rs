@@ -84,7 +84,21 @@ impl RawBackend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<RawBody>> + Send + 'static,
     {
-        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        Self::spawn(Arc::new(move |req| Box::pin(handler(req))), false).await
+    }
+
+    /// Like [`RawBackend::start`], but every connection is drained as soon as its first
+    /// request arrives, as a server with a maximum connection age does: GOAWAY goes out
+    /// at once, the streams already open finish, new streams need a new connection.
+    pub async fn start_draining<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<RawBody>> + Send + 'static,
+    {
+        Self::spawn(Arc::new(move |req| Box::pin(handler(req))), true).await
+    }
+
+    async fn spawn(handler: Handler, drain_after_first: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -96,14 +110,24 @@ impl RawBackend {
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 connections.spawn(async move {
+                    let first = Arc::new(tokio::sync::Notify::new());
+                    let arrived = first.clone();
                     let service = hyper::service::service_fn(move |req| {
+                        arrived.notify_one();
                         let handler = handler.clone();
                         async move { Ok::<_, Infallible>(handler(req).await) }
                     });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .auto_date_header(false)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    if drain_after_first {
+                        tokio::select! {
+                            _ = connection.as_mut() => return,
+                            () = first.notified() => connection.as_mut().graceful_shutdown(),
+                        }
+                    }
+                    let _ = connection.await;
                 });
             }
         });

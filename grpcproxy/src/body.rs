@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -110,15 +111,18 @@ pin_project! {
         inner: B,
         call: Arc<CallState>,
         limit: Option<MessageLimit>,
+        // Whether messages count as activity (a stream idle timeout is set).
+        touch: bool,
     }
 }
 
 impl<B> RequestBody<B> {
-    pub(crate) fn new(inner: B, call: Arc<CallState>, limit: Option<u32>) -> Self {
+    pub(crate) fn new(inner: B, call: Arc<CallState>, limit: Option<u32>, touch: bool) -> Self {
         Self {
             inner,
             call,
             limit: limit.map(MessageLimit::new),
+            touch,
         }
     }
 }
@@ -160,6 +164,9 @@ where
                         }
                     }
                     this.call.add_request_bytes(data.len());
+                    if *this.touch {
+                        this.call.touch();
+                    }
                     if let Some(tap) = this.call.tap() {
                         tap.data(crate::mq::Direction::Request, data);
                     }
@@ -223,6 +230,10 @@ pin_project! {
         upstream: Option<UpstreamBody>,
         #[pin]
         deadline: Option<Sleep>,
+        // The stream idle timeout and its timer, re-armed when it fires after activity.
+        idle: Option<Duration>,
+        #[pin]
+        idle_timer: Option<Sleep>,
         guard: Option<ResponseGuard>,
         limit: Option<MessageLimit>,
         backend: Option<Arc<str>>,
@@ -243,14 +254,21 @@ impl ResponseBody {
         upstream: UpstreamBody,
         mut guard: ResponseGuard,
         deadline: Option<Instant>,
+        idle: Option<Duration>,
         limit: Option<u32>,
         backend: Arc<str>,
     ) -> Self {
         // A trailers-only response is complete already: hyper will not poll it.
         guard.finished = upstream.is_end_stream();
+        let idle_timer = idle.map(|timeout| {
+            guard.call.touch(); // the response headers just arrived
+            tokio::time::sleep_until(guard.call.idle_at(timeout))
+        });
         Self {
             upstream: Some(upstream),
             deadline: deadline.map(tokio::time::sleep_until),
+            idle,
+            idle_timer,
             guard: Some(guard),
             limit: limit.map(MessageLimit::new),
             backend: Some(backend),
@@ -312,6 +330,24 @@ impl Body for ResponseBody {
                 return end_with(&call, abort_status(AbortReason::Deadline, None));
             }
         }
+        if let (Some(timeout), Some(mut timer)) = (*this.idle, this.idle_timer.as_pin_mut()) {
+            let call = &this
+                .guard
+                .as_ref()
+                .expect("a forwarding body has a guard")
+                .call;
+            // Re-armed only when it fires: activity costs a timestamp, not a timer reset.
+            while timer.as_mut().poll(cx).is_ready() {
+                let idle_at = call.idle_at(timeout);
+                if Instant::now() >= idle_at {
+                    let call = call.clone();
+                    call.abort(AbortReason::Idle);
+                    finish(this.upstream, this.guard, false);
+                    return end_with(&call, abort_status(AbortReason::Idle, None));
+                }
+                timer.as_mut().reset(idle_at);
+            }
+        }
         if let Some(tap) = this.guard.as_ref().and_then(|g| g.call.tap()) {
             std::task::ready!(tap.poll_room(crate::mq::Direction::Response, cx));
         }
@@ -335,6 +371,9 @@ impl Body for ResponseBody {
                         }
                     }
                     call.add_response_bytes(data.len());
+                    if this.idle.is_some() {
+                        call.touch();
+                    }
                     if let Some(tap) = call.tap() {
                         tap.data(crate::mq::Direction::Response, data);
                     }

@@ -43,6 +43,7 @@ pub(crate) enum AbortReason {
     RequestTooLarge = 2,
     ResponseTooLarge = 3,
     ClientGone = 4,
+    Idle = 5,
 }
 
 /// One call's shared state: held by the request body (in hyper's pipe to the backend),
@@ -66,6 +67,8 @@ pub(crate) struct CallState {
     /// The message-queue tap of the call, when the queue wants it.
     tap: OnceLock<Arc<crate::mq::tap::CallTap>>,
     started: Instant,
+    /// When a message last went by, in milliseconds since `started` (stream idle timeout).
+    active_ms: AtomicU64,
 }
 
 /// The parts of a [`CallRecord`](crate::CallRecord) known once the director has answered.
@@ -103,6 +106,7 @@ impl CallState {
             response_bytes: AtomicU64::new(0),
             tap: OnceLock::new(),
             started: Instant::now(),
+            active_ms: AtomicU64::new(0),
         })
     }
 
@@ -184,8 +188,21 @@ impl CallState {
             2 => Some(AbortReason::RequestTooLarge),
             3 => Some(AbortReason::ResponseTooLarge),
             4 => Some(AbortReason::ClientGone),
+            5 => Some(AbortReason::Idle),
             _ => None,
         }
+    }
+
+    /// Records that a message (or the response headers) just went by.
+    pub(crate) fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.active_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When the call goes idle for `timeout` unless a message goes by first.
+    pub(crate) fn idle_at(&self, timeout: std::time::Duration) -> tokio::time::Instant {
+        let active = std::time::Duration::from_millis(self.active_ms.load(Ordering::Relaxed));
+        tokio::time::Instant::from_std(self.started + active + timeout)
     }
 
     pub(crate) fn register_request_waker(&self, waker: &std::task::Waker) {
@@ -245,5 +262,8 @@ pub(crate) fn abort_status(reason: AbortReason, limit: Option<u32>) -> Status {
             limit.unwrap_or_default()
         )),
         AbortReason::ClientGone => Status::cancelled("the client went away"),
+        AbortReason::Idle => {
+            Status::deadline_exceeded("stream idle timeout at the proxy: no message either way")
+        }
     }
 }

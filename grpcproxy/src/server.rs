@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,53 @@ pub struct ServerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Close (GOAWAY) a client connection that has had no open stream for this long.
     pub idle_timeout: Option<Duration>,
+    /// Where the server counts its connections; clone the `Arc` first to read them.
+    pub stats: Arc<ServerStats>,
+}
+
+/// Connection counters of [`serve`], shared through [`ServerOptions::stats`].
+///
+/// ```
+/// use grpcproxy::server::ServerOptions;
+///
+/// let options = ServerOptions::default();
+/// let stats = options.stats.clone(); // keep a handle, then pass `options` to `serve`
+/// assert_eq!(stats.open_connections(), 0);
+/// assert_eq!(stats.connections_accepted(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    open: AtomicUsize,
+    accepted: AtomicU64,
+}
+
+impl ServerStats {
+    /// Client connections open now, from accept (handshake included) to close.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Client connections accepted since the server started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one client connection as open until dropped.
+struct OpenConnection(Arc<ServerStats>);
+
+impl OpenConnection {
+    fn new(stats: &Arc<ServerStats>) -> Self {
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for ServerOptions {
@@ -62,6 +110,7 @@ impl Default for ServerOptions {
             max_connections: 10_000,
             tls: None,
             idle_timeout: Some(Duration::from_secs(3600)),
+            stats: Arc::default(),
         }
     }
 }
@@ -138,6 +187,7 @@ where
             },
             () = &mut shutdown => break,
         };
+        let open = OpenConnection::new(&options.stats);
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo {
             remote_addr: Some(remote_addr),
@@ -155,7 +205,7 @@ where
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            let _permit = permit;
+            let _open = (permit, open);
             match tls {
                 None => connection.serve_cleartext(stream).await,
                 Some(acceptor) => connection.serve_tls(acceptor, stream).await,

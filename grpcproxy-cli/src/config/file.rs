@@ -161,6 +161,10 @@ pub(crate) struct Limits {
     /// Close a client connection with no open stream for this long ("0s": never).
     #[serde(with = "humantime_serde")]
     pub(crate) idle_timeout: Duration,
+    /// End a call on which no message has moved either way for this long, with
+    /// `DEADLINE_EXCEEDED` ("0s", the default: never; quiet watch streams are legitimate).
+    #[serde(with = "humantime_serde")]
+    pub(crate) stream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -174,6 +178,7 @@ impl Default for Limits {
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(3600),
+            stream_idle_timeout: Duration::ZERO,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Starting the built `grpcproxy` binary and reading its log.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod baseline;
+pub mod wire;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST, TE};
@@ -233,8 +233,10 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         }
 
         let limit = self.options.max_message_size;
+        let idle = self.options.stream_idle_timeout;
         let body = BoxBody::new(
-            RequestBody::new(body, call.clone(), limit).map_err(|e| Box::new(e) as BoxError),
+            RequestBody::new(body, call.clone(), limit, idle.is_some())
+                .map_err(|e| Box::new(e) as BoxError),
         );
         let mut outgoing = Request::new(body);
         *outgoing.method_mut() = Method::POST;
@@ -247,35 +249,44 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         *outgoing.headers_mut() = headers;
 
         let alternate = overrides.alternate;
-        let sent = within(deadline, async {
-            match upstream.try_send(outgoing).await {
-                Ok(response) => Ok((response, upstream)),
-                Err(Unsent {
-                    error,
-                    request: Some(mut request),
-                }) if alternate.is_some() => {
-                    let alternate = alternate.expect("checked above");
-                    tracing::debug!(error = %error, alternate = alternate.address(), "backend unreachable; trying the alternate");
-                    *request.uri_mut() = alternate.request_uri(
-                        path.clone(),
-                        overrides.authority.clone(),
-                        client_authority.clone(),
-                    );
-                    call.failed_over(
-                        alternate.shared_address().clone(),
-                        upstream.shared_address().clone(),
-                    );
-                    match alternate.try_send(request).await {
-                        Ok(response) => Ok((response, alternate)),
-                        Err(unsent) => Err(unsent.error),
+        let sent = within(
+            deadline,
+            until_idle(&call, idle, async {
+                match upstream.try_send(outgoing).await {
+                    Ok(response) => Ok((response, upstream)),
+                    Err(Unsent {
+                        error,
+                        request: Some(mut request),
+                    }) if alternate.is_some() => {
+                        let alternate = alternate.expect("checked above");
+                        tracing::debug!(error = %error, alternate = alternate.address(), "backend unreachable; trying the alternate");
+                        *request.uri_mut() = alternate.request_uri(
+                            path.clone(),
+                            overrides.authority.clone(),
+                            client_authority.clone(),
+                        );
+                        call.failed_over(
+                            alternate.shared_address().clone(),
+                            upstream.shared_address().clone(),
+                        );
+                        match alternate.try_send(request).await {
+                            Ok(response) => Ok((response, alternate)),
+                            Err(unsent) => Err(unsent.error),
+                        }
                     }
+                    Err(unsent) => Err(unsent.error),
                 }
-                Err(unsent) => Err(unsent.error),
-            }
-        });
+            }),
+        );
         let (response, upstream) = match sent.await {
-            Some(Ok(sent)) => sent,
-            Some(Err(err)) => {
+            Some(Some(Ok(sent))) => sent,
+            Some(None) => {
+                call.abort(AbortReason::Idle);
+                let status = abort_status(AbortReason::Idle, None);
+                call.set_status(status.code());
+                return status_response(status);
+            }
+            Some(Some(Err(err))) => {
                 let status = match call.abort_reason() {
                     Some(reason) => abort_status(reason, limit),
                     None => err.to_status(),
@@ -306,7 +317,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             edits.apply(response.headers_mut());
         }
         let backend = upstream.shared_address().clone();
-        response.map(|body| ResponseBody::forward(body, guard, deadline, limit, backend))
+        response.map(|body| ResponseBody::forward(body, guard, deadline, idle, limit, backend))
     }
 }
 
@@ -315,6 +326,31 @@ pub(crate) fn is_error_status(headers: &http::HeaderMap) -> bool {
     headers
         .get("grpc-status")
         .is_some_and(|status| status.as_bytes() != b"0")
+}
+
+/// Runs `future` until the call has been idle for `timeout`; `None` if it went idle first.
+/// The request's messages count as activity while the proxy waits for response headers.
+async fn until_idle<F: Future>(
+    call: &CallState,
+    timeout: Option<Duration>,
+    future: F,
+) -> Option<F::Output> {
+    let Some(timeout) = timeout else {
+        return Some(future.await);
+    };
+    let idle = async {
+        loop {
+            let idle_at = call.idle_at(timeout);
+            if Instant::now() >= idle_at {
+                return;
+            }
+            tokio::time::sleep_until(idle_at).await;
+        }
+    };
+    tokio::select! {
+        output = future => Some(output),
+        () = idle => None,
+    }
 }
 
 /// Runs `future` until `deadline`; `None` if the deadline came first.

@@ -25,6 +25,11 @@ pub struct ProxyOptions {
     pub default_timeout: Option<Duration>,
     /// Append the client's address to `x-forwarded-for`.
     pub x_forwarded_for: bool,
+    /// End a call that has carried no message in either direction (nor, before them, the
+    /// backend's response headers) for this long, with `DEADLINE_EXCEEDED`, resetting
+    /// the backend stream. `None` (the default): a quiet call may stay open until its
+    /// deadline, as gRPC allows long-lived watch streams.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl ProxyOptions {

@@ -96,6 +96,7 @@ impl Upstream {
                 connect_failures: pool
                     .connect_failures
                     .load(std::sync::atomic::Ordering::Relaxed),
+                open_connections: pool.open.load(std::sync::atomic::Ordering::Relaxed),
             },
             Transport::Channel { .. } => UpstreamStats::default(),
         }
@@ -342,6 +343,8 @@ pub struct UpstreamStats {
     pub connects: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
+    /// Connections open now (closed ones, by either side, are no longer counted).
+    pub open_connections: usize,
 }
 
 /// Configures an [`Upstream`]: connections, timeouts, HTTP/2 settings, TLS.

@@ -50,6 +50,8 @@ pub(crate) struct Pool {
     next: AtomicUsize,
     pub(crate) connects: std::sync::atomic::AtomicU64,
     pub(crate) connect_failures: std::sync::atomic::AtomicU64,
+    /// Connections whose task is still running (handshake done, not yet closed).
+    pub(crate) open: Arc<AtomicUsize>,
 }
 
 impl Pool {
@@ -60,6 +62,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             connects: Default::default(),
             connect_failures: Default::default(),
+            open: Default::default(),
         }
     }
 
@@ -112,12 +115,12 @@ impl Pool {
             tcp.set_nodelay(true)
                 .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Connect, e))?;
             match &endpoint.tls {
-                None => handshake(&address, &endpoint.settings, tcp).await,
+                None => handshake(&address, &endpoint.settings, tcp, &self.open).await,
                 Some((connector, name)) => {
                     let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
                         UpstreamError::new(address.clone(), UpstreamErrorKind::Tls, e)
                     })?;
-                    handshake(&address, &endpoint.settings, tls).await
+                    handshake(&address, &endpoint.settings, tls, &self.open).await
                 }
             }
         };
@@ -146,6 +149,7 @@ async fn handshake<T>(
     address: &Arc<str>,
     settings: &Http2Settings,
     io: T,
+    open: &Arc<AtomicUsize>,
 ) -> Result<SendRequest<BoxBody>, UpstreamError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -166,10 +170,28 @@ where
         .await
         .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
     let address = address.clone();
+    let open = OpenConnection::new(open.clone());
     tokio::spawn(async move {
+        let _open = open;
         if let Err(e) = connection.await {
             tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
         }
     });
     Ok(sender)
+}
+
+/// Counts one backend connection as open until its task ends.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
