@@ -9,7 +9,7 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https
 # Real peers the tests and the benchmark harness use. A missing one fails the run: tests
 # never skip.
 source scripts/peers.sh
-install_peers nats-server nginx-light haproxy nghttp2-client
+install_peers nats-server nginx-light haproxy nghttp2-client openssl
 # The interop suite's grpcio and grpc-js peers (pinned, in interop/).
 bash interop/install.sh
 
@@ -21,6 +21,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets --all-features --locked 2>&1 | tee "$log"
 cargo test --workspace --doc --all-features --locked 2>&1 | tee -a "$log"
+# The fuzz targets' checks over their seed corpus (stable Rust; fuzzing itself is
+# `cargo +nightly fuzz run`, see README).
+cargo test --manifest-path fuzz/Cargo.toml --locked 2>&1 | tee -a "$log"
 # The benchmark harness end to end on a short run: every target started, every scenario
 # driven, the report written (no timing is asserted; debug builds).
 cargo build --locked -q -p grpcproxy-cli -p grpcproxy-bench

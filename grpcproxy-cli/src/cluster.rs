@@ -69,6 +69,8 @@ struct EndpointFactory {
     cluster: String,
     tls: Option<TlsFiles>,
     connections: usize,
+    max_streams_per_connection: usize,
+    max_connections: usize,
     connect_timeout: Duration,
     settings: Http2Settings,
 }
@@ -86,6 +88,8 @@ impl EndpointFactory {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut builder = Upstream::builder(&format!("{scheme}://{address}"))?
             .connections(self.connections)
+            .max_streams_per_connection(self.max_streams_per_connection)
+            .max_connections(self.max_connections)
             .connect_timeout(self.connect_timeout)
             .http2(self.settings.clone());
         if let Some(tls) = &self.tls {
@@ -167,6 +171,8 @@ impl Cluster {
             cluster: name.to_owned(),
             tls,
             connections: config.connections_per_endpoint,
+            max_streams_per_connection: config.max_streams_per_connection,
+            max_connections: config.max_connections_per_endpoint,
             connect_timeout: config.connect_timeout,
             settings: Http2Settings {
                 keep_alive_interval: limits.keepalive_interval,

@@ -67,6 +67,14 @@ fn bad_files_are_rejected_with_exact_messages() {
             "7:24: routes[0].request_metadata.set: \"grpc-timeout\" = \"1S\" is not valid metadata",
         ),
         (
+            format!("{LISTENER}{CLUSTER}connections_per_endpoint = 4\nmax_connections_per_endpoint = 2\n"),
+            "4:13: clusters.a.max_connections_per_endpoint (2) is below connections_per_endpoint (4)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}max_streams_per_connection = 0\n"),
+            "4:13: clusters.a.max_streams_per_connection must be at least 1",
+        ),
+        (
             format!("{LISTENER}[limits]\nmax_concurrent_streams = -1\n"),
             "4:26: max_concurrent_streams: invalid value: integer `-1`, expected u32",
         ),

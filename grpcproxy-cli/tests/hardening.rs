@@ -20,30 +20,12 @@ use support::wire::{goaway_code, h2_frame, wait_for_close, PREFACE};
 use support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn config(backend: SocketAddr) -> String {
-    format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-match.path_prefix = "/"
-cluster = "backend"
-
-[clusters.backend]
-endpoints = ["{backend}"]
-"#
-    )
-}
-
 /// A ping backend and the binary in front of it (`config` plus `extra`), with the backend
 /// connection already made, so baselines taken now count it.
 async fn warmed_proxy(extra: &str) -> (TestServer, Proxy, tempfile::NamedTempFile) {
     let (backend, _service) = ping_backend().await;
-    let (proxy, file) = support::start_with_config(&(config(backend.addr()) + extra), 1);
+    let (proxy, file) =
+        support::start_with_config(&(support::one_backend_config(backend.addr(), extra)), 1);
     let mut client = ping_client(proxy.listening[0]).await;
     client.ping(PingRequest::default()).await.unwrap();
     (backend, proxy, file)
@@ -79,7 +61,10 @@ fn well_behaved_client(
             let answer = tokio::time::timeout(Duration::from_secs(5), client.ping(request)).await;
             match answer {
                 Ok(Ok(reply)) if reply.get_ref().value == format!("call {calls}") => {}
-                _ => failures += 1,
+                other => {
+                    eprintln!("well-behaved call {calls} failed: {other:?}");
+                    failures += 1
+                }
             }
             calls += 1;
             slowest = slowest.max(start.elapsed());
@@ -281,15 +266,12 @@ async fn a_client_that_never_reads_holds_back_a_1_gib_push() {
                 let trailers = header_map(&[("grpc-status", "0")]);
                 let _ = tx.send(Ok(Frame::trailers(trailers))).await;
             });
-            let mut response = http::Response::new(body);
-            response
-                .headers_mut()
-                .insert("content-type", "application/grpc".parse().unwrap());
-            response
+            grpcproxy_testing::raw::grpc_response(body)
         }
     })
     .await;
-    let (proxy, _file) = support::start_with_config(&config(backend.addr()), 1);
+    let (proxy, _file) =
+        support::start_with_config(&support::one_backend_config(backend.addr(), ""), 1);
     let addr = proxy.listening[0];
     let client = RawClient::connect(addr).await;
     let warm_up = header_map(&[("x-warm-up", "1")]);

@@ -5,13 +5,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::raw::{channel_body, RawBackend, RawClient};
 use grpcproxy_testing::relay::Relay;
-use grpcproxy_testing::serve::{ping_backend, ping_client};
+use grpcproxy_testing::serve::{open_ping_stream, ping, ping_backend, ping_client};
 use support::baseline::{assert_back_to, baseline, metric};
 use support::wire::{grpc_request_headers, h2_frame, wait_for_close, PREFACE};
 use tokio::io::AsyncWriteExt;
@@ -21,35 +19,11 @@ use tonic::Code;
 const KEEPALIVE: &str =
     "\n[limits]\nkeepalive_interval = \"200ms\"\nkeepalive_timeout = \"300ms\"\n";
 
-fn config(backend: SocketAddr, extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-cluster = "backend"
-
-[clusters.backend]
-endpoints = ["{backend}"]
-{extra}"#
-    )
-}
-
-fn ping(value: &str) -> PingRequest {
-    PingRequest {
-        value: value.into(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_answering_pings_is_closed_by_keepalive() {
     let (backend, service) = ping_backend().await;
-    let (proxy, _file) = support::start_with_config(&config(backend.addr(), KEEPALIVE), 1);
+    let (proxy, _file) =
+        support::start_with_config(&support::one_backend_config(backend.addr(), KEEPALIVE), 1);
     let (addr, admin) = (proxy.listening[0], proxy.admin.unwrap());
     let mut healthy = ping_client(addr).await;
     healthy.ping(ping("warm")).await.unwrap();
@@ -103,20 +77,14 @@ async fn a_client_that_stops_answering_pings_is_closed_by_keepalive() {
 async fn a_backend_that_goes_silent_is_dropped_by_keepalive() {
     let (backend, _service) = ping_backend().await;
     let relay = Relay::start(backend.addr()).await;
-    let (proxy, _file) = support::start_with_config(&config(relay.addr(), KEEPALIVE), 1);
+    let (proxy, _file) =
+        support::start_with_config(&support::one_backend_config(relay.addr(), KEEPALIVE), 1);
     let (addr, admin) = (proxy.listening[0], proxy.admin.unwrap());
     let mut client = ping_client(addr).await;
     client.ping(ping("warm")).await.unwrap();
     let before = baseline(&proxy);
 
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(ping("before")).await.unwrap();
-    let mut replies = client
-        .ping_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(replies.message().await.unwrap().unwrap().value, "before");
+    let (tx, mut replies) = open_ping_stream(&mut client, "before").await;
 
     // The path to the backend dies silently: no FIN, no RST, nothing.
     relay.freeze();
@@ -156,7 +124,8 @@ async fn a_call_on_which_nothing_moves_ends_at_the_stream_idle_timeout() {
     // A backend that accepts calls and never answers them.
     let backend = RawBackend::start(|_request| std::future::pending()).await;
     let limits = "\n[limits]\nstream_idle_timeout = \"300ms\"\n";
-    let (proxy, _file) = support::start_with_config(&config(backend.addr(), limits), 1);
+    let (proxy, _file) =
+        support::start_with_config(&support::one_backend_config(backend.addr(), limits), 1);
     let client = RawClient::connect(proxy.listening[0]).await;
     // The first call also makes the backend connection; the second is measured against
     // the baseline taken between them.

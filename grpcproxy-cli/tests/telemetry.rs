@@ -175,3 +175,79 @@ endpoints = ["{backend}"]
     drop(raw);
     assert!(support::wait_exit(&mut proxy, Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log_even_at_trace_level() {
+    let (backend, _service) = ping_backend().await;
+    let config = format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+match.service = "grpcproxy.testing.TestService"
+cluster = "ping"
+request_metadata.set = {{ "authorization" = "Bearer config-s3cret" }}
+
+[clusters.ping]
+endpoints = ["{}"]
+"#,
+        backend.addr()
+    );
+    let file = support::write_config(&config);
+    let path = file.path().to_str().unwrap();
+    let mut proxy = support::start(&["--config", path, "--log-level", "trace"], 1);
+    let addr = proxy.listening[0];
+
+    // Calls that succeed, fail at the backend, and match no route, each carrying
+    // credentials in metadata.
+    let mut client = ping_client(addr).await;
+    let with_secrets = |mut request: tonic::Request<PingRequest>| {
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", "Bearer client-s3cret".parse().unwrap());
+        metadata.insert("x-api-key", "key-s3cret".parse().unwrap());
+        metadata.insert_bin(
+            "token-bin",
+            tonic::metadata::BinaryMetadataValue::from_bytes(b"bin-s3cret"),
+        );
+        request
+    };
+    client
+        .ping(with_secrets(tonic::Request::new(PingRequest::default())))
+        .await
+        .unwrap();
+    client
+        .ping_error(with_secrets(tonic::Request::new(PingRequest {
+            error_code: 7,
+            ..Default::default()
+        })))
+        .await
+        .unwrap_err();
+    let raw = RawClient::connect(addr).await;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", "Bearer raw-s3cret".parse().unwrap());
+    let unrouted = raw
+        .call("/other.Service/Method", headers, frames_body(vec![]))
+        .await;
+    assert_eq!(unrouted.grpc_status(), Some("12"));
+    let (_, shown) = http_get(proxy.admin.unwrap(), "/config");
+    assert!(!shown.contains("s3cret"), "{shown}");
+
+    support::sigterm(&proxy);
+    support::wait_exit(&mut proxy, Duration::from_secs(10));
+    let lines: Vec<String> = proxy.logs.try_iter().collect();
+    assert!(
+        lines.len() > 50,
+        "trace logging was on: {} lines",
+        lines.len()
+    );
+    // base64 of "bin-s3cret", as a `-bin` value travels.
+    let leaks: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("s3cret") || l.contains("YmluLXMzY3JldA"))
+        .collect();
+    assert!(leaks.is_empty(), "secrets in the log: {leaks:#?}");
+}

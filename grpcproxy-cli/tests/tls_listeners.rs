@@ -187,3 +187,138 @@ async fn clusters_originate_tls_and_mutual_tls_to_backends() {
     assert!(refused.starts_with("Unavailable"), "{refused}");
     server.abort();
 }
+
+/// Runs `openssl s_client` against `addr` with `args`: (handshake completed, what it
+/// printed: the session's protocol, cipher and ALPN, or the alert that ended it).
+fn s_client(addr: std::net::SocketAddr, ca: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(ca)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl (Debian package openssl) runs; scripts/test.sh installs it");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    // A TLS 1.3 client prints its session before the server's alert can arrive.
+    (
+        text.contains("New, TLSv1") && !text.contains(" alert "),
+        text,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_modern_tls_with_alpn_h2_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = TestPki::generate().write_to(dir.path());
+    let (backend, _service) = ping_backend().await;
+    let (proxy, _file) = support::start_with_config(&config(&files, backend.addr()), 2);
+    let addr = proxy.listening[0];
+    // (what the client offers, accepted, what must be printed)
+    let cases: [(&str, &[&str], bool, &str); 6] = [
+        (
+            "TLS 1.3",
+            &["-tls1_3", "-alpn", "h2"],
+            true,
+            "New, TLSv1.3, Cipher is TLS_",
+        ),
+        (
+            "TLS 1.2 with ECDHE and AES-GCM",
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "-alpn",
+                "h2",
+            ],
+            true,
+            "New, TLSv1.2, Cipher is ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+        (
+            "TLS 1.2 with a CBC suite",
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-SHA",
+                "-alpn",
+                "h2",
+            ],
+            false,
+            "alert handshake failure",
+        ),
+        (
+            "TLS 1.1",
+            &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-alpn", "h2"],
+            false,
+            "alert handshake failure",
+        ),
+        (
+            "TLS 1.0",
+            &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0", "-alpn", "h2"],
+            false,
+            "alert handshake failure",
+        ),
+        (
+            "ALPN without h2",
+            &["-tls1_3", "-alpn", "http/1.1"],
+            false,
+            "alert no application protocol",
+        ),
+    ];
+    for (case, args, accepted, expected) in cases {
+        let (established, text) = s_client(addr, &files.ca, args);
+        assert_eq!(established, accepted, "{case}:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{case}: no {expected:?} in:\n{text}"
+        );
+        if accepted {
+            assert!(text.contains("ALPN protocol: h2"), "{case}:\n{text}");
+        }
+        println!("{case}: {}", if accepted { "accepted" } else { "refused" });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_are_closed_within_the_handshake_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate();
+    let files = pki.write_to(dir.path());
+    let (backend, _service) = ping_backend().await;
+    let text = config(&files, backend.addr())
+        + "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[limits]\nhandshake_timeout = \"1s\"\n";
+    let (proxy, _file) = support::start_with_config(&text, 2);
+    let addr = proxy.listening[0];
+    assert_eq!(
+        ping(addr, Some(client_tls(&pki, None))).await.unwrap(),
+        "tls"
+    );
+    let before = support::baseline::baseline(&proxy);
+
+    // Fifty connections that say nothing, fifty that stop inside a ClientHello record
+    // (the header announces 512 bytes; 16 arrive).
+    let partial_hello = [&[0x16, 0x03, 0x01, 0x02, 0x00][..], &[0x01; 16][..]].concat();
+    let mut stalls = Vec::new();
+    for start in [&[][..], &partial_hello[..]] {
+        for _ in 0..50 {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(start).await.unwrap();
+            stalls.push(tcp);
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    for tcp in &mut stalls {
+        let (_, closed) = support::wire::wait_for_close(tcp, Duration::from_secs(5)).await;
+        slowest = slowest.max(closed.expect("a stalled TLS handshake was still open after 5 s"));
+    }
+    println!("stalled TLS handshakes: 100 connections closed, the last after {slowest:?}");
+    assert!(slowest < Duration::from_millis(2500), "{slowest:?}");
+    assert_eq!(
+        ping(addr, Some(client_tls(&pki, None))).await.unwrap(),
+        "tls"
+    );
+    drop(stalls);
+    support::baseline::assert_back_to(&proxy, before).await;
+}

@@ -30,6 +30,16 @@ pub fn grpc_frame(compressed: bool, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A gRPC response (`200`, `content-type: application/grpc`) with `body`.
+pub fn grpc_response(body: RawBody) -> Response<RawBody> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
 /// A body of the given frames, in order; with no frames, a body that is over at once (so
 /// a response carrying it is trailers-only: one HEADERS frame with END_STREAM).
 pub fn frames_body(frames: Vec<Frame<Bytes>>) -> RawBody {
@@ -117,8 +127,10 @@ impl RawBackend {
                         let handler = handler.clone();
                         async move { Ok::<_, Infallible>(handler(req).await) }
                     });
+                    // Header lists up to 1 MiB: limits under test are the proxy's.
                     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .auto_date_header(false)
+                        .max_header_list_size(1 << 20)
                         .serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(connection);
                     if drain_after_first {

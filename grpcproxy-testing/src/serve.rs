@@ -153,3 +153,31 @@ pub async fn ping_client(
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
 }
+
+/// A ping carrying `value`.
+pub fn ping(value: impl Into<String>) -> crate::pb::PingRequest {
+    crate::pb::PingRequest {
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+/// Opens a bidi `PingStream` call and waits for `first` to come back: the sender for more
+/// pings and the replies, with the call known to flow end to end.
+pub async fn open_ping_stream(
+    client: &mut crate::pb::test_service_client::TestServiceClient<tonic::transport::Channel>,
+    first: &str,
+) -> (
+    tokio::sync::mpsc::Sender<crate::pb::PingRequest>,
+    tonic::Streaming<crate::pb::PingResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ping(first)).await.unwrap();
+    let mut replies = client
+        .ping_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replies.message().await.unwrap().unwrap().value, first);
+    (tx, replies)
+}

@@ -27,7 +27,11 @@ pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxE
 /// A backend's response body: from grpcproxy's own connections or from a tonic `Channel`.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
-    Hyper(hyper::body::Incoming),
+    /// The call stays counted on its connection while the body lives.
+    Hyper {
+        body: hyper::body::Incoming,
+        _in_flight: crate::upstream::InFlight,
+    },
     Tonic(tonic::body::Body),
 }
 
@@ -40,22 +44,38 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::Hyper { body, .. } => body.is_end_stream(),
             UpstreamBody::Tonic(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::Hyper { body, .. } => body.size_hint(),
             UpstreamBody::Tonic(body) => body.size_hint(),
+        }
+    }
+}
+
+/// The next frame of `body`, without the empty DATA frames: they carry nothing, and
+/// forwarded onto a backend connection that all clients share, every client's empty frames
+/// would count against that connection's limit on them (h2 closes a connection after 100
+/// with ENHANCE_YOUR_CALM): one client could cut everyone's calls.
+fn poll_skipping_empty_data<B: Body<Data = Bytes>>(
+    mut body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    loop {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
+            other => return other,
         }
     }
 }
@@ -154,7 +174,8 @@ where
         if let Some(tap) = this.call.tap() {
             std::task::ready!(tap.poll_room(crate::mq::Direction::Request, cx));
         }
-        match this.inner.poll_frame(cx) {
+        let mut inner = this.inner;
+        match poll_skipping_empty_data(inner.as_mut(), cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     if let Some(limit) = this.limit.as_mut() {
@@ -351,7 +372,7 @@ impl Body for ResponseBody {
         if let Some(tap) = this.guard.as_ref().and_then(|g| g.call.tap()) {
             std::task::ready!(tap.poll_room(crate::mq::Direction::Response, cx));
         }
-        match Pin::new(upstream).poll_frame(cx) {
+        match poll_skipping_empty_data(Pin::new(upstream), cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let call = &this
                     .guard
@@ -429,5 +450,50 @@ impl Body for ResponseBody {
             (None, Some(upstream)) => upstream.size_hint(),
             (None, None) => SizeHint::with_exact(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    type FrameResult = Result<Frame<Bytes>, BoxError>;
+    type Frames =
+        http_body_util::StreamBody<futures_util::stream::Iter<std::vec::IntoIter<FrameResult>>>;
+
+    fn frames(chunks: &[&'static [u8]]) -> Frames {
+        let frames: Vec<FrameResult> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn empty_data_frames_are_not_forwarded_either_way() {
+        let stats = Arc::new(crate::ProxyStats::default());
+        let call = CallState::start(&stats);
+        let request = RequestBody::new(
+            frames(&[b"", b"ab", b"", b"", b"c", b""]),
+            call.clone(),
+            None,
+            false,
+        );
+        let mut request = std::pin::pin!(request);
+        let mut seen = Vec::new();
+        while let Some(frame) = request.frame().await {
+            seen.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(seen, [&b"ab"[..], &b"c"[..]]);
+
+        let mut response = std::pin::pin!(frames(&[b"", b"xy", b""]));
+        let mut seen = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| poll_skipping_empty_data(response.as_mut(), cx)).await
+        {
+            seen.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(seen, [&b"xy"[..]]);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use grpcproxy::ProxyOptions;
 use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::raw::{channel_body, grpc_frame, RawBackend, RawClient};
-use grpcproxy_testing::serve::{ping_backend, ping_client};
+use grpcproxy_testing::serve::{open_ping_stream, ping, ping_backend, ping_client};
 use http::{HeaderMap, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -52,11 +52,7 @@ async fn backend_dies_mid_stream_client_gets_error_without_hang() {
             let _ = tx.send(Ok(Frame::data(grpc_frame(false, b"first")))).await;
             tx.closed().await;
         });
-        let mut response = Response::new(body);
-        response
-            .headers_mut()
-            .insert("content-type", "application/grpc".parse().unwrap());
-        response
+        grpcproxy_testing::raw::grpc_response(body)
     })
     .await;
     let (proxy, stats) = proxy_to(&backend.url(), ProxyOptions::default()).await;
@@ -148,11 +144,7 @@ fn paced_response(
         trailers.insert("grpc-status", "0".parse().unwrap());
         let _ = tx.send(Ok(Frame::trailers(trailers))).await;
     });
-    let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert("content-type", "application/grpc".parse().unwrap());
-    response
+    grpcproxy_testing::raw::grpc_response(body)
 }
 
 #[tokio::test]
@@ -225,18 +217,7 @@ async fn backend_killed_mid_bidi_fails_both_directions_promptly() {
     let (backend, _service) = ping_backend().await;
     let (proxy, stats) = proxy_to(&backend.url(), ProxyOptions::default()).await;
     let mut client = ping_client(proxy.addr()).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let ping = |value: &str| PingRequest {
-        value: value.into(),
-        ..Default::default()
-    };
-    tx.send(ping("before")).await.unwrap();
-    let mut replies = client
-        .ping_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(replies.message().await.unwrap().unwrap().value, "before");
+    let (tx, mut replies) = open_ping_stream(&mut client, "before").await;
 
     backend.kill();
     let started = Instant::now();

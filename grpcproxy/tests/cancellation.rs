@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use grpcproxy::ProxyOptions;
 use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::raw::{channel_body, grpc_frame, RawBackend, RawClient};
-use http::{HeaderMap, Response};
+use http::HeaderMap;
 use http_body::Frame;
 use support::hanging::{expect_reset, hanging_backend, next_event, Seen};
 use support::{all_streams_closed, proxy_to, setup};
@@ -109,11 +109,7 @@ async fn resetting_backend(reason: h2::Reason) -> RawBackend {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let _ = tx.send(Err(Box::new(h2::Error::from(reason)) as _)).await;
         });
-        let mut response = Response::new(body);
-        response
-            .headers_mut()
-            .insert("content-type", "application/grpc".parse().unwrap());
-        response
+        grpcproxy_testing::raw::grpc_response(body)
     })
     .await
 }

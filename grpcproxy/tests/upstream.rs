@@ -180,3 +180,72 @@ async fn a_call_that_cannot_reach_its_backend_goes_to_the_alternate() {
         ))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_upstream_opens_more_connections_instead_of_queueing_calls() {
+    // The backend takes at most 10 streams per connection (as servers limit them: hyper
+    // and tonic 200, nginx 128). 50 calls open at once must all be served, over more
+    // connections, none waiting for another to end.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(10)
+            .add_service(grpcproxy_testing::serve::ping_server(
+                grpcproxy_testing::PingService::new(),
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let upstream = Upstream::builder(&format!("http://{backend}"))
+        .unwrap()
+        .max_streams_per_connection(8)
+        .max_connections(16)
+        .build()
+        .unwrap();
+    let proxy = TransparentProxy::new(NoQueue, SingleUpstream::new(upstream.clone()));
+    let proxy = TestServer::start(ProxyRoutes::new().fallback(proxy).into_routes()).await;
+    let client = ping_client(proxy.addr()).await;
+
+    const CALLS: usize = 50;
+    let all_open = std::sync::Arc::new(tokio::sync::Barrier::new(CALLS + 1));
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..CALLS {
+        let (mut client, all_open) = (client.clone(), all_open.clone());
+        calls.spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let ping = |v: String| PingRequest {
+                value: v,
+                ..Default::default()
+            };
+            tx.send(ping(format!("{i}"))).await.unwrap();
+            let mut replies = client
+                .ping_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let first = replies.message().await.unwrap().unwrap().value;
+            all_open.wait().await;
+            drop(tx);
+            assert!(replies.message().await.unwrap().is_none());
+            first == format!("{i}")
+        });
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(5), all_open.wait())
+        .await
+        .expect("all 50 calls open at once: none queued behind the backend's stream limit");
+    let stats = upstream.stats();
+    println!(
+        "50 calls open: {} backend connections",
+        stats.open_connections
+    );
+    // 8 per connection: 7 connections; concurrent picks may load one past 8, never past 10.
+    assert!(
+        (5..=8).contains(&stats.open_connections)
+            && stats.connects == stats.open_connections as u64,
+        "{stats:?}"
+    );
+    while let Some(echoed) = calls.join_next().await {
+        assert!(echoed.unwrap());
+    }
+    server.abort();
+}

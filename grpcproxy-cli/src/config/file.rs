@@ -287,9 +287,15 @@ pub(crate) struct Cluster {
     pub(crate) endpoints: Spanned<Vec<String>>,
     #[serde(default)]
     pub(crate) balance: Balance,
-    /// HTTP/2 connections kept to each endpoint.
+    /// HTTP/2 connections calls are spread over to each endpoint from the start.
     #[serde(default = "one")]
     pub(crate) connections_per_endpoint: usize,
+    /// Calls one connection carries before the next call opens another connection.
+    #[serde(default = "hundred")]
+    pub(crate) max_streams_per_connection: usize,
+    /// The most connections made to each endpoint.
+    #[serde(default = "sixty_four")]
+    pub(crate) max_connections_per_endpoint: usize,
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<Spanned<ClusterTls>>,
@@ -301,6 +307,14 @@ pub(crate) struct Cluster {
     /// How often endpoint names are resolved again (every address of a name is an endpoint).
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub(crate) dns_refresh: Duration,
+}
+
+fn hundred() -> usize {
+    100
+}
+
+fn sixty_four() -> usize {
+    64
 }
 
 fn thirty_seconds() -> Duration {
@@ -433,10 +447,31 @@ impl Config {
                     ));
                 }
             }
-            if cluster.connections_per_endpoint == 0 {
+            for (field, value) in [
+                ("connections_per_endpoint", cluster.connections_per_endpoint),
+                (
+                    "max_streams_per_connection",
+                    cluster.max_streams_per_connection,
+                ),
+                (
+                    "max_connections_per_endpoint",
+                    cluster.max_connections_per_endpoint,
+                ),
+            ] {
+                if value == 0 {
+                    return Err(Problem::new(
+                        endpoints.span(),
+                        format!("clusters.{name}.{field} must be at least 1"),
+                    ));
+                }
+            }
+            if cluster.max_connections_per_endpoint < cluster.connections_per_endpoint {
                 return Err(Problem::new(
                     endpoints.span(),
-                    format!("clusters.{name}.connections_per_endpoint must be at least 1"),
+                    format!(
+                        "clusters.{name}.max_connections_per_endpoint ({}) is below connections_per_endpoint ({})",
+                        cluster.max_connections_per_endpoint, cluster.connections_per_endpoint
+                    ),
                 ));
             }
             if let Some(tls) = &cluster.tls {

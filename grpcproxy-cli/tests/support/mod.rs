@@ -78,6 +78,26 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
     proxy
 }
 
+/// A config with an admin listener and one listener, every call routed to the cluster
+/// `backend` of one endpoint; then `extra` (more sections, such as `[limits]`).
+pub fn one_backend_config(backend: impl std::fmt::Display, extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+cluster = "backend"
+
+[clusters.backend]
+endpoints = ["{backend}"]
+{extra}"#
+    )
+}
+
 /// Writes a config file and starts the binary with it.
 pub fn start_with_config(config: &str, listeners: usize) -> (Proxy, tempfile::NamedTempFile) {
     let file = write_config(config);

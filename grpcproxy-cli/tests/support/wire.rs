@@ -91,3 +91,78 @@ pub fn grpc_request_headers(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     fields.extend_from_slice(extra);
     literal_headers(&fields)
 }
+
+/// One HTTP/2 frame as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The error code of a RST_STREAM (0x3) or GOAWAY (0x7) frame.
+    pub fn error_code(&self) -> Option<u32> {
+        let at = match self.kind {
+            0x3 => 0,
+            0x7 => 4,
+            _ => return None,
+        };
+        Some(u32::from_be_bytes(
+            self.payload.get(at..at + 4)?.try_into().ok()?,
+        ))
+    }
+}
+
+/// Reads frames until one matches `stop` (returned), the connection closes or `within`
+/// passes (`None`).
+pub async fn read_until(
+    tcp: &mut tokio::net::TcpStream,
+    within: Duration,
+    stop: impl Fn(&RawFrame) -> bool,
+) -> Option<RawFrame> {
+    let deadline = Instant::now() + within;
+    let mut buffer = Vec::new();
+    loop {
+        while buffer.len() >= 9 {
+            let len = (usize::from(buffer[0]) << 16)
+                | (usize::from(buffer[1]) << 8)
+                | usize::from(buffer[2]);
+            if buffer.len() < 9 + len {
+                break;
+            }
+            let frame = RawFrame {
+                kind: buffer[3],
+                flags: buffer[4],
+                stream: u32::from_be_bytes(buffer[5..9].try_into().unwrap()) & 0x7fff_ffff,
+                payload: buffer[9..9 + len].to_vec(),
+            };
+            buffer.drain(..9 + len);
+            if stop(&frame) {
+                return Some(frame);
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Opens a connection and sends the preface, an empty SETTINGS and `frames`.
+pub async fn connect_and_send(
+    addr: std::net::SocketAddr,
+    frames: &[Vec<u8>],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(PREFACE).await.unwrap();
+    tcp.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+    for frame in frames {
+        tcp.write_all(frame).await.unwrap();
+    }
+    tcp
+}

@@ -16,13 +16,17 @@ pub use error::{UpstreamConfigError, UpstreamError, UpstreamErrorKind};
 
 use crate::body::{BoxBody, UpstreamBody};
 use crate::Http2Settings;
-use pool::{Endpoint, Pool};
+pub(crate) use pool::InFlight;
+use pool::{Endpoint, Pool, PoolSize};
 use tls::Roots;
 
 /// A backend that calls can be forwarded to: a cheap, cloneable handle.
 ///
-/// Connections are made on first use, a fixed small number per upstream, and made again
-/// after they fail. `http://` speaks cleartext HTTP/2 (h2c); `https://` speaks TLS with
+/// Connections are made on first use and made again after they fail. Calls are spread over
+/// [`UpstreamBuilder::connections`] of them; when every connection carries
+/// [`UpstreamBuilder::max_streams_per_connection`] calls, the next call opens another (up to
+/// [`UpstreamBuilder::max_connections`]), so a backend's own per-connection stream limit
+/// (200 for hyper and tonic servers, 128 for nginx) never queues calls. `http://` speaks cleartext HTTP/2 (h2c); `https://` speaks TLS with
 /// ALPN `h2`.
 ///
 /// ```
@@ -142,8 +146,8 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, Unsent> {
         match &self.inner.transport {
             Transport::Pool(pool) => {
-                let mut sender = match pool.connection().await {
-                    Ok(sender) => sender,
+                let (mut sender, in_flight) = match pool.connection().await {
+                    Ok(connection) => connection,
                     Err(error) => {
                         return Err(Unsent {
                             error,
@@ -152,15 +156,23 @@ impl Upstream {
                     }
                 };
                 match sender.try_send_request(request).await {
-                    Ok(response) => Ok(response.map(UpstreamBody::Hyper)),
+                    Ok(response) => Ok(response.map(|body| UpstreamBody::Hyper {
+                        body,
+                        _in_flight: in_flight,
+                    })),
                     Err(mut err) => match err.take_message() {
                         // The connection closed before the request went out (GOAWAY, a dead
                         // connection): nothing reached the backend, so one retry is safe.
                         Some(request) => match pool.connection().await {
-                            Ok(mut sender) => sender
+                            Ok((mut sender, in_flight)) => sender
                                 .send_request(request)
                                 .await
-                                .map(|response| response.map(UpstreamBody::Hyper))
+                                .map(|response| {
+                                    response.map(|body| UpstreamBody::Hyper {
+                                        body,
+                                        _in_flight: in_flight,
+                                    })
+                                })
                                 .map_err(|e| Unsent {
                                     error: self.request_error(e),
                                     request: None,
@@ -368,7 +380,7 @@ pub struct UpstreamBuilder {
     scheme: Scheme,
     authority: Authority,
     host: String,
-    connections: usize,
+    size: PoolSize,
     connect_timeout: Duration,
     settings: Http2Settings,
     rewrite_authority: bool,
@@ -420,7 +432,11 @@ impl UpstreamBuilder {
             scheme,
             authority,
             host,
-            connections: 1,
+            size: PoolSize {
+                min: 1,
+                max: 64,
+                streams_per_connection: 100,
+            },
             connect_timeout: Duration::from_secs(5),
             settings: Http2Settings::default(),
             rewrite_authority: false,
@@ -430,10 +446,25 @@ impl UpstreamBuilder {
         })
     }
 
-    /// How many HTTP/2 connections to keep to this backend (default 1). Each connection is
-    /// driven by one task, so more connections spread a busy backend over more cores.
+    /// How many HTTP/2 connections calls are spread over from the start (default 1). Each
+    /// connection is driven by one task, so more connections spread a busy backend over
+    /// more cores.
     pub fn connections(mut self, n: usize) -> Self {
-        self.connections = n.max(1);
+        self.size.min = n.max(1);
+        self
+    }
+
+    /// Calls one connection carries before the next call opens another connection
+    /// (default 100, under the usual server limits of 128 to 200 streams per connection).
+    pub fn max_streams_per_connection(mut self, n: usize) -> Self {
+        self.size.streams_per_connection = n.max(1);
+        self
+    }
+
+    /// The most connections made to this backend (default 64). Past that, calls share the
+    /// connections evenly, beyond [`UpstreamBuilder::max_streams_per_connection`] each.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.size.max = n.max(1);
         self
     }
 
@@ -508,7 +539,7 @@ impl UpstreamBuilder {
                 scheme: self.scheme,
                 authority: self.authority,
                 rewrite_authority: self.rewrite_authority,
-                transport: Transport::Pool(Pool::new(endpoint, self.connections)),
+                transport: Transport::Pool(Pool::new(endpoint, self.size)),
             }),
         })
     }

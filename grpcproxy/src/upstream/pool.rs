@@ -1,4 +1,5 @@
-//! A few lazily made HTTP/2 connections to one backend, reconnected after failure.
+//! Lazily made HTTP/2 connections to one backend, reconnected after failure, and more of
+//! them when every connection carries its share of streams.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,13 +41,47 @@ struct Slot {
     ready: Mutex<Option<SendRequest<BoxBody>>>,
     /// Held while connecting, so concurrent calls share one attempt.
     connecting: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
+    /// Calls on this slot's connection now.
+    in_flight: Arc<AtomicUsize>,
 }
 
-/// Round-robins calls over a fixed number of connection slots.
+/// One call counted on its connection until dropped (with the response body).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many connections a pool keeps, and when it makes more.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSize {
+    /// Connections calls are spread over from the start.
+    pub(crate) min: usize,
+    /// The most connections it makes.
+    pub(crate) max: usize,
+    /// Calls per connection before another connection is made (while under `max`).
+    pub(crate) streams_per_connection: usize,
+}
+
+/// Round-robins calls over its connection slots, skipping full ones; when every slot in
+/// use is full, it puts one more slot to use (up to the most it has).
 #[derive(Debug)]
 pub(crate) struct Pool {
     endpoint: Endpoint,
     slots: Box<[Slot]>,
+    /// Slots in use: `min` at first, growing while every one is full.
+    active: AtomicUsize,
+    streams_per_connection: usize,
     next: AtomicUsize,
     pub(crate) connects: std::sync::atomic::AtomicU64,
     pub(crate) connect_failures: std::sync::atomic::AtomicU64,
@@ -55,10 +90,13 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(endpoint: Endpoint, connections: usize) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, size: PoolSize) -> Self {
+        let min = size.min.max(1);
         Self {
             endpoint,
-            slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
+            slots: (0..size.max.max(min)).map(|_| Slot::default()).collect(),
+            active: AtomicUsize::new(min),
+            streams_per_connection: size.streams_per_connection.max(1),
             next: AtomicUsize::new(0),
             connects: Default::default(),
             connect_failures: Default::default(),
@@ -70,9 +108,42 @@ impl Pool {
         &self.endpoint.address
     }
 
-    /// A connection ready for a new stream, connecting first if the slot has none.
-    pub(crate) async fn connection(&self) -> Result<SendRequest<BoxBody>, UpstreamError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+    /// The next slot with room for a call, putting one more slot to use when all are full.
+    fn pick(&self) -> &Slot {
+        let active = self.active.load(Ordering::Relaxed);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..active {
+            let slot = &self.slots[(start + k) % active];
+            if slot.in_flight.load(Ordering::Relaxed) < self.streams_per_connection {
+                return slot;
+            }
+        }
+        if active < self.slots.len() {
+            // Lost races mean another call grew the pool already: use the newest slot.
+            let _ = self.active.compare_exchange(
+                active,
+                active + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return &self.slots[self.active.load(Ordering::Relaxed) - 1];
+        }
+        // At the most connections: share the load evenly past the per-connection share.
+        &self.slots[start % active]
+    }
+
+    /// A connection ready for a new stream, connecting first if the slot has none; the
+    /// call is counted on it while the returned [`InFlight`] lives.
+    pub(crate) async fn connection(
+        &self,
+    ) -> Result<(SendRequest<BoxBody>, InFlight), UpstreamError> {
+        let slot = self.pick();
+        let in_flight = InFlight::new(&slot.in_flight);
+        self.sender(slot).await.map(|sender| (sender, in_flight))
+    }
+
+    /// The slot's connection, connecting first if it has none.
+    async fn sender(&self, slot: &Slot) -> Result<SendRequest<BoxBody>, UpstreamError> {
         if let Some(ready) = slot.ready_connection() {
             return Ok(ready);
         }
