@@ -11,6 +11,7 @@ mod router;
 mod run;
 mod tap;
 mod telemetry;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,10 +93,19 @@ fn main() -> std::process::ExitCode {
             .as_ref()
             .and_then(|(loaded, _)| loaded.config.server.worker_threads)
     });
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
+    // From a config file, calls run on per-core worker threads of their own and the main
+    // thread runs the rest (admin, reloads, health checks, tap); otherwise one runtime with a
+    // worker per core runs everything.
+    let serving_config = cli.command.is_none() && loaded.is_some();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = if serving_config {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers.unwrap_or(cores));
+        builder
+    };
+    let threads = workers.unwrap_or(cores);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -120,7 +130,9 @@ fn main() -> std::process::ExitCode {
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
             }
-            (None, _, _, Some((loaded, prepared))) => run::run(loaded, prepared).await.map(done),
+            (None, _, _, Some((loaded, prepared))) => {
+                run::run(loaded, prepared, threads).await.map(done)
+            }
             (None, Some(listen), Some(to), None) => quick::run(listen, &to).await.map(done),
             _ => {
                 use clap::CommandFactory;

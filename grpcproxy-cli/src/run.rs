@@ -94,7 +94,15 @@ fn reload(
     Ok((router, config))
 }
 
-pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Result<()> {
+/// Serves `loaded` on `threads` per-core workers (see [`crate::workers`]) until a signal,
+/// then drains. Runs on the main thread's runtime: the admin listener, reloads, health
+/// checks and the tap live there, with backend connections of their own.
+pub(crate) async fn run(
+    loaded: LoadedConfig,
+    prepared: Prepared,
+    threads: usize,
+) -> anyhow::Result<()> {
+    grpcproxy::worker::enter(threads);
     let config = &loaded.config;
     let Prepared {
         router,
@@ -149,21 +157,23 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
     };
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
-    for (listener, tls) in config.listeners.get_ref().iter().zip(listener_tls) {
-        let socket = tokio::net::TcpListener::bind(listener.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", listener.address))?;
-        let local = socket.local_addr()?;
-        tracing::info!(listen = %local, tls = tls.is_some(), config = %loaded.path.display(), "grpcproxy listening");
-        let mut stopped = stopped.clone();
-        let options = ServerOptions {
-            tls,
-            ..server_options.clone()
-        };
-        servers.spawn(server::serve(socket, proxy.clone(), options, async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }));
+    let listeners = config
+        .listeners
+        .get_ref()
+        .iter()
+        .zip(listener_tls)
+        .map(|(listener, tls)| crate::workers::Listener {
+            address: listener.address,
+            options: ServerOptions {
+                tls,
+                ..server_options.clone()
+            },
+        })
+        .collect();
+    let (workers, bound) =
+        crate::workers::start(threads, listeners, proxy.clone(), stopped).await?;
+    for (listener, local) in config.listeners.get_ref().iter().zip(bound) {
+        tracing::info!(listen = %local, tls = listener.tls.is_some(), workers = threads, config = %loaded.path.display(), "grpcproxy listening");
     }
     let reloader = tokio::spawn(reload_on_sighup(
         loaded.path.clone(),
@@ -178,9 +188,7 @@ pub(crate) async fn run(loaded: LoadedConfig, prepared: Prepared) -> anyhow::Res
         admin.draining.store(true, Ordering::Release);
     }
     let _ = stop.send(true);
-    while let Some(result) = servers.join_next().await {
-        result??;
-    }
+    workers.join().await?;
     tap.flush(config.server.drain_timeout).await;
     tracing::info!(
         live_streams = proxy.stats().live_streams(),

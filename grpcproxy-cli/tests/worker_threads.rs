@@ -1,35 +1,50 @@
-//! `server.worker_threads` and `--worker-threads` set how many threads run calls.
+//! `server.worker_threads` and `--worker-threads` set how many threads run calls: from a
+//! config file, per-core worker threads of their own (`grpcproxy-wN`); in quick mode,
+//! tokio's workers.
 
 mod support;
 
 use std::time::Duration;
 
-/// The proxy's worker threads once their count is stable: threads take their name as they
-/// start, so the count is read until it reaches `expected`, then again a little later.
-fn workers(proxy: &support::Proxy, expected: usize) -> usize {
+/// The proxy's threads named as call workers once their count is stable: threads take
+/// their name as they start, so the count is read until it reaches `expected`, then again
+/// a little later.
+fn workers(proxy: &support::Proxy, named: fn(&str) -> bool, expected: usize) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while named_workers(proxy) != expected && std::time::Instant::now() < deadline {
+    while named_workers(proxy, named) != expected && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    named_workers(proxy)
+    named_workers(proxy, named)
 }
 
-/// The proxy's threads named by tokio as call workers.
-fn named_workers(proxy: &support::Proxy) -> usize {
+fn named_workers(proxy: &support::Proxy, named: fn(&str) -> bool) -> usize {
     let tasks = format!("/proc/{}/task", proxy.child.id());
     std::fs::read_dir(tasks)
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        .filter(|name| name.trim() == "tokio-rt-worker")
+        .filter(|name| named(name.trim()))
         .count()
+}
+
+fn per_core(name: &str) -> bool {
+    name.starts_with("grpcproxy-w")
+}
+
+fn tokio_worker(name: &str) -> bool {
+    name == "tokio-rt-worker"
 }
 
 #[test]
 fn the_config_and_the_flag_set_the_worker_count() {
     let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[server]\nworker_threads = 3\n";
     let (mut proxy, _file) = support::start_with_config(config, 1);
-    assert_eq!(workers(&proxy, 3), 3);
+    assert_eq!(workers(&proxy, per_core, 3), 3);
+    assert_eq!(
+        named_workers(&proxy, tokio_worker),
+        0,
+        "the main thread runs the rest"
+    );
     support::sigterm(&proxy);
     assert!(support::wait_exit(&mut proxy, Duration::from_secs(10)).success());
 
@@ -44,7 +59,7 @@ fn the_config_and_the_flag_set_the_worker_count() {
         ],
         1,
     );
-    assert_eq!(workers(&quick, 1), 1);
+    assert_eq!(workers(&quick, tokio_worker, 1), 1);
     support::sigterm(&quick);
     assert!(support::wait_exit(&mut quick, Duration::from_secs(10)).success());
 }

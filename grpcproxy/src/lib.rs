@@ -57,6 +57,7 @@ mod server_tls;
 mod settings;
 pub mod status;
 pub(crate) mod upstream;
+pub mod worker;
 
 pub use body::ResponseBody;
 pub use call::{CallInfo, ConnectionInfo};

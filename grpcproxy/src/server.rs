@@ -282,11 +282,11 @@ where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let peer = self.info.remote_addr;
-        let (streams, mut open) = tokio::sync::watch::channel(0usize);
+        let streams = Arc::new(StreamCount::new());
         let service = WithConnectionInfo {
             inner: self.service,
             info: self.info,
-            streams: Arc::new(streams),
+            streams: streams.clone(),
         };
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -298,7 +298,7 @@ where
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                () = idle(&mut open, self.idle_timeout), if !closing => {
+                () = idle(&streams, self.idle_timeout), if !closing => {
                     tracing::debug!(peer = ?peer, "closing an idle client connection");
                     closing = true;
                     connection.as_mut().graceful_shutdown();
@@ -311,20 +311,64 @@ where
     }
 }
 
-/// Completes once no stream has been open for `timeout` (never without a timeout).
-async fn idle(open: &mut tokio::sync::watch::Receiver<usize>, timeout: Option<Duration>) {
+/// The open streams of one connection, and since when it has had none. Plain atomics: a
+/// stream opening or closing wakes nothing and touches no timer.
+#[derive(Debug)]
+struct StreamCount {
+    open: AtomicUsize,
+    started: std::time::Instant,
+    /// When the last stream closed, in milliseconds since `started`.
+    idle_since_ms: AtomicU64,
+}
+
+impl StreamCount {
+    fn new() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            started: std::time::Instant::now(),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn opened(&self) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn closed(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.idle_since_ms.store(ms, Ordering::Release);
+        }
+    }
+
+    /// When the connection becomes idle for `timeout`, if no stream opens before; `None`
+    /// while a stream is open.
+    fn idle_at(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(tokio::time::Instant::from_std(
+            self.started + since + timeout,
+        ))
+    }
+}
+
+/// Completes once no stream has been open for `timeout` (never without a timeout). One
+/// timer per connection, moved only when it fires early: per-call work stays timer-free.
+async fn idle(streams: &StreamCount, timeout: Option<Duration>) {
     let Some(timeout) = timeout else {
         return std::future::pending().await;
     };
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
     loop {
-        if open.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
-        }
-        if tokio::time::timeout(timeout, open.wait_for(|n| *n > 0))
-            .await
-            .is_err()
-        {
-            return;
+        sleep.as_mut().await;
+        let now = tokio::time::Instant::now();
+        match streams.idle_at(timeout) {
+            Some(idle_at) if now >= idle_at => return,
+            Some(idle_at) => sleep.as_mut().reset(idle_at),
+            None => sleep.as_mut().reset(now + timeout),
         }
     }
 }
@@ -359,7 +403,7 @@ async fn answer_http1(mut stream: TcpStream) {
 struct WithConnectionInfo<S> {
     inner: S,
     info: ConnectionInfo,
-    streams: Arc<tokio::sync::watch::Sender<usize>>,
+    streams: Arc<StreamCount>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for WithConnectionInfo<S>
@@ -372,7 +416,7 @@ where
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.info.clone());
-        self.streams.send_modify(|n| *n += 1);
+        self.streams.opened();
         let stream = OpenStream(self.streams.clone());
         CountedFuture {
             inner: self.inner.clone().call(request),
@@ -383,11 +427,11 @@ where
 
 /// One open stream of a connection, counted until dropped.
 #[derive(Debug)]
-struct OpenStream(Arc<tokio::sync::watch::Sender<usize>>);
+struct OpenStream(Arc<StreamCount>);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.0.closed();
     }
 }
 

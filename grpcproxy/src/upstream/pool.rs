@@ -62,7 +62,7 @@ impl Drop for InFlight {
     }
 }
 
-/// How many connections a pool keeps, and when it makes more.
+/// How many connections a pool keeps (per worker thread), and when it makes more.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolSize {
     /// Connections calls are spread over from the start.
@@ -73,53 +73,41 @@ pub(crate) struct PoolSize {
     pub(crate) streams_per_connection: usize,
 }
 
-/// Round-robins calls over its connection slots, skipping full ones; when every slot in
-/// use is full, it puts one more slot to use (up to the most it has).
+/// Most worker threads with connection groups of their own (see [`crate::worker`]).
+const MAX_WORKERS: usize = 256;
+
+/// The connections of one worker thread: round-robins calls over its slots, skipping full
+/// ones; when every slot in use is full, it puts one more slot to use (up to the most).
 #[derive(Debug)]
-pub(crate) struct Pool {
-    endpoint: Endpoint,
+struct Group {
     slots: Box<[Slot]>,
     /// Slots in use: `min` at first, growing while every one is full.
     active: AtomicUsize,
-    streams_per_connection: usize,
     next: AtomicUsize,
-    pub(crate) connects: std::sync::atomic::AtomicU64,
-    pub(crate) connect_failures: std::sync::atomic::AtomicU64,
-    /// Connections whose task is still running (handshake done, not yet closed).
-    pub(crate) open: Arc<AtomicUsize>,
 }
 
-impl Pool {
-    pub(crate) fn new(endpoint: Endpoint, size: PoolSize) -> Self {
+impl Group {
+    fn new(size: PoolSize) -> Self {
         let min = size.min.max(1);
         Self {
-            endpoint,
             slots: (0..size.max.max(min)).map(|_| Slot::default()).collect(),
             active: AtomicUsize::new(min),
-            streams_per_connection: size.streams_per_connection.max(1),
             next: AtomicUsize::new(0),
-            connects: Default::default(),
-            connect_failures: Default::default(),
-            open: Default::default(),
         }
     }
 
-    pub(crate) fn address(&self) -> &Arc<str> {
-        &self.endpoint.address
-    }
-
     /// The next slot with room for a call, putting one more slot to use when all are full.
-    fn pick(&self) -> &Slot {
+    fn pick(&self, streams_per_connection: usize) -> &Slot {
         let active = self.active.load(Ordering::Relaxed);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..active {
             let slot = &self.slots[(start + k) % active];
-            if slot.in_flight.load(Ordering::Relaxed) < self.streams_per_connection {
+            if slot.in_flight.load(Ordering::Relaxed) < streams_per_connection {
                 return slot;
             }
         }
         if active < self.slots.len() {
-            // Lost races mean another call grew the pool already: use the newest slot.
+            // Lost races mean another call grew the group already: use the newest slot.
             let _ = self.active.compare_exchange(
                 active,
                 active + 1,
@@ -131,13 +119,53 @@ impl Pool {
         // At the most connections: share the load evenly past the per-connection share.
         &self.slots[start % active]
     }
+}
+
+/// The connections to one backend: a group per worker thread, made on its first call.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    endpoint: Endpoint,
+    size: PoolSize,
+    groups: Box<[std::sync::OnceLock<Group>]>,
+    pub(crate) connects: std::sync::atomic::AtomicU64,
+    pub(crate) connect_failures: std::sync::atomic::AtomicU64,
+    /// Connections whose task is still running (handshake done, not yet closed).
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    pub(crate) fn new(endpoint: Endpoint, size: PoolSize) -> Self {
+        Self {
+            endpoint,
+            size: PoolSize {
+                streams_per_connection: size.streams_per_connection.max(1),
+                ..size
+            },
+            groups: (0..MAX_WORKERS)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            connects: Default::default(),
+            connect_failures: Default::default(),
+            open: Default::default(),
+        }
+    }
+
+    pub(crate) fn address(&self) -> &Arc<str> {
+        &self.endpoint.address
+    }
+
+    /// The calling worker thread's group of connections.
+    fn group(&self) -> &Group {
+        let index = crate::worker::current().unwrap_or(0) % self.groups.len();
+        self.groups[index].get_or_init(|| Group::new(self.size))
+    }
 
     /// A connection ready for a new stream, connecting first if the slot has none; the
     /// call is counted on it while the returned [`InFlight`] lives.
     pub(crate) async fn connection(
         &self,
     ) -> Result<(SendRequest<BoxBody>, InFlight), UpstreamError> {
-        let slot = self.pick();
+        let slot = self.group().pick(self.size.streams_per_connection);
         let in_flight = InFlight::new(&slot.in_flight);
         self.sender(slot).await.map(|sender| (sender, in_flight))
     }
