@@ -122,8 +122,8 @@ pub(crate) struct Server {
     pub(crate) drain_timeout: Duration,
     /// Also reload when the file changes (checked every second), not only on SIGHUP.
     pub(crate) watch_config: bool,
-    /// Threads that run calls (at least 1); default: one per core. On a machine shared with
-    /// busy neighbours, fewer threads hand fewer calls between cores (see BENCHMARKS.md).
+    /// Threads that run calls (at least 1); default: one per core. Each runs its own event
+    /// loop, listener sockets and backend connections (see `workers.rs`).
     pub(crate) worker_threads: Option<usize>,
 }
 
