@@ -15,7 +15,7 @@ use grpcproxy_testing::raw::{channel_body, grpc_frame, header_map, RawBackend, R
 use grpcproxy_testing::serve::{ping_backend, ping_client};
 use grpcproxy_testing::TestServer;
 use http_body::Frame;
-use support::baseline::{assert_back_to, baseline, rss_mib};
+use support::baseline::{assert_back_to, baseline, metric, rss_mib};
 use support::wire::{goaway_code, h2_frame, wait_for_close, PREFACE};
 use support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,7 +76,7 @@ fn well_behaved_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
-    let (_backend, proxy, _file) = warmed_proxy("").await;
+    let (backend, proxy, _file) = warmed_proxy("").await;
     let addr = proxy.listening[0];
     let before = baseline(&proxy);
 
@@ -110,6 +110,18 @@ async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
         started.elapsed()
     );
     assert_served(calls, failures, slowest);
+    // Streams reset as they open never reach the backend: had their HEADERS and RST_STREAM
+    // gone out, the backend's own reset limit would have closed connections every client
+    // shares (GOAWAY ENHANCE_YOUR_CALM). Every connection the proxy made is still open.
+    let endpoint = format!("{{cluster=\"backend\",endpoint=\"{}\"}}", backend.addr());
+    let admin = proxy.admin.unwrap();
+    let connects = metric(
+        admin,
+        &format!("grpcproxy_upstream_connects_total{endpoint}"),
+    );
+    let open = metric(admin, &format!("grpcproxy_upstream_connections{endpoint}"));
+    eprintln!("rapid reset: backend connections made {connects}, open {open}");
+    assert_eq!(open, connects, "the backend closed a shared connection");
     assert_back_to(&proxy, before).await;
 }
 

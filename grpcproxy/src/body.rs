@@ -27,11 +27,8 @@ pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxE
 /// A backend's response body: from grpcproxy's own connections or from a tonic `Channel`.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
-    /// The call stays counted on its connection while the body lives.
-    Hyper {
-        body: hyper::body::Incoming,
-        _in_flight: crate::upstream::InFlight,
-    },
+    /// From grpcproxy's own connections.
+    Pool(crate::upstream::ResponseStream),
     Tonic(tonic::body::Body),
 }
 
@@ -44,21 +41,21 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Hyper { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Pool(body) => Pin::new(body).poll_frame(cx),
             UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Hyper { body, .. } => body.is_end_stream(),
+            UpstreamBody::Pool(body) => body.is_end_stream(),
             UpstreamBody::Tonic(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Hyper { body, .. } => body.size_hint(),
+            UpstreamBody::Pool(body) => body.size_hint(),
             UpstreamBody::Tonic(body) => body.size_hint(),
         }
     }
@@ -112,7 +109,7 @@ impl MessageLimit {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RequestBodyError {
     /// The client's stream failed (reset, disconnect); the source keeps its h2 reason so
-    /// hyper resets the backend stream with the same one.
+    /// the backend stream is reset with the same one.
     #[error("client request stream failed")]
     Client(#[source] BoxError),
     /// The proxy ended the call; the backend stream is reset with CANCEL.

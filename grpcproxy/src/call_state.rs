@@ -46,7 +46,7 @@ pub(crate) enum AbortReason {
     Idle = 5,
 }
 
-/// One call's shared state: held by the request body (in hyper's pipe to the backend),
+/// One call's shared state: held by the request body (in the pipe to the backend),
 /// the response body (towards the client) and the call future; the call is live until
 /// all of them are gone.
 #[derive(Debug)]

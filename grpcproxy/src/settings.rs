@@ -19,7 +19,8 @@ pub struct Http2Settings {
     pub initial_stream_window_size: u32,
     /// Flow-control window of the whole connection, in bytes.
     pub initial_connection_window_size: u32,
-    /// Let hyper grow the windows from measured bandwidth-delay (overrides the sizes above).
+    /// Let hyper grow the windows from measured bandwidth-delay (overrides the sizes above)
+    /// on client connections; backend connections keep the fixed sizes.
     pub adaptive_window: bool,
     /// Largest DATA frame payload to accept, in bytes (16 KiB to 16 MiB).
     pub max_frame_size: u32,

@@ -1,5 +1,6 @@
 //! The transparent handler: a tower service that forwards every gRPC call it receives.
 
+mod bounded;
 mod options;
 mod reject;
 
@@ -8,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST, TE};
@@ -22,6 +23,7 @@ use tower_service::Service;
 
 pub use options::ProxyOptions;
 
+use bounded::Bounded;
 use options::effective_timeout;
 
 use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody, ResponseGuard};
@@ -124,8 +126,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.forward(request).await) })
+        Box::pin(self.shared.clone().forward(request))
     }
 }
 
@@ -135,22 +136,25 @@ fn status_response(status: Status) -> Response<ResponseBody> {
 }
 
 impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
-    async fn forward<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    async fn forward<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+    ) -> Result<Response<ResponseBody>, Infallible>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         if let Some(rejection) = reject::non_grpc_request(&request) {
-            return rejection;
+            return Ok(rejection);
         }
         let (mut parts, body) = request.into_parts();
         let path = match parts.uri.path_and_query() {
             Some(path) if split_method(path.path()).is_some() => path.clone(),
             _ => {
-                return status_response(Status::unimplemented(format!(
+                return Ok(status_response(Status::unimplemented(format!(
                     "malformed method name {:?}: expected /package.Service/Method",
                     parts.uri.path()
-                )))
+                ))))
             }
         };
         let received = Instant::now();
@@ -161,7 +165,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .transpose()
         {
             Ok(requested) => requested,
-            Err(invalid) => return status_response(Status::internal(invalid.to_string())),
+            Err(invalid) => return Ok(status_response(Status::internal(invalid.to_string()))),
         };
         let client_authority = parts.uri.authority().cloned().or_else(|| {
             let host = parts.headers.get(HOST)?;
@@ -185,10 +189,10 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .options
             .effective_timeout(requested)
             .map(|t| received + t);
-        let target = match within(director_deadline, self.director.direct(call_info)).await {
-            Some(Ok(target)) => target,
-            Some(Err(status)) => return status_response(status),
-            None => return status_response(abort_status(AbortReason::Deadline, None)),
+        let target = match Bounded::new(self.director.direct(call_info), director_deadline).await {
+            Ok(Ok(target)) => target,
+            Ok(Err(status)) => return Ok(status_response(status)),
+            Err(_) => return Ok(status_response(abort_status(AbortReason::Deadline, None))),
         };
         let (upstream, metadata, overrides) = target.into_parts();
         if let Some(director_guard) = overrides.guard {
@@ -249,9 +253,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         *outgoing.headers_mut() = headers;
 
         let alternate = overrides.alternate;
-        let sent = within(
-            deadline,
-            until_idle(&call, idle, async {
+        let sent = Bounded::new(
+            async {
                 match upstream.try_send(outgoing).await {
                     Ok(response) => Ok((response, upstream)),
                     Err(Unsent {
@@ -269,36 +272,39 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                             alternate.shared_address().clone(),
                             upstream.shared_address().clone(),
                         );
-                        match alternate.try_send(request).await {
+                        // Boxed: the rare path should not double every call's future.
+                        match Box::pin(alternate.try_send(request)).await {
                             Ok(response) => Ok((response, alternate)),
                             Err(unsent) => Err(unsent.error),
                         }
                     }
                     Err(unsent) => Err(unsent.error),
                 }
-            }),
-        );
+            },
+            deadline,
+        )
+        .or_idle(&call, idle);
         let (response, upstream) = match sent.await {
-            Some(Some(Ok(sent))) => sent,
-            Some(None) => {
+            Ok(Ok(sent)) => sent,
+            Err(AbortReason::Idle) => {
                 call.abort(AbortReason::Idle);
                 let status = abort_status(AbortReason::Idle, None);
                 call.set_status(status.code());
-                return status_response(status);
+                return Ok(status_response(status));
             }
-            Some(Some(Err(err))) => {
+            Ok(Err(err)) => {
                 let status = match call.abort_reason() {
                     Some(reason) => abort_status(reason, limit),
                     None => err.to_status(),
                 };
                 tracing::debug!(error = %err, code = ?status.code(), "call failed before response headers");
                 call.set_status(status.code());
-                return status_response(status);
+                return Ok(status_response(status));
             }
-            None => {
+            Err(_) => {
                 call.abort(AbortReason::Deadline);
                 call.set_status(tonic::Code::DeadlineExceeded);
-                return status_response(abort_status(AbortReason::Deadline, None));
+                return Ok(status_response(abort_status(AbortReason::Deadline, None)));
             }
         };
         if deadline.is_some_and(|d| Instant::now() >= d) && is_error_status(response.headers()) {
@@ -306,7 +312,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             // scheduling hair; past the deadline the call's outcome is DEADLINE_EXCEEDED.
             call.abort(AbortReason::Deadline);
             call.set_status(tonic::Code::DeadlineExceeded);
-            return status_response(abort_status(AbortReason::Deadline, None));
+            return Ok(status_response(abort_status(AbortReason::Deadline, None)));
         }
         call.set_status_from(response.headers());
         if let (Some(tap), true) = (call.tap(), http_body::Body::is_end_stream(response.body())) {
@@ -317,7 +323,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             edits.apply(response.headers_mut());
         }
         let backend = upstream.shared_address().clone();
-        response.map(|body| ResponseBody::forward(body, guard, deadline, idle, limit, backend))
+        Ok(response.map(|body| ResponseBody::forward(body, guard, deadline, idle, limit, backend)))
     }
 }
 
@@ -326,39 +332,6 @@ pub(crate) fn is_error_status(headers: &http::HeaderMap) -> bool {
     headers
         .get("grpc-status")
         .is_some_and(|status| status.as_bytes() != b"0")
-}
-
-/// Runs `future` until the call has been idle for `timeout`; `None` if it went idle first.
-/// The request's messages count as activity while the proxy waits for response headers.
-async fn until_idle<F: Future>(
-    call: &CallState,
-    timeout: Option<Duration>,
-    future: F,
-) -> Option<F::Output> {
-    let Some(timeout) = timeout else {
-        return Some(future.await);
-    };
-    let idle = async {
-        loop {
-            let idle_at = call.idle_at(timeout);
-            if Instant::now() >= idle_at {
-                return;
-            }
-            tokio::time::sleep_until(idle_at).await;
-        }
-    };
-    tokio::select! {
-        output = future => Some(output),
-        () = idle => None,
-    }
-}
-
-/// Runs `future` until `deadline`; `None` if the deadline came first.
-async fn within<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
-        None => Some(future.await),
-    }
 }
 
 fn append_forwarded_for(headers: &mut http::HeaderMap, ip: std::net::IpAddr) {

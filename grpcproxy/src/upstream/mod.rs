@@ -1,7 +1,10 @@
 //! Upstreams: handles to the HTTP/2 backends calls are forwarded to.
 
+mod connection;
 mod error;
+mod exchange;
 mod pool;
+mod response;
 mod tls;
 
 use std::sync::Arc;
@@ -16,8 +19,10 @@ pub use error::{UpstreamConfigError, UpstreamError, UpstreamErrorKind};
 
 use crate::body::{BoxBody, UpstreamBody};
 use crate::Http2Settings;
+use exchange::NotStarted;
 pub(crate) use pool::InFlight;
 use pool::{Endpoint, Pool, PoolSize};
+pub(crate) use response::ResponseStream;
 use tls::Roots;
 
 /// A backend that calls can be forwarded to: a cheap, cloneable handle.
@@ -145,50 +150,7 @@ impl Upstream {
         request: Request<BoxBody>,
     ) -> Result<Response<UpstreamBody>, Unsent> {
         match &self.inner.transport {
-            Transport::Pool(pool) => {
-                let (mut sender, in_flight) = match pool.connection().await {
-                    Ok(connection) => connection,
-                    Err(error) => {
-                        return Err(Unsent {
-                            error,
-                            request: Some(request),
-                        })
-                    }
-                };
-                match sender.try_send_request(request).await {
-                    Ok(response) => Ok(response.map(|body| UpstreamBody::Hyper {
-                        body,
-                        _in_flight: in_flight,
-                    })),
-                    Err(mut err) => match err.take_message() {
-                        // The connection closed before the request went out (GOAWAY, a dead
-                        // connection): nothing reached the backend, so one retry is safe.
-                        Some(request) => match pool.connection().await {
-                            Ok((mut sender, in_flight)) => sender
-                                .send_request(request)
-                                .await
-                                .map(|response| {
-                                    response.map(|body| UpstreamBody::Hyper {
-                                        body,
-                                        _in_flight: in_flight,
-                                    })
-                                })
-                                .map_err(|e| Unsent {
-                                    error: self.request_error(e),
-                                    request: None,
-                                }),
-                            Err(error) => Err(Unsent {
-                                error,
-                                request: Some(request),
-                            }),
-                        },
-                        None => Err(Unsent {
-                            error: self.request_error(err.into_error()),
-                            request: None,
-                        }),
-                    },
-                }
-            }
+            Transport::Pool(pool) => self.send_pooled(pool, request).await,
             Transport::Channel { channel, .. } => {
                 use tower_service::Service;
                 let mut channel = channel.clone();
@@ -196,13 +158,66 @@ impl Upstream {
                     std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
                     channel.call(request.map(tonic::body::Body::new)).await
                 };
-                sent.await
+                // Boxed: tower's futures are large, and this is not the main path.
+                Box::pin(sent)
+                    .await
                     .map(|response| response.map(UpstreamBody::Tonic))
                     .map_err(|e| Unsent {
                         error: self.request_error(e),
                         request: None,
                     })
             }
+        }
+    }
+
+    /// Sends on the pool's connections; a connection found closed (GOAWAY, lost) before the
+    /// request left costs one retry on another connection.
+    async fn send_pooled(
+        &self,
+        pool: &Pool,
+        request: Request<BoxBody>,
+    ) -> Result<Response<UpstreamBody>, Unsent> {
+        let mut request = request;
+        let mut retried = false;
+        loop {
+            let (connection, in_flight) = match pool.connection().await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    return Err(Unsent {
+                        error,
+                        request: Some(request),
+                    })
+                }
+            };
+            let failed = match exchange::start(&connection, request) {
+                Ok(response) => {
+                    return match exchange::response(response, in_flight).await {
+                        Ok(response) => Ok(response.map(UpstreamBody::Pool)),
+                        Err(e) => Err(Unsent {
+                            error: self.request_error(e),
+                            request: None,
+                        }),
+                    }
+                }
+                Err(NotStarted::Closed(back, _)) if !retried => {
+                    retried = true;
+                    request = *back;
+                    continue;
+                }
+                Err(NotStarted::Closed(back, e)) => Unsent {
+                    error: self.request_error(e),
+                    request: Some(*back),
+                },
+                Err(NotStarted::Refused(e)) => Unsent {
+                    error: self.request_error(e),
+                    request: None,
+                },
+                Err(NotStarted::BodyFailed(e)) => Unsent {
+                    error: self.request_error(e),
+                    request: None,
+                },
+            };
+            return Err(failed);
         }
     }
 

@@ -5,14 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::connection::{handshake, Connection};
 use super::{UpstreamError, UpstreamErrorKind};
-use crate::body::BoxBody;
 use crate::Http2Settings;
 
 /// How to reach the backend: address, TLS, and HTTP/2 settings.
@@ -38,7 +36,7 @@ impl std::fmt::Debug for Endpoint {
 /// One connection slot: a ready connection, or the last failure to make one.
 #[derive(Debug, Default)]
 struct Slot {
-    ready: Mutex<Option<SendRequest<BoxBody>>>,
+    ready: Mutex<Option<Connection>>,
     /// Held while connecting, so concurrent calls share one attempt.
     connecting: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
     /// Calls on this slot's connection now.
@@ -162,16 +160,21 @@ impl Pool {
 
     /// A connection ready for a new stream, connecting first if the slot has none; the
     /// call is counted on it while the returned [`InFlight`] lives.
-    pub(crate) async fn connection(
-        &self,
-    ) -> Result<(SendRequest<BoxBody>, InFlight), UpstreamError> {
+    pub(crate) async fn connection(&self) -> Result<(Connection, InFlight), UpstreamError> {
         let slot = self.group().pick(self.size.streams_per_connection);
         let in_flight = InFlight::new(&slot.in_flight);
-        self.sender(slot).await.map(|sender| (sender, in_flight))
+        if let Some(ready) = slot.ready_connection() {
+            return Ok((ready, in_flight));
+        }
+        // Boxed: waiting for a connection is rare, and inline its future would grow every
+        // call's future.
+        Box::pin(self.slot_connection(slot))
+            .await
+            .map(|connection| (connection, in_flight))
     }
 
     /// The slot's connection, connecting first if it has none.
-    async fn sender(&self, slot: &Slot) -> Result<SendRequest<BoxBody>, UpstreamError> {
+    async fn slot_connection(&self, slot: &Slot) -> Result<Connection, UpstreamError> {
         if let Some(ready) = slot.ready_connection() {
             return Ok(ready);
         }
@@ -187,14 +190,12 @@ impl Pool {
                 return Err(err.clone());
             }
         }
-        // Boxed: the connect future (TCP, TLS, HTTP/2 handshake) is large, and inline it
-        // would make every call's future that large, to be moved on every call.
-        match Box::pin(self.connect()).await {
-            Ok(sender) => {
+        match self.connect().await {
+            Ok(connection) => {
                 self.connects.fetch_add(1, Ordering::Relaxed);
                 *last_failure = None;
-                *slot.ready.lock().expect("slot lock poisoned") = Some(sender.clone());
-                Ok(sender)
+                *slot.ready.lock().expect("slot lock poisoned") = Some(connection.clone());
+                Ok(connection)
             }
             Err(err) => {
                 self.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -204,7 +205,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<BoxBody>, UpstreamError> {
+    async fn connect(&self) -> Result<Connection, UpstreamError> {
         let endpoint = &self.endpoint;
         let address = endpoint.address.clone();
         let attempt = async {
@@ -231,66 +232,15 @@ impl Pool {
 }
 
 impl Slot {
-    fn ready_connection(&self) -> Option<SendRequest<BoxBody>> {
+    fn ready_connection(&self) -> Option<Connection> {
         let mut ready = self.ready.lock().expect("slot lock poisoned");
         match ready.as_ref() {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(connection) if connection.is_usable() => Some(connection.clone()),
             Some(_) => {
                 *ready = None;
                 None
             }
             None => None,
         }
-    }
-}
-
-async fn handshake<T>(
-    address: &Arc<str>,
-    settings: &Http2Settings,
-    io: T,
-    open: &Arc<AtomicUsize>,
-) -> Result<SendRequest<BoxBody>, UpstreamError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(settings.initial_stream_window_size)
-        .initial_connection_window_size(settings.initial_connection_window_size)
-        .adaptive_window(settings.adaptive_window)
-        .max_frame_size(settings.max_frame_size)
-        .max_header_list_size(settings.max_header_list_size)
-        .keep_alive_interval(settings.keep_alive_interval)
-        .keep_alive_timeout(settings.keep_alive_timeout)
-        .keep_alive_while_idle(settings.keep_alive_interval.is_some());
-    let (sender, connection) = builder
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
-    let address = address.clone();
-    let open = OpenConnection::new(open.clone());
-    tokio::spawn(async move {
-        let _open = open;
-        if let Err(e) = connection.await {
-            tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
-        }
-    });
-    Ok(sender)
-}
-
-/// Counts one backend connection as open until its task ends.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn new(open: Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        Self(open)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

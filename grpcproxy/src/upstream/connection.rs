@@ -1,0 +1,129 @@
+//! One HTTP/2 connection to a backend, driven by h2 directly: its handshake, the task that
+//! runs it (with keepalive PINGs), and whether it still takes new calls.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{UpstreamError, UpstreamErrorKind};
+use crate::Http2Settings;
+
+/// A handshaken connection: clones share it; calls open streams on it.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    sender: SendRequest<Bytes>,
+    /// False once the connection task ended or the connection refused a new stream
+    /// (GOAWAY, a connection error): the pool then makes a new one.
+    usable: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Whether new calls may still use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Relaxed)
+    }
+
+    /// Stops handing this connection to new calls (it keeps serving the calls it has).
+    pub(crate) fn retire(&self) {
+        self.usable.store(false, Ordering::Relaxed);
+    }
+
+    /// A handle to open one stream with.
+    pub(crate) fn sender(&self) -> SendRequest<Bytes> {
+        self.sender.clone()
+    }
+}
+
+/// Runs the HTTP/2 handshake over `io` and spawns the task that drives the connection,
+/// counted in `open` until it ends.
+pub(crate) async fn handshake<T>(
+    address: &Arc<str>,
+    settings: &Http2Settings,
+    io: T,
+    open: &Arc<AtomicUsize>,
+) -> Result<Connection, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(settings.initial_stream_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list_size)
+        // What hyper's client sets: bounded per-stream send buffers, no server push.
+        .max_send_buffer_size(1 << 20)
+        .max_local_error_reset_streams(Some(1024))
+        .enable_push(false);
+    let (sender, mut connection) = builder
+        .handshake::<T, Bytes>(io)
+        .await
+        .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
+    let usable = Arc::new(AtomicBool::new(true));
+    let keepalive = settings.keep_alive_interval.and_then(|interval| {
+        let pings = connection.ping_pong()?;
+        Some(keepalive(pings, interval, settings.keep_alive_timeout))
+    });
+    let running = Running::new(open.clone(), usable.clone());
+    let address = address.clone();
+    tokio::spawn(async move {
+        let _running = running;
+        let ended = match keepalive {
+            None => connection.await,
+            Some(keepalive) => tokio::select! {
+                ended = &mut connection => ended,
+                silent = keepalive => {
+                    // Dropping the connection fails its streams as a lost connection.
+                    tracing::debug!(backend = %address, "backend did not answer a keepalive PING in {silent:?}; closing the connection");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = ended {
+            tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
+        }
+    });
+    Ok(Connection { sender, usable })
+}
+
+/// Sends a PING every `interval`; returns (with the timeout) when one goes unanswered for
+/// `timeout`. A PING that cannot be sent means the connection is ending: it waits forever
+/// then, and the connection's own end wins.
+async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> Duration {
+    loop {
+        tokio::time::sleep(interval).await;
+        if pings.send_ping(h2::Ping::opaque()).is_err() {
+            return std::future::pending().await;
+        }
+        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
+        match tokio::time::timeout(timeout, pong).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return timeout,
+        }
+    }
+}
+
+/// Counts one backend connection as open until its task ends, then marks it unusable.
+struct Running {
+    open: Arc<AtomicUsize>,
+    usable: Arc<AtomicBool>,
+}
+
+impl Running {
+    fn new(open: Arc<AtomicUsize>, usable: Arc<AtomicBool>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self { open, usable }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.usable.store(false, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

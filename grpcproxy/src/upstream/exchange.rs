@@ -1,0 +1,207 @@
+//! One call over a backend connection: the request head goes out with whatever of the
+//! request body is ready (one write for a unary call), the rest of the body follows as the
+//! stream's window allows, and the response comes back as a [`ResponseStream`].
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::Bytes;
+use h2::client::ResponseFuture;
+use h2::{Reason, SendStream};
+use http::{Request, Response};
+use http_body::Body;
+
+use super::connection::Connection;
+use super::response::ResponseStream;
+use super::InFlight;
+use crate::body::{BoxBody, BoxError};
+
+/// Why a call could not be started on a connection.
+pub(crate) enum NotStarted {
+    /// The connection takes no new streams (GOAWAY, closed); nothing was sent, so the
+    /// request comes back to be sent on another connection.
+    Closed(Box<Request<BoxBody>>, h2::Error),
+    /// h2 refused the request itself (malformed headers).
+    Refused(h2::Error),
+    /// The request body failed before anything was sent (the client reset the stream, the
+    /// proxy ended the call): the backend never hears of the call.
+    BodyFailed(BoxError),
+}
+
+/// Opens a stream on `connection` for `request`, sending the head together with the body
+/// frame that is ready now (a unary call leaves in one write); the rest of the body is
+/// piped by a task of its own.
+///
+/// Not async: nothing here waits. Body polls made here use a no-op waker; when the body has
+/// nothing ready, the pipe task polls it again with its own.
+pub(crate) fn start(
+    connection: &Connection,
+    request: Request<BoxBody>,
+) -> Result<ResponseFuture, NotStarted> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut sender = connection.sender();
+    // A fresh handle is ready at once unless the connection failed or got a GOAWAY (or,
+    // never in practice, Pending: h2 then queues the stream itself).
+    if let Poll::Ready(Err(e)) = sender.poll_ready(&mut cx) {
+        connection.retire();
+        return Err(NotStarted::Closed(Box::new(request), e));
+    }
+    let (parts, mut body) = request.into_parts();
+    // `None`: nothing ready yet; `Some(None)`: the body has ended.
+    let first = if body.is_end_stream() {
+        Some(None)
+    } else {
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => Some(Some(frame)),
+            // A stream reset as soon as it opened (a rapid-reset flood) costs the backend
+            // nothing: its HEADERS and RST_STREAM would share the backend connection with
+            // every other client, and trip the backend's own reset limits for all of them.
+            Poll::Ready(Some(Err(e))) => return Err(NotStarted::BodyFailed(e)),
+            Poll::Ready(None) => Some(None),
+            Poll::Pending => None,
+        }
+    };
+    let (response, mut send) = sender
+        .send_request(Request::from_parts(parts, ()), matches!(first, Some(None)))
+        .map_err(|e| {
+            if e.is_go_away() || e.is_io() {
+                connection.retire();
+            }
+            NotStarted::Refused(e)
+        })?;
+    let unsent = match first {
+        Some(None) => return Ok(response),
+        Some(Some(frame)) => match frame.into_data() {
+            Ok(data) => {
+                let end = body.is_end_stream();
+                // Queued now, it leaves in the same write as the HEADERS frame.
+                let queued = send.send_data(data, end);
+                if end || queued.is_err() {
+                    return Ok(response);
+                }
+                true
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = send.send_trailers(trailers);
+                }
+                return Ok(response);
+            }
+        },
+        None => false,
+    };
+    tokio::spawn(RequestPipe { body, send, unsent });
+    Ok(response)
+}
+
+/// Waits for the response head of a started call.
+pub(crate) async fn response(
+    response: ResponseFuture,
+    in_flight: InFlight,
+) -> Result<Response<ResponseStream>, h2::Error> {
+    let response = response.await?;
+    Ok(response.map(|recv| ResponseStream::new(recv, in_flight)))
+}
+
+/// Moves the request body onto the backend stream, one frame at a time, never more than one
+/// frame ahead of the stream's flow-control window.
+struct RequestPipe {
+    body: BoxBody,
+    send: SendStream<Bytes>,
+    /// Data was queued that may still wait for window.
+    unsent: bool,
+}
+
+impl RequestPipe {
+    /// Ready when the body is sent or the stream ended; errors end in a reset or a log line.
+    fn poll_pipe(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.unsent {
+                // Everything queued must have window before the next frame is taken.
+                self.send.reserve_capacity(1);
+                while self.send.capacity() == 0 {
+                    match ready!(self.send.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        // Reset or closed by the backend: the client's body is not needed.
+                        Some(Err(_)) | None => return Poll::Ready(()),
+                    }
+                }
+                self.unsent = false;
+            }
+            if let Poll::Ready(reason) = self.send.poll_reset(cx) {
+                tracing::debug!(?reason, "backend reset the stream before the request ended");
+                return Poll::Ready(());
+            }
+            let sent = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = self.body.is_end_stream();
+                        if data.is_empty() && !end {
+                            continue;
+                        }
+                        self.unsent = true;
+                        match self.send.send_data(data, end) {
+                            Ok(()) if !end => continue,
+                            sent => sent,
+                        }
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => self.send.send_trailers(trailers),
+                        Err(_) => continue, // no other frame kinds exist
+                    },
+                },
+                None => self.send.send_data(Bytes::new(), true),
+                Some(Err(e)) => {
+                    let reason = reset_reason(e.as_ref());
+                    tracing::debug!(error = %crate::status::DisplayChain(e.as_ref()), ?reason, "request body failed; resetting the backend stream");
+                    self.send.send_reset(reason);
+                    Ok(())
+                }
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "backend stream ended before the request");
+            }
+            return Poll::Ready(());
+        }
+    }
+}
+
+impl Future for RequestPipe {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_pipe(cx)
+    }
+}
+
+/// The reset reason a body error carries (the client's own reset reason, CANCEL when the
+/// proxy ended the call), else INTERNAL_ERROR.
+fn reset_reason(error: &(dyn StdError + 'static)) -> Reason {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            return reason;
+        }
+        cause = e.source();
+    }
+    Reason::INTERNAL_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] BoxError);
+
+    #[test]
+    fn resets_carry_the_reason_found_in_the_error_chain() {
+        let cancel = Outer(Box::new(h2::Error::from(Reason::CANCEL)));
+        assert_eq!(reset_reason(&cancel), Reason::CANCEL);
+        let io = Outer(Box::new(std::io::Error::other("gone")));
+        assert_eq!(reset_reason(&io), Reason::INTERNAL_ERROR);
+    }
+}
