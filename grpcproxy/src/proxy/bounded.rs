@@ -29,24 +29,19 @@ pin_project! {
 }
 
 impl<'a, F: Future> Bounded<'a, F> {
-    /// `future` until `deadline` (if any).
-    pub(super) fn new(future: F, deadline: Option<Instant>) -> Self {
+    /// `future` until `deadline` (if any), and until `call` has been idle for the timeout
+    /// in `idle` (if any). Built in one go: the struct is large, so no builder copies it.
+    pub(super) fn new(
+        future: F,
+        deadline: Option<Instant>,
+        idle: Option<(&'a CallState, Duration)>,
+    ) -> Self {
         Self {
             future,
             deadline: deadline.map(tokio::time::sleep_until),
-            idle_timer: None,
-            idle: None,
+            idle_timer: idle.map(|(call, timeout)| tokio::time::sleep_until(call.idle_at(timeout))),
+            idle,
         }
-    }
-
-    /// Also ends when `call` has been idle for `timeout` (if any); the request's messages
-    /// count as activity.
-    pub(super) fn or_idle(mut self, call: &'a CallState, timeout: Option<Duration>) -> Self {
-        if let Some(timeout) = timeout {
-            self.idle_timer = Some(tokio::time::sleep_until(call.idle_at(timeout)));
-            self.idle = Some((call, timeout));
-        }
-        self
     }
 }
 

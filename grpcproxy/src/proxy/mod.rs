@@ -189,11 +189,12 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .options
             .effective_timeout(requested)
             .map(|t| received + t);
-        let target = match Bounded::new(self.director.direct(call_info), director_deadline).await {
-            Ok(Ok(target)) => target,
-            Ok(Err(status)) => return Ok(status_response(status)),
-            Err(_) => return Ok(status_response(abort_status(AbortReason::Deadline, None))),
-        };
+        let target =
+            match Bounded::new(self.director.direct(call_info), director_deadline, None).await {
+                Ok(Ok(target)) => target,
+                Ok(Err(status)) => return Ok(status_response(status)),
+                Err(_) => return Ok(status_response(abort_status(AbortReason::Deadline, None))),
+            };
         let (upstream, metadata, overrides) = target.into_parts();
         if let Some(director_guard) = overrides.guard {
             call.keep(director_guard);
@@ -282,8 +283,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 }
             },
             deadline,
-        )
-        .or_idle(&call, idle);
+            idle.map(|timeout| (&*call, timeout)),
+        );
         let (response, upstream) = match sent.await {
             Ok(Ok(sent)) => sent,
             Err(AbortReason::Idle) => {
