@@ -23,11 +23,11 @@ pub(crate) enum NotStarted {
     /// The connection takes no new streams (GOAWAY, closed); nothing was sent, so the
     /// request comes back to be sent on another connection.
     Closed(Box<Request<BoxBody>>, h2::Error),
-    /// h2 refused the request itself (malformed headers).
-    Refused(h2::Error),
-    /// The request body failed before anything was sent (the client reset the stream, the
-    /// proxy ended the call): the backend never hears of the call.
-    BodyFailed(BoxError),
+    /// The call cannot go out, and another connection would not help: h2 refused the
+    /// request (malformed headers), or the request body failed before anything was sent
+    /// (the client reset the stream, the proxy ended the call), so the backend never hears
+    /// of the call.
+    Failed(BoxError),
 }
 
 /// Opens a stream on `connection` for `request`, sending the head together with the body
@@ -58,7 +58,7 @@ pub(crate) fn start(
             // A stream reset as soon as it opened (a rapid-reset flood) costs the backend
             // nothing: its HEADERS and RST_STREAM would share the backend connection with
             // every other client, and trip the backend's own reset limits for all of them.
-            Poll::Ready(Some(Err(e))) => return Err(NotStarted::BodyFailed(e)),
+            Poll::Ready(Some(Err(e))) => return Err(NotStarted::Failed(e)),
             Poll::Ready(None) => Some(None),
             Poll::Pending => None,
         }
@@ -69,7 +69,7 @@ pub(crate) fn start(
             if e.is_go_away() || e.is_io() {
                 connection.retire();
             }
-            NotStarted::Refused(e)
+            NotStarted::Failed(e.into())
         })?;
     let unsent = match first {
         Some(None) => return Ok(response),

@@ -175,9 +175,8 @@ impl Upstream {
     async fn send_pooled(
         &self,
         pool: &Pool,
-        request: Request<BoxBody>,
+        mut request: Request<BoxBody>,
     ) -> Result<Response<UpstreamBody>, Unsent> {
-        let mut request = request;
         let mut retried = false;
         loop {
             let (connection, in_flight) = match pool.connection().await {
@@ -208,11 +207,7 @@ impl Upstream {
                     error: self.request_error(e),
                     request: Some(*back),
                 },
-                Err(NotStarted::Refused(e)) => Unsent {
-                    error: self.request_error(e),
-                    request: None,
-                },
-                Err(NotStarted::BodyFailed(e)) => Unsent {
+                Err(NotStarted::Failed(e)) => Unsent {
                     error: self.request_error(e),
                     request: None,
                 },
