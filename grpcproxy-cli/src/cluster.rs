@@ -310,8 +310,14 @@ impl Cluster {
             if status == Code::Unavailable {
                 self.failed(endpoint);
             } else {
-                endpoint.consecutive_failures.store(0, Ordering::Relaxed);
-                if endpoint.ejected_until.load(Ordering::Relaxed) <= self.now() {
+                // Loads first: most calls succeed, and a store on every call would bounce
+                // the endpoint's cache line between worker threads.
+                if endpoint.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                    endpoint.consecutive_failures.store(0, Ordering::Relaxed);
+                }
+                if endpoint.recent_ejections.load(Ordering::Relaxed) != 0
+                    && endpoint.ejected_until.load(Ordering::Relaxed) <= self.now()
+                {
                     endpoint.recent_ejections.store(0, Ordering::Relaxed);
                 }
             }

@@ -148,6 +148,7 @@ impl Route {
             .clone()
             .unwrap_or_else(|| format!("route-{index}"));
         let observer: SharedObserver = Arc::new(RouteObserver {
+            metrics: telemetry.route_metrics(&name, &cluster.name),
             telemetry: telemetry.clone(),
             route: name.clone(),
             cluster: cluster.clone(),

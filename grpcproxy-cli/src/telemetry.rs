@@ -1,8 +1,9 @@
 //! Metrics (Prometheus / OpenMetrics text) and the access log, fed by call observers.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
@@ -165,31 +166,86 @@ impl Telemetry {
             .inc();
     }
 
-    fn record(&self, route: &str, cluster: &str, call: &CallRecord<'_>) {
+    /// One route's metric handles, resolved once so that a call only bumps atomics.
+    pub(crate) fn route_metrics(&self, route: &str, cluster: &str) -> RouteMetrics {
         let labels = RouteLabels {
             route: route.to_owned(),
             cluster: cluster.to_owned(),
         };
-        self.requests
-            .get_or_create(&CallLabels {
-                route: labels.route.clone(),
-                cluster: labels.cluster.clone(),
-                method: call.method.to_owned(),
-                grpc_status: (call.grpc_status as i32).to_string(),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&labels)
-            .observe(call.duration.as_secs_f64());
-        self.request_bytes
-            .get_or_create(&labels)
-            .inc_by(call.request_bytes);
-        self.response_bytes
-            .get_or_create(&labels)
-            .inc_by(call.response_bytes);
-        if let Some(log) = &self.access_log {
-            log.write(route, cluster, call);
+        RouteMetrics {
+            duration: self.duration.get_or_create(&labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+            requests: self.requests.clone(),
+            by_method: RwLock::default(),
+            labels,
         }
+    }
+}
+
+/// Number of gRPC status codes (`OK` = 0 … `UNAUTHENTICATED` = 16).
+const STATUS_CODES: usize = 17;
+
+/// A method's `requests` counters, by grpc-status, created on first use.
+type MethodCounters = [OnceLock<Counter>; STATUS_CODES];
+
+/// One route's metrics. The handles share their values with the registry's families, so a
+/// call bumps an atomic instead of hashing and cloning its labels.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    labels: RouteLabels,
+    duration: Histogram,
+    request_bytes: Counter,
+    response_bytes: Counter,
+    requests: Family<CallLabels, Counter>,
+    by_method: RwLock<HashMap<Box<str>, MethodCounters>>,
+}
+
+impl RouteMetrics {
+    fn record(&self, call: &CallRecord<'_>) {
+        self.count_request(call.method, call.grpc_status);
+        self.duration.observe(call.duration.as_secs_f64());
+        self.request_bytes.inc_by(call.request_bytes);
+        self.response_bytes.inc_by(call.response_bytes);
+    }
+
+    fn count_request(&self, method: &str, status: tonic::Code) {
+        let by_method = self
+            .by_method
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(counters) = by_method.get(method) {
+            self.counter(counters, method, status).inc();
+            return;
+        }
+        drop(by_method);
+        let mut by_method = self
+            .by_method
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let counters = by_method
+            .entry(method.into())
+            .or_insert_with(|| std::array::from_fn(|_| OnceLock::new()));
+        self.counter(counters, method, status).inc();
+    }
+
+    fn counter<'a>(
+        &self,
+        counters: &'a MethodCounters,
+        method: &str,
+        status: tonic::Code,
+    ) -> &'a Counter {
+        // `Code` has exactly STATUS_CODES variants, numbered from 0.
+        counters[status as usize].get_or_init(|| {
+            self.requests
+                .get_or_create(&CallLabels {
+                    route: self.labels.route.clone(),
+                    cluster: self.labels.cluster.clone(),
+                    method: method.to_owned(),
+                    grpc_status: (status as i32).to_string(),
+                })
+                .clone()
+        })
     }
 }
 
@@ -197,6 +253,7 @@ impl Telemetry {
 #[derive(Debug)]
 pub(crate) struct RouteObserver {
     pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) metrics: RouteMetrics,
     pub(crate) route: String,
     pub(crate) cluster: Arc<Cluster>,
 }
@@ -205,7 +262,10 @@ impl CallObserver for RouteObserver {
     fn call_ended(&self, call: &CallRecord<'_>) {
         self.cluster
             .report(call.backend, call.grpc_status, call.unreachable);
-        self.telemetry.record(&self.route, &self.cluster.name, call);
+        self.metrics.record(call);
+        if let Some(log) = &self.telemetry.access_log {
+            log.write(&self.route, &self.cluster.name, call);
+        }
     }
 }
 

@@ -31,6 +31,18 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// assert_eq!(headers["x-user"], "alice");
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: a well-formed gRPC request has nothing to remove, and
+    // looking each hop-by-hop name up would hash it.
+    let clean = headers.keys().all(|name| {
+        if name == header::TE {
+            te_is_trailers(headers)
+        } else {
+            !HOP_BY_HOP.contains(name)
+        }
+    });
+    if clean {
+        return;
+    }
     if let Some(connection) = headers.remove(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
@@ -47,13 +59,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    let te_is_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_is_trailers {
+    if !te_is_trailers(headers) {
         headers.remove(header::TE);
     }
+}
+
+/// True when every `te` value is `trailers` (or there is none).
+fn te_is_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
 /// True for the content types gRPC uses: `application/grpc`, `application/grpc+proto`,
@@ -118,5 +134,21 @@ mod tests {
         }
         strip_hop_by_hop(&mut headers);
         assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn one_hop_by_hop_header_among_grpc_metadata_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::TE]) {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert("x-user", HeaderValue::from_static("alice"));
+            headers.insert(name.clone(), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut headers);
+            assert_eq!(headers.len(), 2, "{name} kept: {headers:?}");
+            assert!(!headers.contains_key(name), "{name} kept");
+        }
     }
 }

@@ -190,8 +190,8 @@ impl Results {
     /// Horizontal bars: each proxy's ratio to direct, per scenario.
     pub(crate) fn svg(&self) -> String {
         let kinds = &Kind::ALL[1..];
-        let colors = ["#2b6cb0", "#63b3ed", "#dd6b20", "#38a169"];
-        let (bar, gap, left, width) = (14.0, 10.0, 190.0, 420.0);
+        let colors = ["#2b6cb0", "#63b3ed", "#dd6b20", "#38a169", "#a0aec0"];
+        let (bar, gap, left, width) = (14.0, 10.0, 190.0, 480.0);
         let group = bar * kinds.len() as f64 + gap;
         let height = 40.0 + group * self.scenarios.len() as f64 + 30.0;
         let total = left + width + 60.0;
@@ -205,9 +205,9 @@ impl Results {
             let _ = writeln!(
                 svg,
                 "<rect x=\"{}\" y=\"24\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"33\">{}</text>",
-                left + 110.0 * i as f64,
+                left + 100.0 * i as f64,
                 colors[i],
-                left + 110.0 * i as f64 + 14.0,
+                left + 100.0 * i as f64 + 14.0,
                 kind.name()
             );
         }

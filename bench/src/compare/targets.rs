@@ -1,5 +1,6 @@
 //! Starting and stopping what is measured: the backend, grpcproxy (with and without its
-//! tap), nginx with `grpc_pass`, HAProxy with `proto h2`.
+//! tap), nginx with `grpc_pass`, HAProxy with `proto h2`, and HAProxy relaying TCP (the
+//! cost of the extra hop alone, with no HTTP/2 work: a floor no HTTP/2 proxy can beat).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -22,15 +23,19 @@ pub(crate) enum Kind {
     GrpcproxyTap,
     Nginx,
     Haproxy,
+    /// HAProxy in `mode tcp`: bytes relayed, nothing parsed. Not a gRPC proxy (it cannot
+    /// route calls), measured as the floor of what one more hop costs on this machine.
+    L4Relay,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 5] = [
+    pub(crate) const ALL: [Kind; 6] = [
         Kind::Direct,
         Kind::Grpcproxy,
         Kind::GrpcproxyTap,
         Kind::Nginx,
         Kind::Haproxy,
+        Kind::L4Relay,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -40,6 +45,7 @@ impl Kind {
             Kind::GrpcproxyTap => "grpcproxy+tap",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
+            Kind::L4Relay => "L4 relay",
         }
     }
 }
@@ -159,9 +165,13 @@ pub(crate) fn start(
             command.arg("-p").arg(dir).arg("-c").arg(path);
             command
         }
-        Kind::Haproxy => {
-            let config = haproxy_config(addr, backend);
-            let path = write(dir, "haproxy.cfg", &config)?;
+        Kind::Haproxy | Kind::L4Relay => {
+            let config = haproxy_config(addr, backend, kind == Kind::L4Relay);
+            let path = write(
+                dir,
+                &format!("{}.cfg", kind.name().replace(' ', "-")),
+                &config,
+            )?;
             let mut command = Command::new(find("haproxy")?);
             command.arg("-db").arg("-f").arg(path);
             command
@@ -197,8 +207,17 @@ fn nginx_config(addr: SocketAddr, backend: SocketAddr, dir: &Path) -> String {
     )
 }
 
-/// HAProxy with HTTP/2 on both sides and connection reuse.
-fn haproxy_config(addr: SocketAddr, backend: SocketAddr) -> String {
+/// HAProxy with HTTP/2 on both sides and connection reuse; or, with `tcp`, relaying each
+/// client connection's bytes to a backend connection of its own without parsing them.
+fn haproxy_config(addr: SocketAddr, backend: SocketAddr, tcp: bool) -> String {
+    if tcp {
+        return format!(
+            "global\n  maxconn 8000\n\
+             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\
+             frontend relay\n  bind {addr}\n  default_backend backend\n\
+             backend backend\n  server backend {backend}\n"
+        );
+    }
     format!(
         "global\n  maxconn 8000\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  http-reuse always\n\
