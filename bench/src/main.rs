@@ -1,6 +1,6 @@
 //! `grpcproxy-bench`: the benchmark harness. `backend` serves the benchmark services,
 //! `load` drives one shape against a server, `compare` measures grpcproxy against a direct
-//! connection, nginx and HAProxy side by side and writes BENCHMARKS.md.
+//! connection, nginx, HAProxy and an L4 relay side by side and writes BENCHMARKS.md.
 
 mod backend;
 mod compare;
@@ -39,7 +39,7 @@ enum Command {
     },
     /// Drive one shape against a server and print a JSON report.
     Load(load::LoadArgs),
-    /// Compare direct, grpcproxy, grpcproxy with its tap, nginx and HAProxy.
+    /// Compare direct, grpcproxy, grpcproxy with its tap, nginx, HAProxy and an L4 relay.
     Compare(compare::CompareArgs),
 }
 
