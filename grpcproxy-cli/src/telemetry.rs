@@ -483,3 +483,56 @@ impl AccessLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use grpcproxy::{CallRecord, ProxyStats};
+    use tonic::Code;
+
+    use super::Telemetry;
+
+    fn call(method: &str, status: Code) -> CallRecord<'_> {
+        CallRecord {
+            method,
+            peer: None,
+            backend: "127.0.0.1:1",
+            unreachable: None,
+            grpc_status: status,
+            started: SystemTime::now(),
+            duration: Duration::from_millis(3),
+            request_bytes: 10,
+            response_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn route_metrics_count_by_method_and_status_across_rebuilds() {
+        let telemetry = Telemetry::new(None);
+        let before = telemetry.route_metrics("r", "c");
+        before.record(&call("/a.S/M", Code::Ok));
+        before.record(&call("/a.S/M", Code::Ok));
+        before.record(&call("/a.S/M", Code::Unavailable));
+        before.record(&call("/a.S/N", Code::Unauthenticated));
+        // A reload builds the route again: its counters continue the same series.
+        let after = telemetry.route_metrics("r", "c");
+        after.record(&call("/a.S/M", Code::Ok));
+        let text = telemetry.render(&ProxyStats::default());
+        for line in [
+            r#"grpcproxy_requests_total{route="r",cluster="c",method="/a.S/M",grpc_status="0"} 3"#,
+            r#"grpcproxy_requests_total{route="r",cluster="c",method="/a.S/M",grpc_status="14"} 1"#,
+            r#"grpcproxy_requests_total{route="r",cluster="c",method="/a.S/N",grpc_status="16"} 1"#,
+            r#"grpcproxy_request_duration_seconds_count{route="r",cluster="c"} 5"#,
+            r#"grpcproxy_request_bytes_total{route="r",cluster="c"} 50"#,
+            r#"grpcproxy_response_bytes_total{route="r",cluster="c"} 500"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("grpcproxy_requests_total{").count(),
+            3,
+            "{text}"
+        );
+    }
+}
