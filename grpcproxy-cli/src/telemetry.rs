@@ -210,6 +210,13 @@ impl RouteMetrics {
     }
 
     fn count_request(&self, method: &str, status: tonic::Code) {
+        if status as usize >= STATUS_CODES {
+            // A code this table has no slot for (none today): count it the slow way.
+            self.requests
+                .get_or_create(&self.call_labels(method, status))
+                .inc();
+            return;
+        }
         let by_method = self
             .by_method
             .read()
@@ -235,17 +242,21 @@ impl RouteMetrics {
         method: &str,
         status: tonic::Code,
     ) -> &'a Counter {
-        // `Code` has exactly STATUS_CODES variants, numbered from 0.
+        // In range: `count_request` checked the code.
         counters[status as usize].get_or_init(|| {
             self.requests
-                .get_or_create(&CallLabels {
-                    route: self.labels.route.clone(),
-                    cluster: self.labels.cluster.clone(),
-                    method: method.to_owned(),
-                    grpc_status: (status as i32).to_string(),
-                })
+                .get_or_create(&self.call_labels(method, status))
                 .clone()
         })
+    }
+
+    fn call_labels(&self, method: &str, status: tonic::Code) -> CallLabels {
+        CallLabels {
+            route: self.labels.route.clone(),
+            cluster: self.labels.cluster.clone(),
+            method: method.to_owned(),
+            grpc_status: (status as i32).to_string(),
+        }
     }
 }
 
