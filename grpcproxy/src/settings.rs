@@ -30,6 +30,42 @@ pub struct Http2Settings {
     pub keep_alive_interval: Option<Duration>,
     /// How long to wait for the PING acknowledgement before closing the connection.
     pub keep_alive_timeout: Duration,
+    /// How many small DATA frames a backend connection may hold unread, as h2 counts them:
+    /// each frame under 256 bytes costs `256 - payload` bytes of this budget until the
+    /// call takes it, and a connection that runs out is closed with `ENHANCE_YOUR_CALM`.
+    ///
+    /// `None` (the default) sizes it so that a full connection window of the smallest
+    /// gRPC messages (5-byte frames) always fits: `initial_connection_window_size / 5 *
+    /// 251`. h2's own default (half the window) would let one slow client of a streaming
+    /// call with small messages close the backend connection that every other call
+    /// shares. Client connections keep hyper's default, which this does not change.
+    pub data_frame_budget: Option<usize>,
+}
+
+/// The smallest DATA frame a gRPC peer sends whole: a message's 5-byte prefix.
+const SMALLEST_GRPC_FRAME: usize = 5;
+
+/// What h2 charges a DATA frame below this size while it waits to be read.
+const SMALL_FRAME_COST: usize = 256;
+
+impl Http2Settings {
+    /// The budget for small DATA frames that backend connections get (see
+    /// [`data_frame_budget`](Self::data_frame_budget)).
+    ///
+    /// ```
+    /// use grpcproxy::Http2Settings;
+    ///
+    /// let settings = Http2Settings::default();
+    /// assert_eq!(settings.resolved_data_frame_budget(), (2 << 20) / 5 * 251);
+    /// let fixed = Http2Settings { data_frame_budget: Some(1 << 20), ..settings };
+    /// assert_eq!(fixed.resolved_data_frame_budget(), 1 << 20);
+    /// ```
+    pub fn resolved_data_frame_budget(&self) -> usize {
+        self.data_frame_budget.unwrap_or_else(|| {
+            self.initial_connection_window_size as usize / SMALLEST_GRPC_FRAME
+                * (SMALL_FRAME_COST - SMALLEST_GRPC_FRAME)
+        })
+    }
 }
 
 impl Default for Http2Settings {
@@ -42,6 +78,7 @@ impl Default for Http2Settings {
             max_header_list_size: 16 << 10,
             keep_alive_interval: None,
             keep_alive_timeout: Duration::from_secs(20),
+            data_frame_budget: None,
         }
     }
 }

@@ -33,6 +33,12 @@ pub(crate) fn status_from_upstream_error(err: &(dyn StdError + 'static), backend
     while let Some(e) = cause {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
             if let Some(reason) = h2.reason() {
+                if h2.is_go_away() && h2.is_library() {
+                    // h2 itself closed the connection: the backend broke one of its limits.
+                    return Status::unavailable(format!(
+                        "the proxy closed its connection to backend {backend} (GOAWAY {reason})"
+                    ));
+                }
                 if h2.is_go_away() {
                     return Status::unavailable(format!(
                         "backend {backend} closed the connection (GOAWAY {reason})"

@@ -5,10 +5,16 @@ mod support;
 use grpcproxy::mq::NoQueue;
 use grpcproxy::{ProxyOptions, ProxyRoutes, SingleUpstream, TransparentProxy, Upstream};
 use grpcproxy_testing::pb::PingRequest;
-use grpcproxy_testing::raw::{frames_body, header_map, RawBackend, RawClient};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use grpcproxy_testing::raw::{
+    channel_body, frames_body, grpc_response, header_map, RawBackend, RawClient,
+};
 use grpcproxy_testing::serve::{ping_backend, ping_client};
 use grpcproxy_testing::TestServer;
 use http::{HeaderMap, Response};
+use http_body::Frame;
 
 async fn ok_backend() -> RawBackend {
     RawBackend::start(|_request| async {
@@ -248,4 +254,164 @@ async fn a_busy_upstream_opens_more_connections_instead_of_queueing_calls() {
         assert!(echoed.unwrap());
     }
     server.abort();
+}
+
+/// A 16-byte message in a DATA frame of its own: what a streaming backend that flushes
+/// every message sends.
+fn tick() -> bytes::Bytes {
+    grpcproxy_testing::raw::grpc_frame(false, &[7; 16])
+}
+
+/// A backend that streams ticks, one DATA frame each: `x-count` of them then `OK`, or
+/// (without the header) until the call ends, counting them in `sent`.
+async fn ticking_backend(sent: Arc<AtomicUsize>) -> RawBackend {
+    RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
+        let sent = sent.clone();
+        async move {
+            let count: Option<usize> = request
+                .headers()
+                .get("x-count")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let (tx, body) = channel_body();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while Some(n) != count {
+                    if tx.send(Ok(Frame::data(tick()))).await.is_err() {
+                        return;
+                    }
+                    n += 1;
+                    if count.is_none() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let ok = header_map(&[("grpc-status", "0")]);
+                let _ = tx.send(Ok(Frame::trailers(ok))).await;
+            });
+            grpc_response(body)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_small_messages_leaves_the_shared_backend_connection_open() {
+    // h2 charges every small DATA frame a connection holds unread against a budget, and
+    // closes the connection (GOAWAY ENHANCE_YOUR_CALM) when it runs out. A client that
+    // stops reading a stream of small messages leaves them waiting in the proxy's backend
+    // connection, up to the stream's window: with h2's default budget (half the
+    // connection window, about 4,500 frames of this size) that closed the connection
+    // every other call shares.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let backend = ticking_backend(sent.clone()).await;
+    let (server, _stats) = support::proxy_to(&backend.url(), ProxyOptions::default()).await;
+
+    let mut unread = slow_call(server.addr()).await;
+
+    // 20,000 frames sent: about 3,100 fit the client's window, the rest wait in the proxy.
+    assert!(
+        backend_sent(&sent, 20_000).await,
+        "the backend could send only {} frames: the proxy's backend connection was closed",
+        sent.load(Ordering::Relaxed)
+    );
+
+    // Another call on the same backend connection completes, every byte there.
+    let client = RawClient::connect(server.addr()).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("x-count", "5000".parse().unwrap());
+    let answer = client
+        .call("/pkg.Feed/Ticks", headers, frames_body(vec![]))
+        .await;
+    assert_eq!(answer.grpc_status(), Some("0"), "{:?}", answer.error);
+    assert_eq!(answer.data, tick().repeat(5000));
+    assert_eq!(
+        backend.connections_accepted(),
+        1,
+        "the backend connection was replaced"
+    );
+
+    // And the slow call goes on from where it stopped, nothing lost.
+    let mut received = Vec::new();
+    while received.len() < 25_000 * 21 {
+        let chunk = unread.data().await.expect("the slow call ended").unwrap();
+        let _ = unread.flow_control().release_capacity(chunk.len());
+        received.extend_from_slice(&chunk);
+    }
+    assert!(received.chunks(21).all(|m| m == &tick()[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_data_frame_budget_is_what_the_backend_connection_allows() {
+    // 25,600 bytes (h2's floor): about 110 frames of this size past the client's window.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let backend = ticking_backend(sent.clone()).await;
+    let settings = grpcproxy::Http2Settings {
+        data_frame_budget: Some(25_600),
+        ..grpcproxy::Http2Settings::default()
+    };
+    let upstream = Upstream::builder(&backend.url())
+        .unwrap()
+        .http2(settings)
+        .build()
+        .unwrap();
+    let proxy = TransparentProxy::new(NoQueue, SingleUpstream::new(upstream));
+    let server = TestServer::start(ProxyRoutes::new().fallback(proxy).into_routes()).await;
+    let mut unread = slow_call(server.addr()).await;
+    assert!(!backend_sent(&sent, 20_000).await);
+    let stalled = sent.load(Ordering::Relaxed);
+    assert!(stalled < 5_000, "{stalled} frames sent");
+
+    // The client gets what was forwarded, then the call's end: UNAVAILABLE, saying why.
+    while let Some(chunk) = unread.data().await {
+        let _ = unread.flow_control().release_capacity(chunk.unwrap().len());
+    }
+    let trailers = unread.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers["grpc-status"], "14");
+    // Percent-encoded, as grpc-message is on the wire; this one needs spaces only.
+    let message = trailers["grpc-message"]
+        .to_str()
+        .unwrap()
+        .replace("%20", " ");
+    assert!(
+        message.starts_with("the proxy closed its connection to backend 127.0.0.1:")
+            && message.ends_with("(GOAWAY detected excessive load generating behavior)"),
+        "{message}"
+    );
+}
+
+/// Starts a call as a client that never reads: a 64 KiB window, and its own budget for
+/// small frames raised, so that only the proxy's is tested. The response body, unread.
+async fn slow_call(addr: std::net::SocketAddr) -> h2::RecvStream {
+    let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (slow, connection) = h2::client::Builder::new()
+        .data_frame_budget(usize::MAX >> 1)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{addr}/pkg.Feed/Ticks"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut slow = slow.ready().await.unwrap();
+    let (response, _) = slow.send_request(request, true).unwrap();
+    response.await.unwrap().into_body()
+}
+
+/// True once the backend has sent `frames` ticks on unbounded calls; false if it stalls
+/// short of that for 3 s.
+async fn backend_sent(sent: &AtomicUsize, frames: usize) -> bool {
+    let mut last = (0, tokio::time::Instant::now());
+    loop {
+        let now = sent.load(Ordering::Relaxed);
+        if now >= frames {
+            return true;
+        }
+        if now != last.0 {
+            last = (now, tokio::time::Instant::now());
+        } else if last.1.elapsed() > std::time::Duration::from_secs(3) {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -58,6 +58,7 @@ where
         // What hyper's client sets: bounded per-stream send buffers, no server push.
         .max_send_buffer_size(1 << 20)
         .max_local_error_reset_streams(Some(1024))
+        .data_frame_budget(settings.resolved_data_frame_budget())
         .enable_push(false);
     let (sender, mut connection) = builder
         .handshake::<T, Bytes>(io)
@@ -83,8 +84,16 @@ where
                 }
             },
         };
-        if let Err(e) = ended {
-            tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
+        match ended {
+            // The proxy's own h2 closed it: the backend broke a limit, and every call on
+            // the connection failed with it. Rare, and worth an operator's look.
+            Err(e) if e.is_go_away() && e.is_library() => {
+                tracing::warn!(backend = %address, error = %e, "closed a backend connection that broke an HTTP/2 limit");
+            }
+            Err(e) => {
+                tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
+            }
+            Ok(()) => {}
         }
     });
     Ok(Connection { sender, usable })
