@@ -13,7 +13,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use grpcproxy::server::{self, ServerOptions};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, watch};
 use tower::Service;
@@ -40,7 +39,7 @@ pub(crate) async fn start<S, B>(
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<(Workers, Vec<SocketAddr>)>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<grpcproxy::RecvBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -137,7 +136,7 @@ fn run_worker<S, B>(
     ready: oneshot::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<grpcproxy::RecvBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,

@@ -28,7 +28,7 @@ pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxE
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
     /// From grpcproxy's own connections.
-    Pool(crate::upstream::ResponseStream),
+    Pool(crate::RecvBody),
     Tonic(tonic::body::Body),
 }
 
@@ -41,7 +41,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Pool(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Pool(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }

@@ -19,9 +19,6 @@ pub struct Http2Settings {
     pub initial_stream_window_size: u32,
     /// Flow-control window of the whole connection, in bytes.
     pub initial_connection_window_size: u32,
-    /// Let hyper grow the windows from measured bandwidth-delay (overrides the sizes above)
-    /// on client connections; backend connections keep the fixed sizes.
-    pub adaptive_window: bool,
     /// Largest DATA frame payload to accept, in bytes (16 KiB to 16 MiB).
     pub max_frame_size: u32,
     /// Largest header list to accept, in bytes.
@@ -30,7 +27,7 @@ pub struct Http2Settings {
     pub keep_alive_interval: Option<Duration>,
     /// How long to wait for the PING acknowledgement before closing the connection.
     pub keep_alive_timeout: Duration,
-    /// How many small DATA frames a backend connection may hold unread, as h2 counts them:
+    /// How many small DATA frames a connection may hold unread, as h2 counts them:
     /// each frame under 256 bytes costs `256 - payload` bytes of this budget until the
     /// call takes it, and a connection that runs out is closed with `ENHANCE_YOUR_CALM`.
     ///
@@ -38,7 +35,8 @@ pub struct Http2Settings {
     /// gRPC messages (5-byte frames) always fits: `initial_connection_window_size / 5 *
     /// 251`. h2's own default (half the window) would let one slow client of a streaming
     /// call with small messages close the backend connection that every other call
-    /// shares. Client connections keep hyper's default, which this does not change.
+    /// shares, and a backend that reads slowly close the connection of a client that
+    /// streams small messages to it.
     pub data_frame_budget: Option<usize>,
 }
 
@@ -49,7 +47,7 @@ const SMALLEST_GRPC_FRAME: usize = 5;
 const SMALL_FRAME_COST: usize = 256;
 
 impl Http2Settings {
-    /// The budget for small DATA frames that backend connections get (see
+    /// The budget for small DATA frames that connections get (see
     /// [`data_frame_budget`](Self::data_frame_budget)).
     ///
     /// ```
@@ -73,7 +71,6 @@ impl Default for Http2Settings {
         Self {
             initial_stream_window_size: 1 << 20,
             initial_connection_window_size: 2 << 20,
-            adaptive_window: false,
             max_frame_size: 16 << 10,
             max_header_list_size: 16 << 10,
             keep_alive_interval: None,

@@ -63,6 +63,25 @@ pub(crate) fn status_from_upstream_error(err: &(dyn StdError + 'static), backend
     Status::unavailable(format!("backend {backend} failed: {}", DisplayChain(err)))
 }
 
+/// The reset reason a body error carries: the peer's own reset reason (CANCEL when the
+/// proxy ended the call), CANCEL when the peer's connection is gone (the caller left),
+/// else INTERNAL_ERROR.
+pub(crate) fn reset_reason(error: &(dyn StdError + 'static)) -> Reason {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if let Some(reason) = h2.reason() {
+                return reason;
+            }
+            if h2.is_io() {
+                return Reason::CANCEL;
+            }
+        }
+        cause = e.source();
+    }
+    Reason::INTERNAL_ERROR
+}
+
 /// Displays an error with its causes, `outer: inner: innermost`.
 pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn StdError + 'static));
 
@@ -99,5 +118,17 @@ mod tests {
         ] {
             assert_eq!(code_for_reset(reason), code, "{reason:?}");
         }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Box<dyn StdError + Send + Sync>);
+
+    #[test]
+    fn resets_carry_the_reason_found_in_the_error_chain() {
+        let cancel = Outer(Box::new(h2::Error::from(Reason::CANCEL)));
+        assert_eq!(reset_reason(&cancel), Reason::CANCEL);
+        let io = Outer(Box::new(std::io::Error::other("gone")));
+        assert_eq!(reset_reason(&io), Reason::INTERNAL_ERROR);
     }
 }

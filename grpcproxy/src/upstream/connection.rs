@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -67,7 +66,11 @@ where
     let usable = Arc::new(AtomicBool::new(true));
     let keepalive = settings.keep_alive_interval.and_then(|interval| {
         let pings = connection.ping_pong()?;
-        Some(keepalive(pings, interval, settings.keep_alive_timeout))
+        Some(crate::keepalive::keepalive(
+            pings,
+            interval,
+            settings.keep_alive_timeout,
+        ))
     });
     let running = Running::new(open.clone(), usable.clone());
     let address = address.clone();
@@ -97,24 +100,6 @@ where
         }
     });
     Ok(Connection { sender, usable })
-}
-
-/// Sends a PING every `interval`; returns (with the timeout) when one goes unanswered for
-/// `timeout`. A PING that cannot be sent means the connection is ending: it waits forever
-/// then, and the connection's own end wins.
-async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> Duration {
-    loop {
-        tokio::time::sleep(interval).await;
-        if pings.send_ping(h2::Ping::opaque()).is_err() {
-            return std::future::pending().await;
-        }
-        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
-        match tokio::time::timeout(timeout, pong).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return std::future::pending().await,
-            Err(_) => return timeout,
-        }
-    }
 }
 
 /// Counts one backend connection as open until its task ends, then marks it unusable.

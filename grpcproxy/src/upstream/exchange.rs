@@ -1,22 +1,21 @@
 //! One call over a backend connection: the request head goes out with whatever of the
 //! request body is ready (one write for a unary call), the rest of the body follows as the
-//! stream's window allows, and the response comes back as a [`ResponseStream`].
+//! stream's window allows, and the response comes back as a [`RecvBody`].
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::Bytes;
 use h2::client::ResponseFuture;
-use h2::{Reason, SendStream};
+use h2::SendStream;
 use http::{Request, Response};
 use http_body::Body;
 
 use super::connection::Connection;
-use super::response::ResponseStream;
 use super::InFlight;
 use crate::body::{BoxBody, BoxError};
+use crate::RecvBody;
 
 /// Why a call could not be started on a connection.
 pub(crate) enum NotStarted {
@@ -100,9 +99,9 @@ pub(crate) fn start(
 pub(crate) async fn response(
     response: ResponseFuture,
     in_flight: InFlight,
-) -> Result<Response<ResponseStream>, h2::Error> {
+) -> Result<Response<RecvBody>, h2::Error> {
     let response = response.await?;
-    Ok(response.map(|recv| ResponseStream::new(recv, in_flight)))
+    Ok(response.map(|recv| RecvBody::new(recv, Some(in_flight))))
 }
 
 /// Moves the request body onto the backend stream, one frame at a time, never more than one
@@ -154,7 +153,7 @@ impl RequestPipe {
                 },
                 None => self.send.send_data(Bytes::new(), true),
                 Some(Err(e)) => {
-                    let reason = reset_reason(e.as_ref());
+                    let reason = crate::status::reset_reason(e.as_ref());
                     tracing::debug!(error = %crate::status::DisplayChain(e.as_ref()), ?reason, "request body failed; resetting the backend stream");
                     self.send.send_reset(reason);
                     Ok(())
@@ -173,35 +172,5 @@ impl Future for RequestPipe {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.get_mut().poll_pipe(cx)
-    }
-}
-
-/// The reset reason a body error carries (the client's own reset reason, CANCEL when the
-/// proxy ended the call), else INTERNAL_ERROR.
-fn reset_reason(error: &(dyn StdError + 'static)) -> Reason {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
-            return reason;
-        }
-        cause = e.source();
-    }
-    Reason::INTERNAL_ERROR
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] BoxError);
-
-    #[test]
-    fn resets_carry_the_reason_found_in_the_error_chain() {
-        let cancel = Outer(Box::new(h2::Error::from(Reason::CANCEL)));
-        assert_eq!(reset_reason(&cancel), Reason::CANCEL);
-        let io = Outer(Box::new(std::io::Error::other("gone")));
-        assert_eq!(reset_reason(&io), Reason::INTERNAL_ERROR);
     }
 }

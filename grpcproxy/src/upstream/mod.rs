@@ -4,7 +4,6 @@ mod connection;
 mod error;
 mod exchange;
 mod pool;
-mod response;
 mod tls;
 
 use std::sync::Arc;
@@ -22,7 +21,6 @@ use crate::Http2Settings;
 use exchange::NotStarted;
 pub(crate) use pool::InFlight;
 use pool::{Endpoint, Pool, PoolSize};
-pub(crate) use response::ResponseStream;
 use tls::Roots;
 
 /// A backend that calls can be forwarded to: a cheap, cloneable handle.

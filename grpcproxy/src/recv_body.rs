@@ -1,5 +1,4 @@
-//! A backend's response body on grpcproxy's own connections: h2's receive stream as an
-//! [`http_body::Body`], giving window back as data is taken.
+//! h2's receive stream as an [`http_body::Body`], giving window back as data is taken.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -8,20 +7,34 @@ use bytes::Bytes;
 use h2::RecvStream;
 use http_body::{Body, Frame};
 
-use super::InFlight;
-use crate::body::BoxError;
+use crate::upstream::InFlight;
 
-/// The response body of one call; the call stays counted on its connection while it lives.
+/// A body received over HTTP/2: a client's request body in what [`server::serve`]
+/// hands its service, and a backend's response body on the proxy's own connections.
+///
+/// Its DATA frames come as they arrived, and each gives its bytes of flow-control window
+/// back to the peer as it is taken; then the trailers, if any. An error is h2's (a reset
+/// or the connection's end).
+///
+/// [`server::serve`]: crate::server::serve
+///
+/// ```
+/// use grpcproxy::RecvBody;
+///
+/// fn takes_any_body<B: http_body::Body<Data = bytes::Bytes>>() {}
+/// takes_any_body::<RecvBody>();
+/// ```
 #[derive(Debug)]
-pub(crate) struct ResponseStream {
+pub struct RecvBody {
     recv: RecvStream,
     data_done: bool,
     done: bool,
-    _in_flight: InFlight,
+    /// A backend call stays counted on its connection while its body lives.
+    _in_flight: Option<InFlight>,
 }
 
-impl ResponseStream {
-    pub(super) fn new(recv: RecvStream, in_flight: InFlight) -> Self {
+impl RecvBody {
+    pub(crate) fn new(recv: RecvStream, in_flight: Option<InFlight>) -> Self {
         Self {
             recv,
             data_done: false,
@@ -31,14 +44,14 @@ impl ResponseStream {
     }
 }
 
-impl Body for ResponseStream {
+impl Body for RecvBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = h2::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
@@ -46,13 +59,13 @@ impl Body for ResponseStream {
         if !this.data_done {
             match ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
-                    // Taken off the stream: the backend may send that much more.
+                    // Taken off the stream: the peer may send that much more.
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(e.into())));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 None => this.data_done = true,
             }
@@ -62,7 +75,7 @@ impl Body for ResponseStream {
         match trailers {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
     }
 

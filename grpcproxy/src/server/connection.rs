@@ -1,0 +1,280 @@
+//! One client connection: its handshake (TLS, HTTP/2), the task that drives it, and when
+//! it closes (drain, idle timeout, keepalive, the client's end).
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use super::stream::StreamTask;
+use super::{answer_http1, starts_with_preface};
+use crate::body::BoxError;
+use crate::{ConnectionInfo, RecvBody};
+
+/// One accepted client connection, about to be served.
+pub(super) struct Connection<S> {
+    pub(super) h2: h2::server::Builder,
+    pub(super) service: S,
+    pub(super) info: ConnectionInfo,
+    /// Becomes true when the server drains.
+    pub(super) drain_signal: tokio::sync::watch::Receiver<bool>,
+    pub(super) handshake_timeout: Duration,
+    pub(super) idle_timeout: Option<Duration>,
+    /// PING interval and how long an answer may take.
+    pub(super) keepalive: Option<(Duration, Duration)>,
+}
+
+/// What wakes a connection's task.
+// Returned once per wake-up, never stored: boxing a new call's parts would allocate for
+// every call.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    /// A new call.
+    Stream(Request<RecvStream>, SendResponse<Bytes>),
+    /// The connection is over (the client closed it, or it failed).
+    Ended(Option<h2::Error>),
+    /// The server drains.
+    Drain,
+    /// No stream for the idle timeout.
+    Idle,
+    /// A keepalive PING went unanswered for this long.
+    Silent(Duration),
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub(super) async fn serve_cleartext(self, stream: TcpStream) {
+        match tokio::time::timeout(self.handshake_timeout, starts_with_preface(&stream)).await {
+            Ok(Ok(true)) => self.serve(stream).await,
+            Ok(Ok(false)) => answer_http1(stream).await,
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+
+    pub(super) async fn serve_tls(
+        mut self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: TcpStream,
+    ) {
+        let peer = self.info.remote_addr;
+        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = ?peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if let Some(chain) = tls.get_ref().1.peer_certificates() {
+            self.info.peer_certificates = Some(Arc::new(chain.to_vec()));
+        }
+        self.serve(tls).await;
+    }
+
+    /// Drives the connection until it ends: accepts its calls, each served by a task of its
+    /// own, and closes it gracefully (GOAWAY, then in-flight calls finish) on drain or idle
+    /// timeout, or at once when keepalive finds the client gone.
+    async fn serve<T>(mut self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let peer = self.info.remote_addr;
+        let handshake = self.h2.handshake::<T, Bytes>(io);
+        let mut connection = match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?peer, error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = ?peer, "HTTP/2 handshake timed out");
+                return;
+            }
+        };
+        let streams = Arc::new(StreamCount::new());
+        let keepalive = self.keepalive.and_then(|(interval, timeout)| {
+            let pings = connection.ping_pong()?;
+            Some(crate::keepalive::keepalive(pings, interval, timeout))
+        });
+        let mut keepalive = pin!(keepalive);
+        let mut idle = pin!(idle(&streams, self.idle_timeout));
+        let mut drain = pin!(self.drain_signal.wait_for(|drain| *drain));
+        let mut closing = false;
+        loop {
+            let event = poll_fn(|cx| {
+                if !closing {
+                    if drain.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Drain);
+                    }
+                    if idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Idle);
+                    }
+                }
+                if let Some(keepalive) = keepalive.as_mut().as_pin_mut() {
+                    if let Poll::Ready(after) = keepalive.poll(cx) {
+                        return Poll::Ready(Event::Silent(after));
+                    }
+                }
+                connection.poll_accept(cx).map(|next| match next {
+                    Some(Ok((request, reply))) => Event::Stream(request, reply),
+                    Some(Err(e)) => Event::Ended(Some(e)),
+                    None => Event::Ended(None),
+                })
+            })
+            .await;
+            match event {
+                Event::Stream(request, reply) => {
+                    let (parts, recv) = request.into_parts();
+                    let mut request = Request::from_parts(parts, RecvBody::new(recv, None));
+                    request.extensions_mut().insert(self.info.clone());
+                    let open = OpenStream::new(&streams);
+                    start_call(self.service.clone(), request, reply, open);
+                }
+                Event::Drain => {
+                    closing = true;
+                    connection.graceful_shutdown();
+                }
+                Event::Idle => {
+                    tracing::debug!(peer = ?peer, "closing an idle client connection");
+                    closing = true;
+                    connection.graceful_shutdown();
+                }
+                Event::Silent(after) => {
+                    // Dropping the connection fails its streams: their calls end as
+                    // cancelled, never as complete.
+                    tracing::debug!(peer = ?peer, "client did not answer a keepalive PING in {after:?}; closing the connection");
+                    return;
+                }
+                Event::Ended(Some(e)) => {
+                    tracing::debug!(peer = ?peer, error = %e, "client connection ended with an error");
+                    return;
+                }
+                Event::Ended(None) => return,
+            }
+        }
+    }
+}
+
+/// Calls `service` with `request` and spawns the task that answers on `reply`. A service
+/// that is ready (the proxy always is) is called here, so the task never holds the request.
+fn start_call<S, B>(
+    mut service: S,
+    request: Request<RecvBody>,
+    reply: SendResponse<Bytes>,
+    open: OpenStream,
+) where
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => {
+            tokio::spawn(StreamTask::new(service.call(request), reply, open));
+        }
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => {
+            tokio::spawn(async move {
+                match poll_fn(|cx| service.poll_ready(cx)).await {
+                    Ok(()) => StreamTask::new(service.call(request), reply, open).await,
+                    Err(never) => match never {},
+                }
+            });
+        }
+    }
+}
+
+/// The open streams of one connection, and since when it has had none. Plain atomics: a
+/// stream opening or closing wakes nothing and touches no timer.
+#[derive(Debug)]
+struct StreamCount {
+    open: AtomicUsize,
+    started: std::time::Instant,
+    /// When the last stream closed, in milliseconds since `started`.
+    idle_since_ms: AtomicU64,
+}
+
+impl StreamCount {
+    fn new() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            started: std::time::Instant::now(),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// When the connection becomes idle for `timeout`, if no stream opens before; `None`
+    /// while a stream is open.
+    fn idle_at(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(tokio::time::Instant::from_std(
+            self.started + since + timeout,
+        ))
+    }
+}
+
+/// One open stream of a connection, counted until dropped.
+#[derive(Debug)]
+pub(super) struct OpenStream(Arc<StreamCount>);
+
+impl OpenStream {
+    fn new(streams: &Arc<StreamCount>) -> Self {
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        Self(streams.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let streams = &self.0;
+        if streams.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ms = streams.started.elapsed().as_millis() as u64;
+            streams.idle_since_ms.store(ms, Ordering::Release);
+        }
+    }
+}
+
+/// Completes once no stream has been open for `timeout` (never without a timeout). One
+/// timer per connection, moved only when it fires early: per-call work stays timer-free.
+async fn idle(streams: &StreamCount, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
+    loop {
+        sleep.as_mut().await;
+        let now = tokio::time::Instant::now();
+        match streams.idle_at(timeout) {
+            Some(idle_at) if now >= idle_at => return,
+            Some(idle_at) => sleep.as_mut().reset(idle_at),
+            None => sleep.as_mut().reset(now + timeout),
+        }
+    }
+}

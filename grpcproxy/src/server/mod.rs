@@ -1,0 +1,271 @@
+//! Serving a proxy on its own: an HTTP/2-only listener with graceful shutdown.
+//!
+//! Client connections are served with h2 directly: one task per connection drives it,
+//! one task per call runs the service and pipes its response.
+
+mod connection;
+mod stream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tower_service::Service;
+
+use crate::body::BoxError;
+use crate::{ConnectionInfo, Http2Settings, RecvBody};
+use connection::Connection;
+
+pub use crate::server_tls::{tls_config, ServerTlsError};
+
+/// The HTTP/2 client connection preface every h2 client starts with.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What an HTTP/1 client gets: a definite answer rather than a dropped connection.
+const HTTP1_ANSWER: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\n\
+content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 40\r\n\r\n\
+grpcproxy: gRPC needs HTTP/2 (h2/h2c)\r\n\r\n";
+
+/// Settings of [`serve`].
+///
+/// ```
+/// use grpcproxy::server::ServerOptions;
+/// let options = ServerOptions { max_concurrent_streams: Some(1000), ..ServerOptions::default() };
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// HTTP/2 settings for client connections.
+    pub http2: Http2Settings,
+    /// Streams one client connection may have open at once.
+    pub max_concurrent_streams: Option<u32>,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    pub preface_timeout: Duration,
+    /// On shutdown, how long in-flight calls may take to finish before connections close.
+    pub drain_timeout: Duration,
+    /// Client connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Terminate TLS with this configuration (see [`tls_config`]); `None`: cleartext h2c.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Close (GOAWAY) a client connection that has had no open stream for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Where the server counts its connections; clone the `Arc` first to read them.
+    pub stats: Arc<ServerStats>,
+}
+
+/// Connection counters of [`serve`], shared through [`ServerOptions::stats`].
+///
+/// ```
+/// use grpcproxy::server::ServerOptions;
+///
+/// let options = ServerOptions::default();
+/// let stats = options.stats.clone(); // keep a handle, then pass `options` to `serve`
+/// assert_eq!(stats.open_connections(), 0);
+/// assert_eq!(stats.connections_accepted(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    open: AtomicUsize,
+    accepted: AtomicU64,
+}
+
+impl ServerStats {
+    /// Client connections open now, from accept (handshake included) to close.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Client connections accepted since the server started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one client connection as open until dropped.
+struct OpenConnection(Arc<ServerStats>);
+
+impl OpenConnection {
+    fn new(stats: &Arc<ServerStats>) -> Self {
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            http2: Http2Settings::default(),
+            max_concurrent_streams: Some(1024),
+            preface_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            tls: None,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// Serves `service` (typically a [`TransparentProxy`](crate::TransparentProxy)) on
+/// `listener` until `shutdown` completes, then stops accepting, sends GOAWAY, and lets
+/// in-flight calls finish for up to [`ServerOptions::drain_timeout`].
+///
+/// The service gets each call as a request whose body is a [`RecvBody`]; every request
+/// carries a [`ConnectionInfo`] extension (with the client's certificates
+/// over mutual TLS). On a cleartext listener, a client that speaks HTTP/1 gets a
+/// `505 HTTP Version Not Supported` answer; a TLS listener offers only ALPN `h2`. The
+/// preface or TLS handshake must finish within [`ServerOptions::preface_timeout`].
+///
+/// ```no_run
+/// use grpcproxy::{mq::NoQueue, server, SingleUpstream, TransparentProxy, Upstream};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let proxy = TransparentProxy::new(NoQueue, SingleUpstream::new(Upstream::new("http://127.0.0.1:50052")?));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// server::serve(listener, proxy, server::ServerOptions::default(), async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let local_addr = listener.local_addr()?;
+    let h2 = h2_builder(&options);
+    let keepalive = options
+        .http2
+        .keep_alive_interval
+        .map(|interval| (interval, options.http2.keep_alive_timeout));
+    let (draining, drain_signal) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let connections =
+        std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, remote_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let open = OpenConnection::new(&options.stats);
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo {
+            remote_addr: Some(remote_addr),
+            local_addr: Some(local_addr),
+            peer_certificates: None,
+        };
+        let connection = Connection {
+            h2: h2.clone(),
+            service: service.clone(),
+            info,
+            drain_signal: drain_signal.clone(),
+            handshake_timeout: options.preface_timeout,
+            idle_timeout: options.idle_timeout,
+            keepalive,
+        };
+        let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let _open = (permit, open);
+            match tls {
+                None => connection.serve_cleartext(stream).await,
+                Some(acceptor) => connection.serve_tls(acceptor, stream).await,
+            }
+        });
+    }
+    drop(listener);
+    let _ = draining.send(true);
+    let drained = tokio::time::timeout(options.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = tasks.len(),
+            "drain timeout reached; closing the remaining connections"
+        );
+        tasks.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The h2 settings of client connections: `options`, and hyper's server defaults for the
+/// rest (a 400 KiB send buffer per stream, 1,024 local error resets per connection).
+fn h2_builder(options: &ServerOptions) -> h2::server::Builder {
+    let settings = &options.http2;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(settings.initial_stream_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list_size)
+        .max_send_buffer_size(400 << 10)
+        .max_local_error_reset_streams(Some(1024))
+        .data_frame_budget(settings.resolved_data_frame_budget());
+    if let Some(streams) = options.max_concurrent_streams {
+        builder.max_concurrent_streams(streams);
+    }
+    builder
+}
+
+/// Waits until the first bytes tell HTTP/2 from anything else.
+async fn starts_with_preface(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface arrived; wait for more without busy-looping.
+        stream.readable().await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn answer_http1(mut stream: TcpStream) {
+    let _ = stream.write_all(HTTP1_ANSWER).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,181 @@
+//! One call on a client connection: the service's answer, its response head, then its
+//! body piped onto the stream as the client's window allows.
+//!
+//! A hand-written state machine rather than an `async fn`: the task is spawned once per
+//! call, and its size is what tokio copies into the task (and again when it ends). The
+//! service is called before the task starts, so the task holds the service's future and
+//! then the response body, never the request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::SendStream;
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use super::connection::OpenStream;
+use crate::body::BoxError;
+use crate::headers::strip_hop_by_hop;
+use crate::status::{reset_reason, DisplayChain};
+
+pin_project! {
+    /// Serves one call: waits for the service's response and sends it on the stream. A
+    /// client that resets the stream first ends the task, and dropping the service's
+    /// future (or the response body) cancels whatever the call started.
+    pub(super) struct StreamTask<F, B> {
+        reply: SendResponse<Bytes>,
+        #[pin]
+        state: State<F, B>,
+        _open: OpenStream,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        /// The service has not answered yet.
+        Waiting { #[pin] response: F },
+        /// The response head went out; its body follows.
+        Sending { #[pin] pipe: Pipe<B> },
+    }
+}
+
+impl<F, B> StreamTask<F, B> {
+    /// The task for a call whose service future is `response`.
+    pub(super) fn new(response: F, reply: SendResponse<Bytes>, open: OpenStream) -> Self {
+        Self {
+            reply,
+            state: State::Waiting { response },
+            _open: open,
+        }
+    }
+}
+
+impl<F, B> Future for StreamTask<F, B>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut me = self.project();
+        loop {
+            let response = match me.state.as_mut().project() {
+                StateProj::Sending { pipe } => return pipe.poll(cx),
+                StateProj::Waiting { response } => match response.poll(cx) {
+                    Poll::Ready(Ok(response)) => response,
+                    Poll::Ready(Err(never)) => match never {},
+                    // Still waiting for the service: a client's RST_STREAM ends the call.
+                    Poll::Pending => return me.reply.poll_reset(cx).map(|_| ()),
+                },
+            };
+            let (mut head, body) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            let end = body.is_end_stream();
+            match me.reply.send_response(Response::from_parts(head, ()), end) {
+                Ok(send) if !end => me.state.set(State::Sending {
+                    pipe: Pipe {
+                        body,
+                        send,
+                        waiting: None,
+                    },
+                }),
+                Ok(_) => return Poll::Ready(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not send the response head");
+                    me.reply.send_reset(h2::Reason::INTERNAL_ERROR);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A response body onto its stream: each DATA frame once the stream has window for it
+    /// (so at most one frame waits in h2, however slowly the client reads), then the
+    /// trailers. Done early when the client resets the stream.
+    struct Pipe<B> {
+        #[pin]
+        body: B,
+        send: SendStream<Bytes>,
+        // A DATA frame taken from the body, waiting for window; and whether it ends it.
+        waiting: Option<(Bytes, bool)>,
+    }
+}
+
+impl<B> Future for Pipe<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut me = self.project();
+        loop {
+            if me.send.poll_reset(cx).is_ready() {
+                return Poll::Ready(()); // reset by the client
+            }
+            if let Some((data, end)) = me.waiting.take() {
+                while me.send.capacity() == 0 {
+                    match me.send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(_) => return Poll::Ready(()), // the stream ended
+                        Poll::Pending => {
+                            *me.waiting = Some((data, end));
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                if me.send.send_data(data, end).is_err() || end {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            let frame = match ready!(me.body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                None => {
+                    let _ = me.send.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+                Some(Err(e)) => {
+                    let e: BoxError = e.into();
+                    let reason = reset_reason(e.as_ref());
+                    tracing::debug!(error = %DisplayChain(e.as_ref()), ?reason, "response body failed; resetting the stream");
+                    me.send.send_reset(reason);
+                    return Poll::Ready(());
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = me.send.send_trailers(trailers);
+                        return Poll::Ready(());
+                    }
+                    continue; // no other frame kinds exist
+                }
+            };
+            let end = me.body.is_end_stream();
+            if data.is_empty() && !end {
+                continue;
+            }
+            // Window is asked for only once a frame is in hand: window held back on an idle
+            // stream could starve the connection's other streams.
+            me.send.reserve_capacity(data.len());
+            if data.is_empty() {
+                let _ = me.send.send_data(data, true);
+                return Poll::Ready(());
+            }
+            *me.waiting = Some((data, end));
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! grpcproxy's own HTTP/2 server ([`grpcproxy::server::serve`]) against clients and
+//! backends written frame by frame: what its client connections allow, and how a connection
+//! it closes ends the calls on it.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use grpcproxy::server::ServerOptions;
+use grpcproxy::{Http2Settings, ProxyOptions};
+use grpcproxy_testing::raw::{channel_body, grpc_response, read_request, RawBackend};
+use support::{serve_proxy, serve_proxy_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A 16-byte message in a DATA frame of its own.
+fn tick() -> Bytes {
+    grpcproxy_testing::raw::grpc_frame(false, &[7; 16])
+}
+
+/// A backend on h2 itself that never reads a request body (its window: h2's default 64
+/// KiB) and never answers, with its own budget for small frames raised so that only the
+/// proxy's is tested.
+async fn backend_that_never_reads() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut connection = h2::server::Builder::new()
+                    .data_frame_budget(usize::MAX >> 1)
+                    .handshake::<_, Bytes>(io)
+                    .await
+                    .unwrap();
+                let mut held = Vec::new();
+                while let Some(Ok(call)) = connection.accept().await {
+                    held.push(call);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_streaming_small_messages_to_a_slow_backend_keeps_its_connection() {
+    // h2 charges every small DATA frame a connection holds unread against a budget and
+    // closes the connection (GOAWAY ENHANCE_YOUR_CALM) when it runs out. A backend that
+    // reads slowly leaves a client's small messages waiting in the proxy, up to the
+    // stream's window (1 MiB: about 50,000 frames of this size); h2's default budget (half
+    // the connection window) ran out after about 4,500 and cut the client's connection.
+    let backend = backend_that_never_reads().await;
+    let proxy = serve_proxy(&format!("http://{backend}"), ProxyOptions::default()).await;
+
+    let io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(16 << 20)
+        .initial_connection_window_size(16 << 20)
+        .data_frame_budget(usize::MAX >> 1)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/pkg.Upload/Ticks", proxy.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut client = client.ready().await.unwrap();
+    let (_response, mut upload) = client.send_request(request, false).unwrap();
+
+    // Send as flow control allows, until it stops allowing for half a second.
+    let mut sent = 0usize;
+    loop {
+        upload.reserve_capacity(tick().len());
+        let capacity = std::future::poll_fn(|cx| upload.poll_capacity(cx));
+        match tokio::time::timeout(Duration::from_millis(500), capacity).await {
+            Ok(Some(Ok(n))) if n >= tick().len() => {}
+            Ok(Some(Ok(_))) => continue,
+            Ok(ended) => panic!("the upload ended after {sent} messages: {ended:?}"),
+            Err(_) => break, // no window left: held back by flow control
+        }
+        if let Err(e) = upload.send_data(tick(), false) {
+            panic!("the proxy closed the connection after {sent} messages: {e}");
+        }
+        sent += 1;
+        if sent % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(sent > 40_000, "held back after {sent} messages");
+    assert!(
+        !connection.is_finished(),
+        "the proxy closed the client's connection: {:?}",
+        connection.await
+    );
+    eprintln!("small uploads: {sent} messages of 21 bytes in flight, the connection open");
+}
+
+/// What a backend saw of each call's request body: its bytes, or the error that ended it.
+type Seen = Arc<Mutex<Vec<Result<usize, String>>>>;
+
+/// A backend that answers each call's headers at once and records how its request body
+/// ended; the response ends with it.
+async fn recording_backend() -> (RawBackend, Seen) {
+    let seen = Seen::default();
+    let log = seen.clone();
+    let backend = RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let (tx, body) = channel_body();
+            tokio::spawn(async move {
+                let ended = read_request(request.into_body()).await;
+                log.lock().unwrap().push(
+                    ended
+                        .map(|(bytes, _)| bytes.len())
+                        .map_err(|e| format!("{e:?}")),
+                );
+                drop(tx);
+            });
+            grpc_response(body)
+        }
+    })
+    .await;
+    (backend, seen)
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.extend([kind, flags]);
+    out.extend(stream.to_be_bytes());
+    out.extend(payload);
+    out
+}
+
+/// A header field as an HPACK literal without indexing, with a new name.
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0, name.len() as u8];
+    out.extend(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend(value.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_keepalive_fails_its_calls_at_the_backend() {
+    // A client that goes silent mid-call: the proxy's PINGs go unanswered and it drops the
+    // connection. The call's request half must end as failed at the backend, never as if
+    // the client had finished sending.
+    let (backend, seen) = recording_backend().await;
+    let server = ServerOptions {
+        http2: Http2Settings {
+            keep_alive_interval: Some(Duration::from_millis(200)),
+            keep_alive_timeout: Duration::from_millis(300),
+            ..Http2Settings::default()
+        },
+        ..ServerOptions::default()
+    };
+    let proxy = serve_proxy_with(&backend.url(), ProxyOptions::default(), server).await;
+
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/pkg.Svc/Upload"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        headers.extend(literal(name, value));
+    }
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    bytes.extend(frame(0x1, 0x4, 1, &headers)); // HEADERS, END_HEADERS: the call opens
+    bytes.extend(frame(0x0, 0, 1, &tick())); // one message, more to come
+    silent.write_all(&bytes).await.unwrap();
+
+    // Read (and never answer) until the proxy closes the connection.
+    let started = std::time::Instant::now();
+    let mut buf = vec![0; 64 << 10];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(n) = silent.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "keepalive must close a silent client");
+    eprintln!("silent client closed after {:?}", started.elapsed());
+
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let ended = &seen[0];
+    assert!(
+        ended.as_ref().is_err_and(|e| e.contains("CANCEL")),
+        "the backend must see the request fail (reset CANCEL): {ended:?}"
+    );
+}
