@@ -4,18 +4,14 @@
 //! connection to the backend's ([`grpcproxy::worker`] gives each thread its own backend
 //! connections): no wake-up crosses threads on the call path.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use bytes::Bytes;
-use grpcproxy::server::{self, ServerOptions};
-use http::{Request, Response};
+use grpcproxy::server::{self, CallService, ServerOptions};
 use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, watch};
-use tower::Service;
 
 /// One listener to serve on every worker: where, and with which options.
 #[derive(Debug)]
@@ -32,21 +28,12 @@ pub(crate) struct Workers {
 
 /// Binds every listener `threads` times, starts the worker threads, and returns once all of
 /// them listen, with the address each listener is bound to (port 0 resolved).
-pub(crate) async fn start<S, B>(
+pub(crate) async fn start<S: CallService>(
     threads: usize,
     listeners: Vec<Listener>,
     service: S,
     stopped: watch::Receiver<bool>,
-) -> anyhow::Result<(Workers, Vec<SocketAddr>)>
-where
-    S: Service<Request<grpcproxy::RecvBody>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> anyhow::Result<(Workers, Vec<SocketAddr>)> {
     let threads = threads.max(1);
     // sockets[worker][listener]
     let mut sockets: Vec<Vec<(TcpSocket, ServerOptions)>> =
@@ -129,21 +116,12 @@ fn bind_reuseport(address: SocketAddr) -> io::Result<TcpSocket> {
 }
 
 /// One worker thread: listens on its sockets, says so, serves until `stopped`, drains.
-fn run_worker<S, B>(
+fn run_worker<S: CallService>(
     sockets: Vec<(TcpSocket, ServerOptions)>,
     service: S,
     stopped: watch::Receiver<bool>,
     ready: oneshot::Sender<anyhow::Result<()>>,
-) -> anyhow::Result<()>
-where
-    S: Service<Request<grpcproxy::RecvBody>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> anyhow::Result<()> {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,7 +1,6 @@
 //! One client connection: its handshake (TLS, HTTP/2), the task that drives it, and when
 //! it closes (drain, idle timeout, keepalive, the client's end).
 
-use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,14 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{Request, Response};
+use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tower_service::Service;
 
 use super::stream::StreamTask;
-use super::{answer_http1, starts_with_preface};
-use crate::body::BoxError;
+use super::{answer_http1, starts_with_preface, CallService};
 use crate::{ConnectionInfo, RecvBody};
 
 /// One accepted client connection, about to be served.
@@ -52,16 +49,7 @@ enum Event {
     Silent(Duration),
 }
 
-impl<S, B> Connection<S>
-where
-    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+impl<S: CallService> Connection<S> {
     pub(super) async fn serve_cleartext(self, stream: TcpStream) {
         match tokio::time::timeout(self.handshake_timeout, starts_with_preface(&stream)).await {
             Ok(Ok(true)) => self.serve(stream).await,
@@ -180,17 +168,12 @@ where
 
 /// Calls `service` with `request` and spawns the task that answers on `reply`. A service
 /// that is ready (the proxy always is) is called here, so the task never holds the request.
-fn start_call<S, B>(
+fn start_call<S: CallService>(
     mut service: S,
     request: Request<RecvBody>,
     reply: SendResponse<Bytes>,
     open: OpenStream,
-) where
-    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) {
     match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Ok(())) => {
             tokio::spawn(StreamTask::new(service.call(request), reply, open));

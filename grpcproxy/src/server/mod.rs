@@ -141,21 +141,12 @@ impl Default for ServerOptions {
 /// .await?;
 /// # Ok(()) }
 /// ```
-pub async fn serve<S, B>(
+pub async fn serve<S: CallService>(
     listener: TcpListener,
     service: S,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
-where
-    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) -> io::Result<()> {
     let local_addr = listener.local_addr()?;
     let h2 = h2_builder(&options);
     let keepalive = options
@@ -224,6 +215,49 @@ where
         tasks.shutdown().await;
     }
     Ok(())
+}
+
+/// What [`serve`] serves: a cloneable tower service that answers every call (it never
+/// fails: errors are gRPC statuses in its responses) and can move to the worker threads.
+/// Every such service is one, [`TransparentProxy`](crate::TransparentProxy) first.
+///
+/// ```
+/// use grpcproxy::{mq::NoQueue, server::CallService, SingleUpstream, TransparentProxy, Upstream};
+///
+/// fn servable(_: impl CallService) {}
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = Upstream::new("http://127.0.0.1:50052")?;
+/// servable(TransparentProxy::new(NoQueue, SingleUpstream::new(backend)));
+/// # Ok(()) }
+/// ```
+pub trait CallService:
+    Service<
+        Request<RecvBody>,
+        Response = Response<Self::Body>,
+        Error = Infallible,
+        Future = Self::Call,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The body of its responses.
+    type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    /// The future of one call.
+    type Call: Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
+}
+
+impl<S, B> CallService for S
+where
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = B;
+    type Call = S::Future;
 }
 
 /// The h2 settings of client connections: `options`, and hyper's server defaults for the
