@@ -206,3 +206,84 @@ async fn a_connection_closed_by_keepalive_fails_its_calls_at_the_backend() {
         "the backend must see the request fail (reset CANCEL): {ended:?}"
     );
 }
+
+/// A service that is not ready the first time it is asked on each clone (it wakes the
+/// caller at once), then forwards to the proxy: [`server::serve`] must wait for readiness
+/// rather than call a service that has not said it is ready.
+#[derive(Clone)]
+struct ReadyOnSecondAsk<S> {
+    inner: S,
+    asked: bool,
+    calls_before_ready: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S, R> tower_service::Service<R> for ReadyOnSecondAsk<S>
+where
+    S: tower_service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        if !self.asked {
+            self.asked = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        if !self.asked {
+            self.calls_before_ready
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_service_that_is_not_ready_yet_is_waited_for() {
+    let (backend, _service) = grpcproxy_testing::serve::ping_backend().await;
+    let upstream = grpcproxy::Upstream::new(&backend.url()).unwrap();
+    let proxy = grpcproxy::TransparentProxy::new(
+        grpcproxy::mq::NoQueue,
+        grpcproxy::SingleUpstream::new(upstream),
+    );
+    let calls_before_ready = Arc::default();
+    let service = ReadyOnSecondAsk {
+        inner: proxy,
+        asked: false,
+        calls_before_ready: Arc::clone(&calls_before_ready),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(grpcproxy::server::serve(
+        listener,
+        service,
+        ServerOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut client = grpcproxy_testing::serve::ping_client(addr).await;
+    for i in 0..3 {
+        let reply = client
+            .ping(grpcproxy_testing::serve::ping(format!("ready {i}")))
+            .await
+            .unwrap();
+        assert_eq!(reply.get_ref().value, format!("ready {i}"));
+    }
+    assert_eq!(
+        calls_before_ready.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "called before it was ready"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
