@@ -76,9 +76,8 @@ impl MessageCapture {
 
 /// The assembled payload, in an allocation of about its size. The buffer grew by
 /// doubling while the message's pieces arrived (a message one byte over 1 MiB ends in a 2
-/// MiB allocation); queued for the tap, that slack would count against nothing, and the
-/// tap's byte bound would understate its memory by up to half. Copied once when the slack
-/// is over a quarter.
+/// MiB allocation); queued for the tap, that slack would be allocated on top of what the
+/// tap's byte bound counts. Copied once when the slack is over a quarter.
 fn exact(buffer: BytesMut) -> Bytes {
     if buffer.capacity() - buffer.len() > buffer.len() / 4 {
         Bytes::copy_from_slice(&buffer)
