@@ -63,18 +63,11 @@ impl<S: CallService> Connection<S> {
         acceptor: tokio_rustls::TlsAcceptor,
         stream: TcpStream,
     ) {
-        let peer = self.info.remote_addr;
-        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = ?peer, "TLS handshake timed out");
-                return;
-            }
+        let accept = acceptor.accept(stream);
+        let Some(tls) =
+            handshake(self.handshake_timeout, self.info.remote_addr, "TLS", accept).await
+        else {
+            return;
         };
         if let Some(chain) = tls.get_ref().1.peer_certificates() {
             self.info.peer_certificates = Some(Arc::new(chain.to_vec()));
@@ -90,17 +83,10 @@ impl<S: CallService> Connection<S> {
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let peer = self.info.remote_addr;
-        let handshake = self.h2.handshake::<T, Bytes>(io);
-        let mut connection = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => {
-                tracing::debug!(peer = ?peer, error = %e, "HTTP/2 handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = ?peer, "HTTP/2 handshake timed out");
-                return;
-            }
+        let h2 = self.h2.handshake::<T, Bytes>(io);
+        let Some(mut connection) = handshake(self.handshake_timeout, peer, "HTTP/2", h2).await
+        else {
+            return;
         };
         let streams = Arc::new(StreamCount::new());
         let keepalive = self.keepalive.and_then(|(interval, timeout)| {
@@ -162,6 +148,27 @@ impl<S: CallService> Connection<S> {
                 }
                 Event::Ended(None) => return,
             }
+        }
+    }
+}
+
+/// What `handshake` (`what`: TLS, HTTP/2) gives, if it succeeds within `timeout`;
+/// otherwise `None`, and a debug line saying why.
+async fn handshake<T, E: std::fmt::Display>(
+    timeout: Duration,
+    peer: Option<std::net::SocketAddr>,
+    what: &str,
+    handshake: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = ?peer, error = %e, "{what} handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer, "{what} handshake timed out");
+            None
         }
     }
 }
