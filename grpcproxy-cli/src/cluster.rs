@@ -63,6 +63,23 @@ struct EndpointSet {
     by_address: HashMap<SocketAddr, usize>,
 }
 
+impl EndpointSet {
+    /// The endpoint whose upstream has `address`. A call reports the very string its
+    /// endpoint's upstream holds, so a small set is searched by pointer, without parsing
+    /// or hashing the address on every call.
+    fn find(&self, address: &str) -> Option<&Arc<Endpoint>> {
+        const SCANNED: usize = 16;
+        if self.list.len() <= SCANNED {
+            let same = |e: &&Arc<Endpoint>| std::ptr::eq(e.upstream.address(), address);
+            if let Some(endpoint) = self.list.iter().find(same) {
+                return Some(endpoint);
+            }
+        }
+        let address: SocketAddr = address.parse().ok()?;
+        self.by_address.get(&address).map(|&i| &self.list[i])
+    }
+}
+
 /// How to make an endpoint for an address: the cluster's connection and TLS settings.
 #[derive(Debug)]
 struct EndpointFactory {
@@ -296,13 +313,7 @@ impl Cluster {
     /// count towards ejection; anything else resets the count.
     pub(crate) fn report(&self, backend: &str, status: Code, unreachable: Option<&str>) {
         let set = self.set.load();
-        let find = |address: &str| {
-            address
-                .parse()
-                .ok()
-                .and_then(|a: SocketAddr| set.by_address.get(&a))
-                .map(|&i| &set.list[i])
-        };
+        let find = |address: &str| set.find(address);
         if let Some(endpoint) = unreachable.and_then(find) {
             self.failed(endpoint);
         }
@@ -551,6 +562,25 @@ mod tests {
             Arc::ptr_eq(&cluster.endpoints()[0], &kept),
             "10.0.0.2 keeps its connections and health"
         );
+    }
+
+    #[test]
+    fn reports_find_their_endpoint_by_its_own_address_or_by_an_equal_one() {
+        let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8"]);
+        let [first, second] = [0, 1].map(|i| cluster.endpoints()[i].clone());
+        // The endpoint's own string (what a call reports): found without parsing.
+        for _ in 0..5 {
+            cluster.report(first.upstream.address(), Code::Unavailable, None);
+        }
+        assert!(!cluster.is_available(&first), "5 failures in a row eject");
+        // An equal string elsewhere in memory: found by parsing it.
+        let copy = second.upstream.address().to_owned();
+        assert!(!std::ptr::eq(copy.as_str(), second.upstream.address()));
+        for _ in 0..5 {
+            cluster.report(&copy, Code::Unavailable, None);
+        }
+        assert!(!cluster.is_available(&second));
+        assert!(cluster.pick().is_none(), "both ejected");
     }
 
     #[test]

@@ -48,6 +48,11 @@ impl CallInfo {
     /// as the method; the proxy itself answers such calls `UNIMPLEMENTED` before asking.
     pub fn new(path: PathAndQuery, metadata: MetadataMap) -> Self {
         let split = split_method(path.path()).unwrap_or(0);
+        Self::split_at(path, split, metadata)
+    }
+
+    /// [`CallInfo::new`] for a path already split by [`split_method`].
+    pub(crate) fn split_at(path: PathAndQuery, split: usize, metadata: MetadataMap) -> Self {
         Self {
             path,
             split,

@@ -3,7 +3,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// A static, not a `const`: a `const` array is built and dropped at every use.
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -130,6 +130,13 @@ where
     }
 }
 
+/// The answer to a path that is not `/package.Service/Method`.
+fn malformed_method(path: &str) -> Response<ResponseBody> {
+    status_response(Status::unimplemented(format!(
+        "malformed method name {path:?}: expected /package.Service/Method"
+    )))
+}
+
 /// A trailers-only response carrying `status`.
 fn status_response(status: Status) -> Response<ResponseBody> {
     status.into_http()
@@ -148,14 +155,12 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             return Ok(rejection);
         }
         let (mut parts, body) = request.into_parts();
-        let path = match parts.uri.path_and_query() {
-            Some(path) if split_method(path.path()).is_some() => path.clone(),
-            _ => {
-                return Ok(status_response(Status::unimplemented(format!(
-                    "malformed method name {:?}: expected /package.Service/Method",
-                    parts.uri.path()
-                ))))
-            }
+        let (path, split) = match parts.uri.path_and_query() {
+            Some(path) => match split_method(path.path()) {
+                Some(split) => (path.clone(), split),
+                None => return Ok(malformed_method(parts.uri.path())),
+            },
+            None => return Ok(malformed_method(parts.uri.path())),
         };
         let received = Instant::now();
         let requested = match parts
@@ -179,8 +184,12 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 append_forwarded_for(&mut parts.headers, addr.ip());
             }
         }
-        let call_info = CallInfo::new(path.clone(), MetadataMap::from_headers(parts.headers))
-            .with_peer(peer, parts.extensions);
+        let call_info = CallInfo::split_at(
+            path.clone(),
+            split,
+            MetadataMap::from_headers(parts.headers),
+        )
+        .with_peer(peer, parts.extensions);
         let guard = ResponseGuard::new(CallState::start(&self.stats));
         let call = guard.call().clone();
 
