@@ -4,7 +4,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::frame::{FrameDecoder, FrameEvent, MessageHeader};
 
-/// Assembles messages from chunks: a message inside one chunk is a zero-copy slice of it;
+/// Assembles messages from chunks: a message inside one chunk is a zero-copy slice of it
+/// (a copy when it is cut short);
 /// one split across chunks is copied together, up to `keep` bytes (the rest is counted,
 /// not kept).
 #[derive(Debug)]
@@ -52,13 +53,19 @@ impl MessageCapture {
                 let room = keep.saturating_sub(buffer.len());
                 let take = len.min(room);
                 if last && buffer.is_empty() {
-                    // The whole (kept part of the) message is in this chunk: no copy.
+                    // The whole (kept part of the) message is in this chunk: no copy, unless
+                    // the message was cut short. A slice holds on to the whole buffer the
+                    // chunk came in, while the tap's byte bound counts only the slice: a
+                    // few bytes kept of each large message would hold every buffer.
+                    let kept = offset..offset + take;
+                    let payload = if take < len {
+                        Bytes::copy_from_slice(&chunk[kept])
+                    } else {
+                        chunk.slice(kept)
+                    };
                     let header = *header;
                     *current = None;
-                    done(Captured {
-                        header,
-                        payload: chunk.slice(offset..offset + take),
-                    });
+                    done(Captured { header, payload });
                     return;
                 }
                 buffer.extend_from_slice(&chunk[offset..offset + take]);
@@ -114,6 +121,24 @@ mod tests {
             "{held} bytes held for {}",
             payload.len()
         );
+    }
+
+    #[test]
+    fn a_payload_cut_short_holds_its_own_bytes_not_the_chunk() {
+        let wire = frame(&[9u8; 8192]);
+        let chunk = Bytes::from(wire);
+        let mut capture = MessageCapture::new(16);
+        let mut got = Vec::new();
+        capture.feed(&chunk, |m| got.push(m.payload));
+        assert_eq!(got, [&[9u8; 16][..]]);
+        let kept = got.pop().unwrap().try_into_mut();
+        assert!(kept.is_ok(), "the 16 bytes kept share the 8 KiB chunk");
+        assert!(kept.unwrap().capacity() < 1024);
+        // A message kept whole is still a zero-copy slice of its chunk.
+        let mut whole = MessageCapture::new(usize::MAX);
+        whole.feed(&chunk, |m| got.push(m.payload));
+        assert_eq!(got[0].len(), 8192);
+        assert_eq!(got[0].as_ptr(), chunk[5..].as_ptr());
     }
 
     #[test]
