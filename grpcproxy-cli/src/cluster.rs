@@ -568,12 +568,12 @@ mod tests {
     fn reports_find_their_endpoint_by_its_own_address_or_by_an_equal_one() {
         let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8"]);
         let [first, second] = [0, 1].map(|i| cluster.endpoints()[i].clone());
-        // The endpoint's own string (what a call reports): found without parsing.
+        // The endpoint's own string, as a call reports it.
         for _ in 0..5 {
             cluster.report(first.upstream.address(), Code::Unavailable, None);
         }
         assert!(!cluster.is_available(&first), "5 failures in a row eject");
-        // An equal string elsewhere in memory: found by parsing it.
+        // An equal string elsewhere in memory.
         let copy = second.upstream.address().to_owned();
         assert!(!std::ptr::eq(copy.as_str(), second.upstream.address()));
         for _ in 0..5 {
