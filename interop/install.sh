@@ -27,3 +27,11 @@ if ! cmp -s node/package-lock.json node/node_modules/.installed-package-lock.jso
 fi
 (cd node && node -e "require('@grpc/grpc-js'); require('@grpc/proto-loader'); require('@grpc/reflection'); require('grpc-health-check')")
 echo "interop peers: grpcio $("$venv/bin/python" -c 'import grpc; print(grpc.__version__)'), grpc-js $(node -p "require('./node/node_modules/@grpc/grpc-js/package.json').version")"
+
+# The grpc-go backend (interop/go/server.go), built from Debian's grpc-go: no module
+# download, the packages' sources are the GOPATH.
+command -v go >/dev/null && [ -d /usr/share/gocode/src/google.golang.org/grpc ] || install_peers golang-go golang-google-grpc-dev
+if [ ! -x go/grpc-go-server ] || [ go/server.go -nt go/grpc-go-server ]; then
+  (cd go && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/grpcproxy-interop-gocache" go build -o grpc-go-server server.go)
+fi
+echo "grpc-go backend: $(dpkg-query -W -f '${Version}' golang-google-grpc-dev) ($(go version | cut -d' ' -f3))"

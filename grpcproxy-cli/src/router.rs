@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::{CallInfo, HeaderEdits, SharedObserver, StreamDirector, Target};
+use grpcproxy::{CallInfo, CallRecord, HeaderEdits, SharedObserver, StreamDirector, Target};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use regex::Regex;
@@ -42,7 +42,7 @@ struct Route {
     path_prefix: Option<String>,
     headers: Vec<(HeaderName, HeaderCondition)>,
     cluster: Arc<Cluster>,
-    observer: SharedObserver,
+    observer: Arc<RouteObserver>,
     max_timeout: Option<Duration>,
     default_timeout: Option<Duration>,
     authority: Option<Authority>,
@@ -101,11 +101,12 @@ impl Router {
 
     fn route(&self, call: CallInfo) -> Result<Target, Status> {
         let Some(route) = self.routes.iter().find(|r| r.matches(&call)) else {
-            self.telemetry.unrouted(call.method());
-            return Err(Status::unimplemented(format!(
-                "no route matched {}",
-                call.method()
-            )));
+            let code = tonic::Code::Unimplemented;
+            self.telemetry.unrouted(&refused_record(&call, code));
+            return Err(Status::new(
+                code,
+                format!("no route matched {}", call.method()),
+            ));
         };
         route.target(call)
     }
@@ -147,7 +148,7 @@ impl Route {
             .name
             .clone()
             .unwrap_or_else(|| format!("route-{index}"));
-        let observer: SharedObserver = Arc::new(RouteObserver {
+        let observer = Arc::new(RouteObserver {
             metrics: telemetry.route_metrics(&name, &cluster.name),
             telemetry: telemetry.clone(),
             route: name.clone(),
@@ -218,10 +219,12 @@ impl Route {
             }
         }
         let Some(picked) = self.cluster.pick() else {
-            return Err(Status::unavailable(format!(
-                "no healthy endpoint in cluster {}",
-                self.cluster.name
-            )));
+            let code = tonic::Code::Unavailable;
+            self.observer.refused(&refused_record(&call, code));
+            return Err(Status::new(
+                code,
+                format!("no healthy endpoint in cluster {}", self.cluster.name),
+            ));
         };
         let Picked {
             endpoint,
@@ -233,7 +236,7 @@ impl Route {
             .forward_to(endpoint.upstream.clone())
             .timeout_limits(self.max_timeout, self.default_timeout)
             .with_guard(in_flight)
-            .with_observer(self.observer.clone());
+            .with_observer(self.observer.clone() as SharedObserver);
         if let Some(authority) = &self.authority {
             target = target.authority(authority.clone());
         }
@@ -244,6 +247,21 @@ impl Route {
             target = target.alternate(alternate.upstream.clone());
         }
         Ok(target)
+    }
+}
+
+/// The record of a call the router answers itself, at once.
+fn refused_record(call: &CallInfo, code: tonic::Code) -> CallRecord<'_> {
+    CallRecord {
+        method: call.method(),
+        peer: call.remote_addr(),
+        backend: "",
+        unreachable: None,
+        grpc_status: code,
+        started: std::time::SystemTime::now(),
+        duration: Duration::ZERO,
+        request_bytes: 0,
+        response_bytes: 0,
     }
 }
 

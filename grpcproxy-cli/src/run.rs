@@ -15,7 +15,7 @@ use crate::cluster::Cluster;
 use crate::config::{self, Config, LoadedConfig};
 use crate::router::{ReloadableRouter, Router};
 use crate::tap::TapQueue;
-use crate::telemetry::{AccessLog, Telemetry};
+use crate::telemetry::{AccessLog, Telemetry, Unrouted};
 
 /// Everything built from a configuration before anything binds: what can fail on files
 /// (certificates, keys, the access log) fails here, so `check-config` catches it too.
@@ -115,6 +115,7 @@ pub(crate) async fn run(
     let options = ProxyOptions {
         max_message_size: config.limits.max_message_size,
         stream_idle_timeout: Some(config.limits.stream_idle_timeout).filter(|t| !t.is_zero()),
+        refusal_observer: Some(Arc::new(Unrouted(telemetry.clone()))),
         ..ProxyOptions::default()
     };
     let tap = Arc::new(TapQueue::start(config.tap.as_ref().map(|t| t.get_ref()))?);

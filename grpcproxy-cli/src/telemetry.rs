@@ -153,17 +153,21 @@ impl Telemetry {
         text
     }
 
-    /// Counts a call the router refused (no route matched).
-    pub(crate) fn unrouted(&self, method: &str) {
-        let _ = method; // not a label: unmatched methods are attacker-chosen
+    /// Counts and logs a call answered without a route: none matched, or the proxy
+    /// refused it before routing (malformed method, unreadable `grpc-timeout`). Counted
+    /// with empty route, cluster and method labels: such methods are attacker-chosen.
+    pub(crate) fn unrouted(&self, call: &CallRecord<'_>) {
         self.requests
             .get_or_create(&CallLabels {
                 route: String::new(),
                 cluster: String::new(),
                 method: String::new(),
-                grpc_status: (tonic::Code::Unimplemented as i32).to_string(),
+                grpc_status: (call.grpc_status as i32).to_string(),
             })
             .inc();
+        if let Some(log) = &self.access_log {
+            log.write("", "", call);
+        }
     }
 
     /// One route's metric handles, resolved once so that a call only bumps atomics.
@@ -269,14 +273,33 @@ pub(crate) struct RouteObserver {
     pub(crate) cluster: Arc<Cluster>,
 }
 
-impl CallObserver for RouteObserver {
-    fn call_ended(&self, call: &CallRecord<'_>) {
-        self.cluster
-            .report(call.backend, call.grpc_status, call.unreachable);
+impl RouteObserver {
+    /// Counts and logs a call of this route that the router answered itself (no healthy
+    /// endpoint): no endpoint's health is concerned.
+    pub(crate) fn refused(&self, call: &CallRecord<'_>) {
         self.metrics.record(call);
         if let Some(log) = &self.telemetry.access_log {
             log.write(&self.route, &self.cluster.name, call);
         }
+    }
+}
+
+impl CallObserver for RouteObserver {
+    fn call_ended(&self, call: &CallRecord<'_>) {
+        self.cluster
+            .report(call.backend, call.grpc_status, call.unreachable);
+        self.refused(call);
+    }
+}
+
+/// Told about the calls the proxy answers before routing them (malformed method name,
+/// unreadable `grpc-timeout`, routing past the deadline).
+#[derive(Debug)]
+pub(crate) struct Unrouted(pub(crate) Arc<Telemetry>);
+
+impl CallObserver for Unrouted {
+    fn call_ended(&self, call: &CallRecord<'_>) {
+        self.0.unrouted(call);
     }
 }
 
@@ -481,7 +504,7 @@ impl AccessLog {
             "method": call.method,
             "route": route,
             "cluster": cluster,
-            "endpoint": call.backend,
+            "endpoint": Some(call.backend).filter(|b| !b.is_empty()),
             "grpc_status": call.grpc_status as i32,
             "duration_ms": call.duration.as_secs_f64() * 1e3,
             "bytes_in": call.request_bytes,

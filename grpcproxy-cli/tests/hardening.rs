@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use grpcproxy_testing::pb::PingRequest;
 use grpcproxy_testing::raw::{channel_body, grpc_frame, header_map, RawBackend, RawClient};
 use grpcproxy_testing::serve::{ping_backend, ping_client};
+use grpcproxy_testing::wire::{goaway_code, h2_frame, wait_for_close, PREFACE};
 use grpcproxy_testing::TestServer;
 use http_body::Frame;
 use support::baseline::{assert_back_to, baseline, metric, rss_mib};
-use support::wire::{goaway_code, h2_frame, wait_for_close, PREFACE};
 use support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

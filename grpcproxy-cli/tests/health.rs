@@ -25,10 +25,14 @@ fn served_by<T>(reply: &tonic::Response<T>) -> String {
 async fn health_checks_mark_an_endpoint_down_and_up_again() {
     let (a, a_health) = health_backend("a").await;
     let (b, b_health) = health_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
     let config = format!(
         r#"
 [admin]
 address = "127.0.0.1:0"
+[access_log]
+path = "{log}"
 [[listeners]]
 address = "127.0.0.1:0"
 [[routes]]
@@ -39,7 +43,8 @@ balance = "round_robin"
 health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2, healthy_threshold = 2 }}
 "#,
         a = a.addr(),
-        b = b.addr()
+        b = b.addr(),
+        log = log_path.display(),
     );
     let (proxy, _file) = support::start_with_config(&config, 1);
     let admin = proxy.admin.unwrap();
@@ -84,14 +89,30 @@ health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2,
         ),
     );
     let started = Instant::now();
-    let status = client.ping(PingRequest::default()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable);
-    assert_eq!(status.message(), "no healthy endpoint in cluster pair");
+    for _ in 0..5 {
+        let status = client.ping(PingRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "no healthy endpoint in cluster pair");
+    }
     assert!(
-        started.elapsed() < Duration::from_millis(200),
+        started.elapsed() < Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );
+    // Answered by the proxy, still counted under the route, and logged.
+    support::wait_for_metric(
+        admin,
+        r#"grpcproxy_requests_total{route="route-0",cluster="pair",method="/grpcproxy.testing.TestService/Ping",grpc_status="14"} 5"#,
+    );
+    let log = support::access_log_lines(&log_path, 35);
+    assert_eq!(log.len(), 35, "one line per call: {log:?}");
+    let refused: Vec<&serde_json::Value> = log.iter().filter(|l| l["grpc_status"] == 14).collect();
+    assert_eq!(refused.len(), 5, "{log:?}");
+    for line in refused {
+        assert_eq!(line["route"], "route-0");
+        assert_eq!(line["cluster"], "pair");
+        assert!(line["endpoint"].is_null(), "{line}");
+    }
     a_health
         .set_service_status("", ServingStatus::Serving)
         .await;

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grpcproxy_testing::raw::{frames_body, read_request, RawBackend, RawClient};
-use http_body::Frame;
-use support::baseline::{assert_back_to, baseline};
-use support::wire::{
+use grpcproxy_testing::wire::{
     connect_and_send, grpc_request_headers, h2_frame, literal_headers, read_until, RawFrame,
 };
+use http_body::Frame;
+use support::baseline::{assert_back_to, baseline};
 
 /// What the backend saw of one call: its path, a header the tests look for, and how its
 /// request body ended (bytes read, or the error).
@@ -347,4 +347,57 @@ async fn empty_data_frames_from_clients_never_reach_the_shared_backend_connectio
         "a backend connection was cut"
     );
     assert_back_to(&proxy, before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_racing_the_proxys_own_answer_is_quiet() {
+    let (backend, seen) = recording_backend().await;
+    let url = backend.url();
+    let proxy = support::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &url,
+            "--log-level",
+            "debug",
+        ],
+        1,
+    );
+    // Each stream: a call the proxy answers itself at once (an unreadable grpc-timeout),
+    // reset by the client in the same write, as when both deadlines expire together.
+    let mut frames = Vec::new();
+    for i in 0..10u32 {
+        let stream = 1 + 2 * i;
+        let head = grpc_request_headers(PATH, &[("grpc-timeout", "soon")]);
+        frames.push(h2_frame(0x1, 0x4, stream, &head));
+        frames.push(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // CANCEL
+    }
+    frames.push(h2_frame(0x6, 0, 0, b"racing!!"));
+    let mut tcp = connect_and_send(proxy.listening[0], &frames).await;
+    let reset_by_proxy = read_until(&mut tcp, Duration::from_secs(3), |f| {
+        (f.kind == 0x3 && f.stream != 0) || (f.kind == 0x6 && f.flags & 0x1 != 0)
+    })
+    .await
+    .expect("the proxy acknowledges the PING that follows the streams");
+    assert_eq!(
+        reset_by_proxy.kind, 0x6,
+        "the proxy reset a stream the client had reset: {reset_by_proxy:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged: Vec<String> = proxy.logs.try_iter().collect();
+    let noisy: Vec<&String> = logged
+        .iter()
+        .filter(|l| l.contains("could not send the response head"))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "{} lines like {:?}",
+        noisy.len(),
+        noisy.first()
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no call reaches the backend"
+    );
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use grpcproxy_testing::raw::{channel_body, RawBackend, RawClient};
 use grpcproxy_testing::relay::Relay;
 use grpcproxy_testing::serve::{open_ping_stream, ping, ping_backend, ping_client};
+use grpcproxy_testing::wire::{grpc_request_headers, h2_frame, wait_for_close, PREFACE};
 use support::baseline::{assert_back_to, baseline, metric};
-use support::wire::{grpc_request_headers, h2_frame, wait_for_close, PREFACE};
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 

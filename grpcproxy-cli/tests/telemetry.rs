@@ -61,6 +61,19 @@ endpoints = ["{backend}"]
         )
         .await;
     assert_eq!(unrouted.grpc_status(), Some("12"));
+    // Answered by the proxy before routing: counted and logged like the rest.
+    let malformed = raw
+        .call("/no-method", Default::default(), frames_body(vec![]))
+        .await;
+    assert_eq!(malformed.grpc_status(), Some("12"));
+    let bad_timeout = raw
+        .call(
+            "/grpcproxy.testing.TestService/Ping",
+            grpcproxy_testing::raw::header_map(&[("grpc-timeout", "soon")]),
+            frames_body(vec![]),
+        )
+        .await;
+    assert_eq!(bad_timeout.grpc_status(), Some("13"));
 
     let ping = r#"route="ping",cluster="ping",method="/grpcproxy.testing.TestService/Ping""#;
     let body = support::wait_for_metric(
@@ -85,7 +98,8 @@ endpoints = ["{backend}"]
     let request_bytes =
         3 * (5 + request.encoded_len()) + (5 + PingRequest::default().encoded_len());
     for line in [
-        r#"grpcproxy_requests_total{route="",cluster="",method="",grpc_status="12"} 1"#.to_string(),
+        r#"grpcproxy_requests_total{route="",cluster="",method="",grpc_status="12"} 2"#.to_string(),
+        r#"grpcproxy_requests_total{route="",cluster="",method="",grpc_status="13"} 1"#.to_string(),
         r#"grpcproxy_request_duration_seconds_count{route="ping",cluster="ping"} 4"#.to_string(),
         format!(r#"grpcproxy_request_bytes_total{{route="ping",cluster="ping"}} {request_bytes}"#),
         format!(
@@ -128,12 +142,31 @@ endpoints = ["{backend}"]
         "secrets must not be shown:\n{config_text}"
     );
 
-    let log = std::fs::read_to_string(&log_path).unwrap();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let lines = support::access_log_lines(&log_path, 7);
+    assert_eq!(lines.len(), 7, "one line per call: {lines:?}");
+    let (lines, unrouted): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l["route"] == "ping");
+    let mut unrouted: Vec<(&str, i64)> = unrouted
+        .iter()
+        .map(|l| {
+            assert_eq!(l["route"], "", "{l}");
+            assert_eq!(l["cluster"], "", "{l}");
+            assert!(l["endpoint"].is_null(), "{l}");
+            assert!(l["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
+            (
+                l["method"].as_str().unwrap(),
+                l["grpc_status"].as_i64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(lines.len(), 4, "{log}");
+    unrouted.sort();
+    assert_eq!(
+        unrouted,
+        [
+            ("/grpcproxy.testing.TestService/Ping", 13),
+            ("/no-method", 12),
+            ("/other.Service/Method", 12)
+        ]
+    );
     for (line, (method, status)) in
         lines
             .iter()

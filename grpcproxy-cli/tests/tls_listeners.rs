@@ -310,7 +310,8 @@ async fn stalled_tls_handshakes_are_closed_within_the_handshake_timeout() {
     }
     let mut slowest = Duration::ZERO;
     for tcp in &mut stalls {
-        let (_, closed) = support::wire::wait_for_close(tcp, Duration::from_secs(5)).await;
+        let (_, closed) =
+            grpcproxy_testing::wire::wait_for_close(tcp, Duration::from_secs(5)).await;
         slowest = slowest.max(closed.expect("a stalled TLS handshake was still open after 5 s"));
     }
     println!("stalled TLS handshakes: 100 connections closed, the last after {slowest:?}");

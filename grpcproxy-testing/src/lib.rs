@@ -9,6 +9,7 @@ pub mod raw;
 pub mod relay;
 pub mod serve;
 pub mod trailers;
+pub mod wire;
 
 /// The generated code of `proto/ping.proto`.
 #[allow(

@@ -24,6 +24,43 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 /// The request body type sent on upstream connections (one box per call, not per frame).
 pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
+/// A request body that never reports its end before it has yielded a frame, so that hyper
+/// ends an empty request stream with an empty DATA frame instead of END_STREAM on the
+/// HEADERS (which gRPC's PROTOCOL-HTTP2.md forbids and grpc-go servers never see).
+pub(crate) struct EndsOnData {
+    body: BoxBody,
+    yielded: bool,
+}
+
+impl EndsOnData {
+    pub(crate) fn new(body: BoxBody) -> Self {
+        Self {
+            body,
+            yielded: false,
+        }
+    }
+}
+
+impl Body for EndsOnData {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            self.yielded = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.yielded && self.body.is_end_stream()
+    }
+}
+
 /// A backend's response body: from grpcproxy's own connections or from a tonic `Channel`.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {

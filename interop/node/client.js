@@ -120,6 +120,28 @@ const checks = {
     return '5 ping-pongs, half-close, OK';
   },
 
+  async empty_client_stream({ stub }) {
+    const response = await new Promise((resolve, reject) => {
+      const call = stub.ClientStream((error, r) => (error ? reject(error) : resolve(r)));
+      call.end();
+    });
+    expect(response.request_count === 0, `request_count ${response.request_count}`);
+    expect(response.payload.length === 0, `payload of ${response.payload.length} bytes`);
+    return 'no requests, count 0';
+  },
+
+  async empty_bidi({ stub }) {
+    const call = stub.Bidi();
+    const status = ended(call);
+    const responses = collect(call);
+    call.end();
+    const { code } = await status;
+    const got = await responses;
+    expect(got.length === 0, `${got.length} responses`);
+    expect(code === grpc.status.OK, `status ${code}`);
+    return 'half-closed at once, no response, OK';
+  },
+
   async metadata({ stub }) {
     const ascii = 'hello, interop';
     const bin = Buffer.from([0, 1, 2, 0xfe, 0xff]);

@@ -57,6 +57,13 @@ async def client_stream(stub):
     return "5 requests concatenated"
 
 
+async def empty_client_stream(stub):
+    response = await stub.ClientStream(iter(()))
+    expect(response.request_count == 0, f"request_count {response.request_count}")
+    expect(response.payload == b"", f"payload {response.payload!r}")
+    return "no requests, count 0"
+
+
 async def server_stream(stub):
     call = stub.ServerStream(pb.Request(payload=b"stream", response_count=5))
     payloads = [response.payload async for response in call]
@@ -79,6 +86,14 @@ async def bidi(stub):
     expect(await call.read() is aio.EOF, "a response after half-close")
     expect(await call.code() == grpc.StatusCode.OK, f"status {await call.code()}")
     return "5 ping-pongs, half-close, OK"
+
+
+async def empty_bidi(stub):
+    call = stub.Bidi(iter(()))
+    responses = [response async for response in call]
+    expect(not responses, f"{len(responses)} responses")
+    expect(await call.code() == grpc.StatusCode.OK, f"status {await call.code()}")
+    return "half-closed at once, no response, OK"
 
 
 async def metadata(stub):
@@ -224,6 +239,8 @@ CHECKS = [
     ("client_stream", client_stream),
     ("server_stream", server_stream),
     ("bidi", bidi),
+    ("empty_client_stream", empty_client_stream),
+    ("empty_bidi", empty_bidi),
     ("metadata", metadata),
     ("status", status),
     ("large_8mib", large),

@@ -67,6 +67,8 @@ async fn run_target(label: &str, address: &str) -> Vec<CheckResult> {
             "client_stream" => within(client_stream(stub.clone())).await,
             "server_stream" => within(server_stream(stub.clone())).await,
             "bidi" => within(bidi(stub.clone())).await,
+            "empty_client_stream" => within(empty_client_stream(stub.clone())).await,
+            "empty_bidi" => within(empty_bidi(stub.clone())).await,
             "metadata" => within(metadata(stub.clone(), watched.clone())).await,
             "status" => within(status(stub.clone())).await,
             "large_8mib" => within(large(stub.clone())).await,
@@ -164,6 +166,30 @@ async fn client_stream(mut stub: Stub) -> Outcome {
         "concatenated payload differs".into()
     })?;
     pass("5 requests concatenated")
+}
+
+async fn empty_client_stream(mut stub: Stub) -> Outcome {
+    let requests = tokio_stream::iter(Vec::<Message>::new());
+    let answer = stub
+        .client_stream(requests)
+        .await
+        .map_err(describe)?
+        .into_inner();
+    expect(answer.request_count == 0, || {
+        format!("request_count {}", answer.request_count)
+    })?;
+    expect(answer.payload.is_empty(), || {
+        format!("payload of {} bytes", answer.payload.len())
+    })?;
+    pass("no requests, count 0")
+}
+
+async fn empty_bidi(mut stub: Stub) -> Outcome {
+    let requests = tokio_stream::iter(Vec::<Message>::new());
+    let mut answers = stub.bidi(requests).await.map_err(describe)?.into_inner();
+    let first = answers.message().await.map_err(describe)?;
+    expect(first.is_none(), || "a response to no request".into())?;
+    pass("half-closed at once, no response, OK")
 }
 
 async fn server_stream(mut stub: Stub) -> Outcome {

@@ -40,11 +40,13 @@ pub const DESCRIPTOR_SET: &[u8] =
 pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// The checks every client runs against every target, in table order.
-pub const CHECKS: [&str; 14] = [
+pub const CHECKS: [&str; 16] = [
     "unary",
     "client_stream",
     "server_stream",
     "bidi",
+    "empty_client_stream",
+    "empty_bidi",
     "metadata",
     "status",
     "large_8mib",

@@ -22,6 +22,9 @@ pub enum Runtime {
     GrpcJs,
     /// Rust tonic, in the test's own process.
     Tonic,
+    /// grpc-go (Debian's 1.33), a backend only: `Unary`, `ClientStream` and `Bidi`
+    /// (`go/server.go`). Not in the matrix: it checks how request streams end.
+    GrpcGo,
 }
 
 impl Runtime {
@@ -34,6 +37,7 @@ impl Runtime {
             Runtime::Grpcio => "grpcio",
             Runtime::GrpcJs => "grpc-js",
             Runtime::Tonic => "tonic",
+            Runtime::GrpcGo => "grpc-go",
         }
     }
 }
@@ -76,6 +80,12 @@ fn command(runtime: Runtime, script: &str) -> Command {
             command
         }
         Runtime::Tonic => panic!("tonic peers run in process"),
+        Runtime::GrpcGo => {
+            assert_eq!(script, "server", "grpc-go is a backend only");
+            let server = dir.join("go/grpc-go-server");
+            require(&server, "the grpc-go backend");
+            Command::new(server)
+        }
     };
     // The peer exits when its standard input closes, so it cannot outlive the test.
     command
@@ -101,7 +111,7 @@ impl PeerBackend {
     }
 }
 
-/// Starts the backend of `runtime` (grpcio or grpc-js) and waits until it listens.
+/// Starts the backend of `runtime` (grpcio, grpc-js or grpc-go) and waits until it listens.
 ///
 /// ```no_run
 /// # async fn f() {

@@ -130,11 +130,32 @@ where
     }
 }
 
-/// The answer to a path that is not `/package.Service/Method`.
-fn malformed_method(path: &str) -> Response<ResponseBody> {
-    status_response(Status::unimplemented(format!(
+/// The status for a path that is not `/package.Service/Method`.
+fn malformed_method(path: &str) -> Status {
+    Status::unimplemented(format!(
         "malformed method name {path:?}: expected /package.Service/Method"
-    )))
+    ))
+}
+
+/// What the refusal observer is told of a call the proxy answered itself.
+fn refusal_record(
+    method: &str,
+    peer: Option<std::net::SocketAddr>,
+    received: Instant,
+    code: tonic::Code,
+) -> crate::CallRecord<'_> {
+    let duration = received.elapsed();
+    crate::CallRecord {
+        method,
+        peer,
+        backend: "",
+        unreachable: None,
+        grpc_status: code,
+        started: SystemTime::now() - duration,
+        duration,
+        request_bytes: 0,
+        response_bytes: 0,
+    }
 }
 
 /// A trailers-only response carrying `status`.
@@ -143,6 +164,21 @@ fn status_response(status: Status) -> Response<ResponseBody> {
 }
 
 impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
+    /// Answers a call with `status` before any target, telling the refusal observer.
+    fn refused(
+        &self,
+        method: &str,
+        extensions: &http::Extensions,
+        received: Instant,
+        status: Status,
+    ) -> Response<ResponseBody> {
+        if let Some(observer) = &self.options.refusal_observer {
+            let peer = connection_info(extensions).remote_addr;
+            observer.call_ended(&refusal_record(method, peer, received, status.code()));
+        }
+        status_response(status)
+    }
+
     async fn forward<B>(
         self: Arc<Self>,
         request: Request<B>,
@@ -154,15 +190,16 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         if let Some(rejection) = reject::non_grpc_request(&request) {
             return Ok(rejection);
         }
-        let (mut parts, body) = request.into_parts();
-        let (path, split) = match parts.uri.path_and_query() {
-            Some(path) => match split_method(path.path()) {
-                Some(split) => (path.clone(), split),
-                None => return Ok(malformed_method(parts.uri.path())),
-            },
-            None => return Ok(malformed_method(parts.uri.path())),
-        };
         let received = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let split = parts
+            .uri
+            .path_and_query()
+            .and_then(|path| Some((path.clone(), split_method(path.path())?)));
+        let Some((path, split)) = split else {
+            let status = malformed_method(parts.uri.path());
+            return Ok(self.refused(parts.uri.path(), &parts.extensions, received, status));
+        };
         let requested = match parts
             .headers
             .get(GRPC_TIMEOUT)
@@ -170,7 +207,10 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .transpose()
         {
             Ok(requested) => requested,
-            Err(invalid) => return Ok(status_response(Status::internal(invalid.to_string()))),
+            Err(invalid) => {
+                let status = Status::internal(invalid.to_string());
+                return Ok(self.refused(path.path(), &parts.extensions, received, status));
+            }
         };
         let client_authority = parts.uri.authority().cloned().or_else(|| {
             let host = parts.headers.get(HOST)?;
@@ -202,7 +242,18 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             match Bounded::new(self.director.direct(call_info), director_deadline, None).await {
                 Ok(Ok(target)) => target,
                 Ok(Err(status)) => return Ok(status_response(status)),
-                Err(_) => return Ok(status_response(abort_status(AbortReason::Deadline, None))),
+                Err(_) => {
+                    let status = abort_status(AbortReason::Deadline, None);
+                    if let Some(observer) = &self.options.refusal_observer {
+                        observer.call_ended(&refusal_record(
+                            path.path(),
+                            peer_addr,
+                            received,
+                            status.code(),
+                        ));
+                    }
+                    return Ok(status_response(status));
+                }
             };
         let (upstream, metadata, overrides) = target.into_parts();
         if let Some(director_guard) = overrides.guard {

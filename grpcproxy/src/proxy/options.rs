@@ -14,7 +14,7 @@ use std::time::Duration;
 ///     ..ProxyOptions::default()
 /// };
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProxyOptions {
     /// Largest message, in bytes, accepted in either direction; a larger one ends the call
     /// with `RESOURCE_EXHAUSTED` without being buffered. `None` (the default): no limit.
@@ -30,6 +30,30 @@ pub struct ProxyOptions {
     /// the backend stream. `None` (the default): a quiet call may stay open until its
     /// deadline, as gRPC allows long-lived watch streams.
     pub stream_idle_timeout: Option<Duration>,
+    /// Told about every gRPC call the proxy answers itself before a target is chosen: a
+    /// malformed method name (`UNIMPLEMENTED`), an unreadable `grpc-timeout` (`INTERNAL`),
+    /// a director that did not answer within the call's deadline (`DEADLINE_EXCEEDED`).
+    /// Calls the director refuses are the director's to count, and forwarded calls are
+    /// reported to their target's observer
+    /// ([`Target::with_observer`](crate::Target::with_observer)): with all three, every
+    /// call is reported once. The record's `backend` is empty.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use grpcproxy::{CallObserver, CallRecord, ProxyOptions};
+    ///
+    /// struct Log;
+    /// impl CallObserver for Log {
+    ///     fn call_ended(&self, call: &CallRecord<'_>) {
+    ///         eprintln!("answered {} itself: {:?}", call.method, call.grpc_status);
+    ///     }
+    /// }
+    /// let options = ProxyOptions {
+    ///     refusal_observer: Some(Arc::new(Log)),
+    ///     ..ProxyOptions::default()
+    /// };
+    /// ```
+    pub refusal_observer: Option<crate::SharedObserver>,
 }
 
 impl ProxyOptions {

@@ -76,6 +76,11 @@ where
                     Poll::Pending => return me.reply.poll_reset(cx).map(|_| ()),
                 },
             };
+            // The client may have reset the stream while the answer was being made (its
+            // deadline and the proxy's expire together): then there is no one to answer.
+            if me.reply.poll_reset(cx).is_ready() {
+                return Poll::Ready(());
+            }
             let (mut head, body) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);
             let end = body.is_end_stream();
@@ -88,6 +93,9 @@ where
                     },
                 }),
                 Ok(_) => return Poll::Ready(()),
+                // The stream closed under the answer (a reset between the check above and
+                // now): nothing to send, nothing to reset.
+                Err(_) if me.reply.poll_reset(cx).is_ready() => return Poll::Ready(()),
                 Err(e) => {
                     tracing::debug!(error = %e, "could not send the response head");
                     me.reply.send_reset(h2::Reason::INTERNAL_ERROR);

@@ -31,7 +31,8 @@ pub(crate) enum NotStarted {
 
 /// Opens a stream on `connection` for `request`, sending the head together with the body
 /// frame that is ready now (a unary call leaves in one write); the rest of the body is
-/// piped by a task of its own.
+/// piped by a task of its own. The request always ends on a DATA frame, an empty one when
+/// the body had nothing more.
 ///
 /// Not async: nothing here waits. Body polls made here use a no-op waker; when the body has
 /// nothing ready, the pipe task polls it again with its own.
@@ -62,8 +63,12 @@ pub(crate) fn start(
             Poll::Pending => None,
         }
     };
+    // END_STREAM never rides on the request HEADERS: gRPC's PROTOCOL-HTTP2.md says a
+    // request stream with no data left to send MUST end with an empty DATA frame, and
+    // grpc-go servers never see the end of a request that ends on its HEADERS (the call
+    // hangs until its deadline).
     let (response, mut send) = sender
-        .send_request(Request::from_parts(parts, ()), matches!(first, Some(None)))
+        .send_request(Request::from_parts(parts, ()), false)
         .map_err(|e| {
             if e.is_go_away() || e.is_io() {
                 connection.retire();
@@ -71,7 +76,11 @@ pub(crate) fn start(
             NotStarted::Failed(e.into())
         })?;
     let unsent = match first {
-        Some(None) => return Ok(response),
+        Some(None) => {
+            // Queued now, it leaves in the same write as the HEADERS frame.
+            let _ = send.send_data(Bytes::new(), true);
+            return Ok(response);
+        }
         Some(Some(frame)) => match frame.into_data() {
             Ok(data) => {
                 let end = body.is_end_stream();

@@ -152,10 +152,15 @@ impl Upstream {
             Transport::Channel { channel, .. } => {
                 use tower_service::Service;
                 let mut channel = channel.clone();
-                let sent = async {
-                    std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
-                    channel.call(request.map(tonic::body::Body::new)).await
-                };
+                let sent =
+                    async {
+                        std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+                        channel
+                            .call(request.map(|body| {
+                                tonic::body::Body::new(crate::body::EndsOnData::new(body))
+                            }))
+                            .await
+                    };
                 // Boxed: tower's futures are large, and this is not the main path.
                 Box::pin(sent)
                     .await

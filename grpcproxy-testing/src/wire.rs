@@ -1,5 +1,5 @@
 //! HTTP/2 spoken by hand, for peers no client library would be: frames, GOAWAY codes,
-//! waiting for the proxy to hang up.
+//! waiting for the proxy to hang up, and a backend that records the exact frames it gets.
 
 use std::time::{Duration, Instant};
 
@@ -95,9 +95,13 @@ pub fn grpc_request_headers(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
 /// One HTTP/2 frame as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame {
+    /// The frame type (0x0 DATA, 0x1 HEADERS, 0x3 RST_STREAM, 0x4 SETTINGS, …).
     pub kind: u8,
+    /// The flags byte (0x1 END_STREAM on DATA and HEADERS, 0x4 END_HEADERS).
     pub flags: u8,
+    /// The stream identifier (0 for the connection).
     pub stream: u32,
+    /// The payload, after the 9-byte header.
     pub payload: Vec<u8>,
 }
 
@@ -125,20 +129,7 @@ pub async fn read_until(
     let deadline = Instant::now() + within;
     let mut buffer = Vec::new();
     loop {
-        while buffer.len() >= 9 {
-            let len = (usize::from(buffer[0]) << 16)
-                | (usize::from(buffer[1]) << 8)
-                | usize::from(buffer[2]);
-            if buffer.len() < 9 + len {
-                break;
-            }
-            let frame = RawFrame {
-                kind: buffer[3],
-                flags: buffer[4],
-                stream: u32::from_be_bytes(buffer[5..9].try_into().unwrap()) & 0x7fff_ffff,
-                payload: buffer[9..9 + len].to_vec(),
-            };
-            buffer.drain(..9 + len);
+        while let Some(frame) = take_frame(&mut buffer) {
             if stop(&frame) {
                 return Some(frame);
             }
@@ -165,4 +156,129 @@ pub async fn connect_and_send(
         tcp.write_all(frame).await.unwrap();
     }
     tcp
+}
+
+/// Splits the first whole frame off `buffer`, if it holds one.
+fn take_frame(buffer: &mut Vec<u8>) -> Option<RawFrame> {
+    if buffer.len() < 9 {
+        return None;
+    }
+    let len =
+        (usize::from(buffer[0]) << 16) | (usize::from(buffer[1]) << 8) | usize::from(buffer[2]);
+    if buffer.len() < 9 + len {
+        return None;
+    }
+    let frame = RawFrame {
+        kind: buffer[3],
+        flags: buffer[4],
+        stream: u32::from_be_bytes([buffer[5], buffer[6], buffer[7], buffer[8]]) & 0x7fff_ffff,
+        payload: buffer[9..9 + len].to_vec(),
+    };
+    buffer.drain(..9 + len);
+    Some(frame)
+}
+
+/// A backend that speaks HTTP/2 by hand and records every frame its clients send on
+/// request streams, in order. Each request stream is answered, once the client has ended
+/// it (END_STREAM on HEADERS or DATA), with a trailers-only `grpc-status: 0`; a stream
+/// left open stays unanswered, as a grpc-go server leaves a call whose request never
+/// ended. For asserting the exact frame sequence a proxy sends a backend.
+///
+/// ```no_run
+/// # async fn example() {
+/// let backend = grpcproxy_testing::wire::FrameRecorder::start().await;
+/// // … send a call through a proxy to `backend.addr()` …
+/// let frames = backend.frames();
+/// assert_eq!(frames[0].kind, 0x1); // HEADERS first
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FrameRecorder {
+    addr: std::net::SocketAddr,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<RawFrame>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FrameRecorder {
+    /// Listens on `127.0.0.1:0` and serves every connection until dropped.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = frames.clone();
+        let accept = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                connections.spawn(Self::serve(tcp, recorded.clone()));
+            }
+        });
+        Self {
+            addr,
+            frames,
+            accept,
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The frames received so far on request streams (stream id other than 0), in order.
+    pub fn frames(&self) -> Vec<RawFrame> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    async fn serve(
+        mut tcp: tokio::net::TcpStream,
+        frames: std::sync::Arc<std::sync::Mutex<Vec<RawFrame>>>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let mut preface = [0u8; 24];
+        if tcp.read_exact(&mut preface).await.is_err() || preface != PREFACE {
+            return;
+        }
+        if tcp.write_all(&h2_frame(0x4, 0, 0, &[])).await.is_err() {
+            return;
+        }
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            while let Some(frame) = take_frame(&mut buffer) {
+                let reply = match (frame.kind, frame.stream) {
+                    (0x4, 0) if frame.flags & 0x1 == 0 => Some(h2_frame(0x4, 0x1, 0, &[])),
+                    (0x6, 0) if frame.flags & 0x1 == 0 => {
+                        Some(h2_frame(0x6, 0x1, 0, &frame.payload))
+                    }
+                    (0x0 | 0x1, stream) if stream != 0 && frame.flags & 0x1 != 0 => {
+                        let head = literal_headers(&[
+                            (":status", "200"),
+                            ("content-type", "application/grpc"),
+                            ("grpc-status", "0"),
+                        ]);
+                        Some(h2_frame(0x1, 0x5, stream, &head))
+                    }
+                    _ => None,
+                };
+                if frame.stream != 0 {
+                    frames.lock().unwrap().push(frame);
+                }
+                if let Some(reply) = reply {
+                    if tcp.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(n) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Drop for FrameRecorder {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
