@@ -9,6 +9,7 @@ mod quick;
 mod replay;
 mod router;
 mod run;
+mod signals;
 mod tap;
 mod telemetry;
 mod workers;

@@ -15,29 +15,14 @@ pub(crate) async fn run(listen: SocketAddr, to: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, to, "grpcproxy listening");
-    server::serve(listener, proxy, ServerOptions::default(), shutdown_signal()).await?;
+    crate::signals::ignore_hangups();
+    server::serve(
+        listener,
+        proxy,
+        ServerOptions::default(),
+        crate::signals::shutdown(),
+    )
+    .await?;
     tracing::info!("grpcproxy stopped");
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("interrupt received; draining"),
-        () = term => tracing::info!("SIGTERM received; draining"),
-    }
 }

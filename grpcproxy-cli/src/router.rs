@@ -162,8 +162,8 @@ impl Route {
             path_prefix: m.path_prefix.clone(),
             headers,
             cluster,
-            max_timeout: route.max_timeout,
-            default_timeout: route.default_timeout,
+            max_timeout: route.max_timeout.as_ref().map(|t| t.get_ref().0),
+            default_timeout: route.default_timeout.as_ref().map(|t| t.get_ref().0),
             authority: route
                 .authority
                 .as_ref()

@@ -171,8 +171,14 @@ pub(crate) async fn run(
             },
         })
         .collect();
-    let (workers, bound) =
-        crate::workers::start(threads, listeners, proxy.clone(), stopped).await?;
+    let (workers, bound) = crate::workers::start(
+        threads,
+        listeners,
+        proxy.clone(),
+        stopped,
+        config.server.reuse_port,
+    )
+    .await?;
     for (listener, local) in config.listeners.get_ref().iter().zip(bound) {
         tracing::info!(listen = %local, tls = listener.tls.is_some(), workers = threads, config = %loaded.path.display(), "grpcproxy listening");
     }
@@ -183,7 +189,7 @@ pub(crate) async fn run(
         telemetry,
         admin.clone(),
     ));
-    crate::quick::shutdown_signal().await;
+    crate::signals::shutdown().await;
     reloader.abort();
     if let Some(admin) = &admin {
         admin.draining.store(true, Ordering::Release);

@@ -33,6 +33,7 @@ pub(crate) async fn start<S: CallService>(
     listeners: Vec<Listener>,
     service: S,
     stopped: watch::Receiver<bool>,
+    reuse_port: bool,
 ) -> anyhow::Result<(Workers, Vec<SocketAddr>)> {
     let threads = threads.max(1);
     // sockets[worker][listener]
@@ -40,7 +41,7 @@ pub(crate) async fn start<S: CallService>(
         (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for listener in &listeners {
-        let (local, group) = bind_group(listener.address, threads)
+        let (local, group) = bind_group(listener.address, threads, reuse_port)
             .with_context(|| format!("cannot listen on {}", listener.address))?;
         bound.push(local);
         let options = ServerOptions {
@@ -94,21 +95,55 @@ impl Workers {
 
 /// `threads` sockets bound to `address` with `SO_REUSEPORT` (port 0: the port the first
 /// one got), and that address.
-fn bind_group(address: SocketAddr, threads: usize) -> io::Result<(SocketAddr, Vec<TcpSocket>)> {
+///
+/// `SO_REUSEPORT` alone would let this process bind an address that another process (of
+/// the same user) listens on, and take a share of its connections. Unless `shared`
+/// (`server.reuse_port`, for a hand-off from an old process to a new one), a socket
+/// without it is bound first: that fails with "address in use" while anyone listens
+/// there, and it holds the port until the group has it.
+fn bind_group(
+    address: SocketAddr,
+    threads: usize,
+    shared: bool,
+) -> io::Result<(SocketAddr, Vec<TcpSocket>)> {
+    // Held until the group is bound (every socket has SO_REUSEADDR, and none listens yet).
+    let mut probe = None;
+    let address = if shared {
+        address
+    } else {
+        let probe = probe.insert(new_socket(address)?);
+        probe.set_reuseaddr(true)?;
+        probe.bind(address).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
+                    e.kind(),
+                    "address in use: another process listens there (set server.reuse_port = true to share it on purpose)",
+                )
+            } else {
+                e
+            }
+        })?;
+        probe.local_addr()?
+    };
     let first = bind_reuseport(address)?;
     let local = first.local_addr()?;
     let mut group = vec![first];
     for _ in 1..threads {
         group.push(bind_reuseport(local)?);
     }
+    drop(probe);
     Ok((local, group))
 }
 
+fn new_socket(address: SocketAddr) -> io::Result<TcpSocket> {
+    match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+}
+
 fn bind_reuseport(address: SocketAddr) -> io::Result<TcpSocket> {
-    let socket = match address {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
+    let socket = new_socket(address)?;
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
     socket.bind(address)?;

@@ -31,7 +31,19 @@ fn bad_files_are_rejected_with_exact_messages() {
         ("listeners = []\n".into(), "1:13: listeners: at least one listener is needed"),
         (
             format!("{LISTENER}[server]\ndrain_timeout = \"5 parsecs\"\n"),
-            "4:17: drain_timeout: invalid value: string \"5 parsecs\", expected a duration",
+            "4:17: drain_timeout: \"5 parsecs\" is not a duration: write a number and a unit, such as \"250ms\", \"30s\", \"5m\" or \"1h 30m\"",
+        ),
+        (
+            format!("{LISTENER}[server]\ndrain_timeout = 30\n"),
+            "4:17: drain_timeout: invalid type: integer `30`, expected a duration in quotes: write a number and a unit, such as \"250ms\", \"30s\", \"5m\" or \"1h 30m\"",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmax_timeout = \"0s\"\n"),
+            "7:15: routes[0].max_timeout: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave max_timeout out for no deadline",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\ndefault_timeout = \"0ms\"\n"),
+            "7:19: routes[0].default_timeout: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave default_timeout out for no deadline",
         ),
         (format!("{LISTENER}[[listeners]]\naddress = \"localhost\"\n"), "4:11: address: invalid socket address syntax"),
         (
@@ -64,7 +76,11 @@ fn bad_files_are_rejected_with_exact_messages() {
         ),
         (
             format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nrequest_metadata.set = {{ \"grpc-timeout\" = \"1S\" }}\n"),
-            "7:24: routes[0].request_metadata.set: \"grpc-timeout\" = \"1S\" is not valid metadata",
+            "7:24: routes[0].request_metadata.set: \"grpc-timeout\" = \"1S\": reserved: the proxy sends the call's deadline; set routes' max_timeout or default_timeout instead",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nresponse_metadata.set = {{ \"x-a\" = \"line\\nbreak\" }}\n"),
+            "7:25: routes[0].response_metadata.set: \"x-a\" = \"line\\nbreak\": not a valid metadata value (visible ASCII)",
         ),
         (
             format!("{LISTENER}{CLUSTER}connections_per_endpoint = 4\nmax_connections_per_endpoint = 2\n"),

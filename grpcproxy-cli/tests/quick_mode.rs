@@ -51,6 +51,43 @@ async fn forwards_calls_and_exits_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_ignored_and_a_second_sigterm_exits_at_once() {
+    let (backend, _service) = ping_backend().await;
+    let mut proxy = start(&["--listen", "127.0.0.1:0", "--to", &backend.url()], 1);
+    let mut client = ping_client(proxy.listening[0]).await;
+    support::signal(&proxy, "HUP");
+    support::wait_for_log(&proxy, "quick mode has no configuration to reload");
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended quick mode"
+    );
+    client
+        .ping(PingRequest::default())
+        .await
+        .expect("still serving after SIGHUP");
+
+    // A stream that would take 10 s holds the drain; a second SIGTERM does not wait for it.
+    let mut stream = client
+        .ping_list(PingRequest {
+            sleep_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap();
+    sigterm(&proxy);
+    support::wait_for_log(&proxy, "SIGTERM received; draining");
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "the drain waits for the stream"
+    );
+    sigterm(&proxy);
+    let status = wait_exit(&mut proxy, Duration::from_secs(3));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
 #[test]
 fn bad_backend_url_is_a_clear_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::duration::HumanDuration;
 use super::error::Problem;
 
 /// The whole file.
@@ -54,7 +55,7 @@ pub(crate) struct Tap {
     pub(crate) buffer_bytes: usize,
     /// When the buffer is full, calls wait up to this long per frame for room (the
     /// "wait" policy); absent: events are dropped and counted at once.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub(crate) overflow_wait: Option<Duration>,
     /// Largest payload published per message, in bytes; default: all of it.
     pub(crate) max_payload: Option<usize>,
@@ -118,13 +119,17 @@ pub(crate) struct AccessLogConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Server {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) drain_timeout: Duration,
     /// Also reload when the file changes (checked every second), not only on SIGHUP.
     pub(crate) watch_config: bool,
     /// Threads that run calls (at least 1); default: one per core. Each runs its own event
     /// loop, listener sockets and backend connections (see `workers.rs`).
     pub(crate) worker_threads: Option<usize>,
+    /// Start even while another process listens on the same addresses, and share them
+    /// with it (`SO_REUSEPORT`): for a hand-off from an old process to a new one. Off: the
+    /// process fails at start with "address in use".
+    pub(crate) reuse_port: bool,
 }
 
 impl Default for Server {
@@ -133,6 +138,7 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(30),
             watch_config: false,
             worker_threads: None,
+            reuse_port: false,
         }
     }
 }
@@ -150,20 +156,20 @@ pub(crate) struct Limits {
     /// Largest request header list, in bytes.
     pub(crate) max_header_list_size: u32,
     /// How long a new connection may take to start HTTP/2.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) handshake_timeout: Duration,
     /// HTTP/2 PING interval on client and backend connections (none: off).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration::option")]
     pub(crate) keepalive_interval: Option<Duration>,
     /// How long a PING may go unanswered before the connection is closed.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) keepalive_timeout: Duration,
     /// Close a client connection with no open stream for this long ("0s": never).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) idle_timeout: Duration,
     /// End a call on which no message has moved either way for this long, with
     /// `DEADLINE_EXCEEDED` ("0s", the default: never; quiet watch streams are legitimate).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) stream_idle_timeout: Duration,
 }
 
@@ -216,11 +222,9 @@ pub(crate) struct Route {
     /// The cluster calls go to.
     pub(crate) cluster: Spanned<String>,
     /// Cap on the call's deadline.
-    #[serde(default, with = "humantime_serde")]
-    pub(crate) max_timeout: Option<Duration>,
+    pub(crate) max_timeout: Option<Spanned<HumanDuration>>,
     /// Deadline for calls that send no `grpc-timeout`.
-    #[serde(default, with = "humantime_serde")]
-    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) default_timeout: Option<Spanned<HumanDuration>>,
     /// `:authority` sent to the backend (default: the client's).
     pub(crate) authority: Option<Spanned<String>>,
     /// Append the client's address to `x-forwarded-for`.
@@ -296,7 +300,7 @@ pub(crate) struct Cluster {
     /// The most connections made to each endpoint.
     #[serde(default = "sixty_four")]
     pub(crate) max_connections_per_endpoint: usize,
-    #[serde(default = "five_seconds", with = "humantime_serde")]
+    #[serde(default = "five_seconds", with = "super::duration")]
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<Spanned<ClusterTls>>,
     /// Active health checks (`grpc.health.v1.Health/Check`); off if absent.
@@ -305,7 +309,7 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub(crate) outlier: Outlier,
     /// How often endpoint names are resolved again (every address of a name is an endpoint).
-    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    #[serde(default = "thirty_seconds", with = "super::duration")]
     pub(crate) dns_refresh: Duration,
 }
 
@@ -326,10 +330,10 @@ fn thirty_seconds() -> Duration {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HealthCheck {
     /// Time between checks of each endpoint.
-    #[serde(with = "humantime_serde", default = "five_seconds")]
+    #[serde(with = "super::duration", default = "five_seconds")]
     pub(crate) interval: Duration,
     /// How long one check may take.
-    #[serde(with = "humantime_serde", default = "one_second")]
+    #[serde(with = "super::duration", default = "one_second")]
     pub(crate) timeout: Duration,
     /// Failed checks in a row that mark an endpoint down.
     #[serde(default = "two")]
@@ -349,9 +353,9 @@ pub(crate) struct HealthCheck {
 pub(crate) struct Outlier {
     /// Failures in a row that eject; 0 turns passive ejection off.
     pub(crate) consecutive_failures: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) base_ejection: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub(crate) max_ejection: Duration,
 }
 
@@ -568,6 +572,17 @@ impl Config {
                     }
                 }
             }
+            for (field, timeout) in [
+                ("max_timeout", &route.max_timeout),
+                ("default_timeout", &route.default_timeout),
+            ] {
+                if let Some(timeout) = timeout.as_ref().filter(|t| t.get_ref().0.is_zero()) {
+                    return Err(Problem::new(
+                        timeout.span(),
+                        format!("routes[{i}].{field}: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave {field} out for no deadline"),
+                    ));
+                }
+            }
             if let Some(authority) = &route.authority {
                 if http::uri::Authority::try_from(authority.get_ref().as_str()).is_err() {
                     return Err(Problem::new(
@@ -594,10 +609,10 @@ impl MetadataEdits {
     fn check(&self, field: &str) -> Result<(), Problem> {
         if let Some(set) = &self.set {
             for (key, value) in set.get_ref() {
-                if !valid_metadata(key, value) {
+                if let Err(why) = check_metadata(key, value) {
                     return Err(Problem::new(
                         set.span(),
-                        format!("{field}.set: {key:?} = {value:?} is not valid metadata"),
+                        format!("{field}.set: {key:?} = {value:?}: {why}"),
                     ));
                 }
             }
@@ -638,12 +653,20 @@ fn is_host_port(endpoint: &str) -> bool {
     }
 }
 
-fn valid_metadata(key: &str, value: &str) -> bool {
+/// Whether `key = value` may be set as request or response metadata, and why not.
+fn check_metadata(key: &str, value: &str) -> Result<(), &'static str> {
     let Ok(name) = http::HeaderName::from_bytes(key.as_bytes()) else {
-        return false;
+        return Err("not a valid metadata key (lowercase letters, digits, - _ .)");
     };
-    if name.as_str().starts_with("grpc-") || name.as_str().starts_with(':') {
-        return false;
+    match name.as_str() {
+        "grpc-timeout" => {
+            return Err("reserved: the proxy sends the call's deadline; set routes' max_timeout or default_timeout instead")
+        }
+        name if name.starts_with("grpc-") => return Err("reserved: grpc- keys belong to gRPC itself"),
+        _ => {}
     }
-    http::HeaderValue::from_str(value).is_ok()
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err("not a valid metadata value (visible ASCII)");
+    }
+    Ok(())
 }

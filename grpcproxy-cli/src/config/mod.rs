@@ -1,6 +1,7 @@
 //! The configuration file: TOML, strictly parsed (unknown fields are errors), then checked
 //! for what the types cannot say (references between sections, regexes, file paths).
 
+mod duration;
 mod error;
 mod file;
 

@@ -111,11 +111,29 @@ pub fn write_config(config: &str) -> tempfile::NamedTempFile {
 }
 
 pub fn sigterm(proxy: &Proxy) {
+    signal(proxy, "TERM");
+}
+
+/// Sends the signal `name` (`TERM`, `HUP`, `INT`) to the proxy.
+pub fn signal(proxy: &Proxy, name: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &proxy.child.id().to_string()])
+        .args([&format!("-{name}"), &proxy.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Waits up to 5 s for a log line containing `text`; the lines read meanwhile are gone.
+pub fn wait_for_log(proxy: &Proxy, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match proxy.logs.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {text:?} within 5 s"),
+        }
+    }
 }
 
 pub fn wait_exit(proxy: &mut Proxy, within: Duration) -> ExitStatus {
