@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use grpcproxy::mq::wire::Encoding;
 use grpcproxy::mq::{
-    FileOptions, FileQueue, Filtered, MessageQueue, NatsOptions, NatsQueue, QueueStats, TapEvent,
+    redact_url, FileOptions, FileQueue, Filtered, MessageQueue, NatsOptions, NatsQueue, NatsTls,
+    QueueStats, TapEvent,
 };
 
 use crate::config::{Tap, TapEncoding};
@@ -31,7 +32,24 @@ impl TapQueue {
         };
         let filter = |q| Filtered::new(q, tap.methods.clone(), tap.sample_rate);
         if let Some(url) = &tap.nats_url {
+            let token = match &tap.token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("tap.token_file: cannot read {path}: {e}"))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let tls = tap.tls.as_ref().map(|tls| NatsTls {
+                ca: tls.ca.as_ref().map(Into::into),
+                client_cert: tls.cert.as_ref().map(Into::into),
+                client_key: tls.key.as_ref().map(Into::into),
+            });
             let options = NatsOptions {
+                token,
+                credentials_file: tap.credentials_file.as_ref().map(Into::into),
+                tls,
                 stream: tap.stream.clone(),
                 subject_prefix: tap.subject_prefix.clone(),
                 capacity: tap.capacity,
@@ -41,7 +59,7 @@ impl TapQueue {
                 encoding,
                 ..NatsOptions::new(url)
             };
-            tracing::info!(url, "tap publishing to NATS");
+            tracing::info!(url = %redact_url(url), "tap publishing to NATS");
             return Ok(TapQueue::Nats(Filtered::new(
                 NatsQueue::start(options),
                 tap.methods.clone(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     port: u16,
     store: std::path::PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -17,6 +18,13 @@ impl NatsServer {
     /// Starts `nats-server -js` on a free loopback port. Panics (loudly, never skipping)
     /// when the binary is missing: `scripts/test.sh` installs Debian's `nats-server`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with more command-line arguments (kept for restarts), such as
+    /// `["--user", "alice", "--pass", "secret"]`, `["--auth", "token"]` or `["--tls",
+    /// "--tlscert", "server.pem", "--tlskey", "server.key"]`.
+    pub fn start_with(args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -27,6 +35,7 @@ impl NatsServer {
         let mut server = Self {
             port,
             store,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.restart();
@@ -63,6 +72,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&self.store)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

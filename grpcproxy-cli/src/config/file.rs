@@ -35,8 +35,16 @@ pub(crate) struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Tap {
-    /// NATS server, `nats://host:port` (one of `nats_url` and `file`).
+    /// NATS server, `nats://host:port` (one of `nats_url` and `file`). Credentials in it
+    /// work but are better kept in `credentials_file` or `token_file`; either way they are
+    /// never logged or shown.
     pub(crate) nats_url: Option<String>,
+    /// NATS credentials file (user JWT and NKey seed).
+    pub(crate) credentials_file: Option<String>,
+    /// A file holding the NATS token (surrounding white space ignored).
+    pub(crate) token_file: Option<String>,
+    /// TLS towards NATS: `{ ca, cert, key }`, each a PEM file.
+    pub(crate) tls: Option<TapTls>,
     /// JetStream stream to create over `<subject_prefix>.>`.
     pub(crate) stream: Option<String>,
     #[serde(default = "subject_prefix")]
@@ -68,6 +76,18 @@ pub(crate) struct Tap {
     /// How events are encoded: protobuf (`proto/tap.proto`) or its JSON mapping.
     #[serde(default)]
     pub(crate) encoding: TapEncoding,
+}
+
+/// `tap.tls`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TapTls {
+    /// PEM CA bundle the server must chain to; default: the system's roots.
+    pub(crate) ca: Option<String>,
+    /// PEM client certificate (with `key`), for servers that verify clients.
+    pub(crate) cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub(crate) key: Option<String>,
 }
 
 /// `tap.encoding`.
@@ -416,6 +436,11 @@ impl Config {
                 }
             }
         }
+        if let Some(tap) = &mut config.tap {
+            if let Some(url) = &mut tap.get_mut().nats_url {
+                *url = grpcproxy::mq::redact_url(url);
+            }
+        }
         for route in &mut config.routes {
             if let Some(set) = &mut route.request_metadata.set {
                 set.get_mut()
@@ -501,6 +526,62 @@ impl Config {
                     tap.span(),
                     "tap: give exactly one of nats_url and file",
                 ));
+            }
+            let nats_only = [
+                ("credentials_file", t.credentials_file.is_some()),
+                ("token_file", t.token_file.is_some()),
+                ("tls", t.tls.is_some()),
+            ];
+            for (field, given) in nats_only {
+                if given && t.nats_url.is_none() {
+                    return Err(Problem::new(
+                        tap.span(),
+                        format!("tap.{field}: only for nats_url"),
+                    ));
+                }
+            }
+            if t.credentials_file.is_some() && t.token_file.is_some() {
+                return Err(Problem::new(
+                    tap.span(),
+                    "tap: give at most one of credentials_file and token_file",
+                ));
+            }
+            if let Some(tls) = &t.tls {
+                if tls.cert.is_some() != tls.key.is_some() {
+                    return Err(Problem::new(
+                        tap.span(),
+                        "tap.tls: cert and key go together",
+                    ));
+                }
+            }
+            let files = [
+                ("credentials_file", &t.credentials_file),
+                ("token_file", &t.token_file),
+                ("tls.ca", &t.tls.as_ref().and_then(|t| t.ca.clone())),
+                ("tls.cert", &t.tls.as_ref().and_then(|t| t.cert.clone())),
+                ("tls.key", &t.tls.as_ref().and_then(|t| t.key.clone())),
+            ];
+            for (field, path) in files {
+                if let Some(path) = path {
+                    if let Err(e) = std::fs::File::open(path) {
+                        return Err(Problem::new(
+                            tap.span(),
+                            format!("tap.{field}: cannot read {path}: {e}"),
+                        ));
+                    }
+                }
+            }
+            if let Some(file) = &t.file {
+                let dir = std::path::Path::new(file)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    return Err(Problem::new(
+                        tap.span(),
+                        format!("tap.file: the directory {} does not exist", dir.display()),
+                    ));
+                }
             }
             if !(0.0..=1.0).contains(&t.sample_rate) {
                 return Err(Problem::new(

@@ -16,6 +16,8 @@ pub struct Proxy {
     pub listening: Vec<SocketAddr>,
     /// The admin listener's address, if it has one.
     pub admin: Option<SocketAddr>,
+    /// The lines logged until it listened (read by `start`).
+    pub startup: Vec<String>,
     pub logs: mpsc::Receiver<String>,
 }
 
@@ -47,6 +49,7 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
     let mut proxy = Proxy {
         child,
         listening: Vec::new(),
+        startup: Vec::new(),
         admin: None,
         logs,
     };
@@ -62,6 +65,7 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
         let Ok(line) = proxy.logs.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
+        proxy.startup.push(line.clone());
         if line.contains("admin listening") {
             proxy.admin = Some(field(&line, "admin").parse().unwrap());
         }
@@ -99,8 +103,19 @@ endpoints = ["{backend}"]
 
 /// Writes a config file and starts the binary with it.
 pub fn start_with_config(config: &str, listeners: usize) -> (Proxy, tempfile::NamedTempFile) {
+    start_with_config_args(config, listeners, &[])
+}
+
+/// Writes a config file and starts the binary with it and more arguments.
+pub fn start_with_config_args(
+    config: &str,
+    listeners: usize,
+    args: &[&str],
+) -> (Proxy, tempfile::NamedTempFile) {
     let file = write_config(config);
-    let proxy = start(&["--config", file.path().to_str().unwrap()], listeners);
+    let mut all = vec!["--config", file.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let proxy = start(&all, listeners);
     (proxy, file)
 }
 

@@ -32,6 +32,9 @@ mod filter;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(feature = "nats")]
+mod nats_connect;
+mod redact;
 #[cfg(feature = "wire")]
 mod room;
 mod stats;
@@ -46,6 +49,9 @@ pub use filter::Filtered;
 pub use memory::MemoryQueue;
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue};
+#[cfg(feature = "nats")]
+pub use nats_connect::NatsTls;
+pub use redact::redact_url;
 pub use stats::QueueStats;
 
 /// A message queue the proxy publishes its traffic to.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::buffer::{Buffer, Command, Freed};
+use super::nats_connect::{self, NatsTls};
+use super::redact::redact_url;
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
 
@@ -19,10 +21,20 @@ use super::{MessageQueue, QueueStats, TapEvent};
 /// };
 /// assert_eq!(options.subject_prefix, "grpcproxy.calls");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsOptions {
-    /// The server, `nats://host:port`.
+    /// The server, `nats://host:port` (or several, comma-separated; `tls://` for TLS).
+    /// Credentials in it (`nats://user:password@host:port`, `nats://token@host:port`) are
+    /// taken out before the NATS client sees the URL, and never logged.
     pub url: String,
+    /// A token to authenticate with (wins over one in `url`).
+    pub token: Option<String>,
+    /// A NATS credentials file (user JWT and NKey seed) to authenticate with (wins over
+    /// `token` and `url`).
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// TLS towards the server; `None`: as the URL says (`tls://` needs the system roots
+    /// to trust the server).
+    pub tls: Option<NatsTls>,
     /// Events of `/pkg.Service/Method` go to `<prefix>.pkg.Service.Method`.
     pub subject_prefix: String,
     /// Create (or reuse) this JetStream stream over `<prefix>.>` at start.
@@ -49,6 +61,9 @@ impl NatsOptions {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            token: None,
+            credentials_file: None,
+            tls: None,
             subject_prefix: "grpcproxy.calls".into(),
             stream: None,
             capacity: 8192,
@@ -58,6 +73,26 @@ impl NatsOptions {
             encoding: Encoding::Protobuf,
             overflow_wait: None,
         }
+    }
+}
+
+impl std::fmt::Debug for NatsOptions {
+    /// Secrets never show: the URL's password or token, and the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("url", &redact_url(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls", &self.tls)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("stream", &self.stream)
+            .field("capacity", &self.capacity)
+            .field("max_buffer_bytes", &self.max_buffer_bytes)
+            .field("max_payload", &self.max_payload)
+            .field("max_pending_acks", &self.max_pending_acks)
+            .field("encoding", &self.encoding)
+            .field("overflow_wait", &self.overflow_wait)
+            .finish()
     }
 }
 
@@ -155,7 +190,7 @@ async fn publish_loop(
     freed: Freed,
 ) {
     let flag = stats.clone();
-    let connecting = async_nats::ConnectOptions::new()
+    let connect = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .reconnect_delay_callback(|attempt| {
@@ -172,13 +207,15 @@ async fn publish_loop(
                     other => tracing::debug!(event = %other, "NATS client event"),
                 }
             }
-        })
-        .connect(options.url.as_str())
-        .await;
+        });
+    let connecting = match nats_connect::apply(&options, connect).await {
+        Ok((connect, urls)) => connect.connect(urls).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     let client = match connecting {
         Ok(client) => client,
         Err(e) => {
-            tracing::error!(url = %options.url, error = %e, "the NATS tap cannot start; events will be dropped");
+            tracing::error!(url = %redact_url(&options.url), error = %e, "the NATS tap cannot start; events will be dropped");
             while let Some(command) = events.recv().await {
                 match command {
                     Command::Event(event) => {

@@ -1,0 +1,125 @@
+//! How the tap reaches NATS: credentials taken out of the server URL (so no log line, of
+//! ours or of the NATS client, can print them), a token, a credentials file, and TLS.
+
+use std::path::PathBuf;
+
+/// TLS towards the NATS server (`tls://` URLs need it too).
+///
+/// ```
+/// let tls = grpcproxy::mq::NatsTls {
+///     ca: Some("/etc/nats/ca.pem".into()),
+///     ..Default::default()
+/// };
+/// assert!(tls.client_cert.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// PEM CA bundle the server's certificate must chain to; default: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Credentials a server URL carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UrlCredentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The server URLs without their userinfo, and the first credentials they carried
+/// (percent-decoded).
+pub(crate) fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) {
+    let mut found = None;
+    let stripped: Vec<String> = urls
+        .split(',')
+        .map(|text| {
+            let Ok(mut url) = url::Url::parse(text.trim()) else {
+                return text.to_owned(); // host:port without a scheme: no userinfo either
+            };
+            if url.username().is_empty() {
+                return text.to_owned();
+            }
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let user = decode(url.username());
+            let credentials = match url.password() {
+                Some(password) => UrlCredentials::UserPassword(user, decode(password)),
+                None => UrlCredentials::Token(user),
+            };
+            found.get_or_insert(credentials);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        })
+        .collect();
+    (stripped.join(","), found)
+}
+
+/// Adds `options`' authentication and TLS to `connect`; returns the URLs to connect to
+/// (without credentials). An explicit token or credentials file wins over a URL's
+/// userinfo.
+pub(crate) async fn apply(
+    options: &super::NatsOptions,
+    mut connect: async_nats::ConnectOptions,
+) -> std::io::Result<(async_nats::ConnectOptions, String)> {
+    let (urls, from_url) = split_credentials(&options.url);
+    if let Some(path) = &options.credentials_file {
+        connect = connect.credentials_file(path).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("credentials file {}: {e}", path.display()),
+            )
+        })?;
+    } else if let Some(token) = &options.token {
+        connect = connect.token(token.clone());
+    } else {
+        match from_url {
+            Some(UrlCredentials::UserPassword(user, password)) => {
+                connect = connect.user_and_password(user, password);
+            }
+            Some(UrlCredentials::Token(token)) => connect = connect.token(token),
+            None => {}
+        }
+    }
+    if let Some(tls) = &options.tls {
+        connect = connect.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            connect = connect.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok((connect, urls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_credentials, UrlCredentials};
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let (urls, found) = split_credentials("nats://al%40ce:S3cret%21@127.0.0.1:4222");
+        assert_eq!(urls, "nats://127.0.0.1:4222");
+        assert_eq!(
+            found,
+            Some(UrlCredentials::UserPassword(
+                "al@ce".into(),
+                "S3cret!".into()
+            ))
+        );
+        let (urls, found) = split_credentials("nats://t0k@a:1,nats://b:2,127.0.0.1:3");
+        assert_eq!(urls, "nats://a:1,nats://b:2,127.0.0.1:3");
+        assert_eq!(found, Some(UrlCredentials::Token("t0k".into())));
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".into(), None)
+        );
+    }
+}
