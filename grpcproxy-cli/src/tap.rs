@@ -6,10 +6,10 @@ use std::time::Duration;
 use grpcproxy::mq::wire::Encoding;
 use grpcproxy::mq::{
     redact_url, FileOptions, FileQueue, Filtered, MessageQueue, NatsOptions, NatsQueue, NatsTls,
-    QueueStats, TapEvent,
+    QueueStats, StreamLimits, StreamStorage, TapEvent,
 };
 
-use crate::config::{Tap, TapEncoding};
+use crate::config::{Tap, TapEncoding, TapStorage};
 
 /// The queue the proxy publishes to.
 #[derive(Debug)]
@@ -57,6 +57,15 @@ impl TapQueue {
                 overflow_wait: tap.overflow_wait,
                 max_payload,
                 encoding,
+                publish_retry: tap.publish_retry,
+                stream_limits: StreamLimits {
+                    max_bytes: tap.max_bytes,
+                    max_age: tap.max_age,
+                    storage: match tap.storage {
+                        TapStorage::File => StreamStorage::File,
+                        TapStorage::Memory => StreamStorage::Memory,
+                    },
+                },
                 ..NatsOptions::new(url)
             };
             tracing::info!(url = %redact_url(url), "tap publishing to NATS");
@@ -105,7 +114,15 @@ impl TapQueue {
         let stats = self.stats().expect("the tap is on");
         let (published, dropped, failed) = (stats.published(), stats.dropped(), stats.failed());
         match flushed {
-            Ok(true) => tracing::info!(published, dropped, failed, "tap flushed"),
+            Ok(true) if dropped + failed == 0 => {
+                tracing::info!(published, dropped, failed, "tap flushed")
+            }
+            Ok(true) => tracing::warn!(
+                published,
+                dropped,
+                failed,
+                "tap flushed; some events never reached the destination"
+            ),
             _ => tracing::warn!(
                 published,
                 dropped,

@@ -145,7 +145,10 @@ async fn a_token_file_authenticates_without_the_token_in_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("nats.token");
     std::fs::write(&token, "T0kenS3cret\n").unwrap();
-    let extra = format!("token_file = \"{}\"\n", token.display());
+    let extra = format!(
+        "token_file = \"{}\"\nmax_bytes = 1048576\nmax_age = \"1h\"\nstorage = \"memory\"\n",
+        token.display()
+    );
     let config = nats_tap_config(backend.addr(), &nats.url(), &extra);
     let (proxy, _file) = support::start_with_config_args(&config, 1, &["--log-level", "debug"]);
     let subscriber = async_nats::ConnectOptions::with_token("T0kenS3cret".into())
@@ -156,6 +159,22 @@ async fn a_token_file_authenticates_without_the_token_in_the_config() {
     logs.extend(three_calls_reach_nats(&proxy, subscriber).await);
     let leaked: Vec<&String> = logs.iter().filter(|l| l.contains("T0kenS3cret")).collect();
     assert!(leaked.is_empty(), "{leaked:?}");
+    // The stream was made with the configured limits.
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_token("T0kenS3cret".into())
+            .connect(nats.url())
+            .await
+            .unwrap(),
+    );
+    let mut stream = js.get_stream("TAP").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_bytes, 1 << 20);
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(
+        info.config.storage,
+        async_nats::jetstream::stream::StorageType::Memory
+    );
+    assert_eq!(info.state.messages, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

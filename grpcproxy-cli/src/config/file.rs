@@ -47,6 +47,19 @@ pub(crate) struct Tap {
     pub(crate) tls: Option<TapTls>,
     /// JetStream stream to create over `<subject_prefix>.>`.
     pub(crate) stream: Option<String>,
+    /// Bytes that stream holds at most; past it, the oldest events go.
+    #[serde(default = "stream_max_bytes")]
+    pub(crate) max_bytes: i64,
+    /// How long that stream keeps an event.
+    #[serde(default = "stream_max_age", with = "super::duration")]
+    pub(crate) max_age: Duration,
+    /// Where that stream lives: `file` or `memory`.
+    #[serde(default)]
+    pub(crate) storage: TapStorage,
+    /// How long an unacknowledged event is published again (deduplicated by its message
+    /// id) before it counts as failed.
+    #[serde(default = "publish_retry", with = "super::duration")]
+    pub(crate) publish_retry: Duration,
     #[serde(default = "subject_prefix")]
     pub(crate) subject_prefix: String,
     /// File to record to, length-delimited protobuf (one of `nats_url` and `file`).
@@ -99,6 +112,24 @@ pub(crate) enum TapEncoding {
     Json,
 }
 
+/// `tap.storage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TapStorage {
+    #[default]
+    File,
+    Memory,
+}
+
+fn stream_max_bytes() -> i64 {
+    1 << 30
+}
+fn stream_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn publish_retry() -> Duration {
+    Duration::from_secs(30)
+}
 fn subject_prefix() -> String {
     "grpcproxy.calls".into()
 }
@@ -582,6 +613,18 @@ impl Config {
                         format!("tap.file: the directory {} does not exist", dir.display()),
                     ));
                 }
+            }
+            if t.max_bytes < 1 {
+                return Err(Problem::new(
+                    tap.span(),
+                    format!("tap.max_bytes: {} is not a size in bytes", t.max_bytes),
+                ));
+            }
+            if t.max_age.is_zero() || t.publish_retry.is_zero() {
+                return Err(Problem::new(
+                    tap.span(),
+                    "tap.max_age and tap.publish_retry must be longer than 0s",
+                ));
             }
             if !(0.0..=1.0).contains(&t.sample_rate) {
                 return Err(Problem::new(

@@ -34,6 +34,8 @@ mod memory;
 mod nats;
 #[cfg(feature = "nats")]
 mod nats_connect;
+#[cfg(feature = "nats")]
+mod nats_publish;
 mod redact;
 #[cfg(feature = "wire")]
 mod room;
@@ -48,7 +50,7 @@ pub use file::{FileOptions, FileQueue};
 pub use filter::Filtered;
 pub use memory::MemoryQueue;
 #[cfg(feature = "nats")]
-pub use nats::{NatsOptions, NatsQueue};
+pub use nats::{NatsOptions, NatsQueue, StreamLimits, StreamStorage};
 #[cfg(feature = "nats")]
 pub use nats_connect::NatsTls;
 pub use redact::redact_url;

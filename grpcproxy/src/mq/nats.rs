@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::buffer::{Buffer, Command, Freed};
 use super::nats_connect::{self, NatsTls};
+use super::nats_publish;
 use super::redact::redact_url;
 use super::wire::{self, Encoding};
 use super::{MessageQueue, QueueStats, TapEvent};
@@ -54,6 +55,49 @@ pub struct NatsOptions {
     /// call wait up to `bound` for room before each frame it reads (see
     /// [`MessageQueue::max_wait`]).
     pub overflow_wait: Option<Duration>,
+    /// How long an event is published again (with the same `Nats-Msg-Id`, so JetStream
+    /// stores it once) until the broker acknowledges it; then it counts as failed. Keep it
+    /// within the stream's duplicate window (2 minutes by default).
+    pub publish_retry: Duration,
+    /// Limits of the stream created over `<prefix>.>` (a stream that already exists keeps
+    /// its own).
+    pub stream_limits: StreamLimits,
+}
+
+/// Limits of the JetStream stream the tap creates: past them, the oldest events go.
+///
+/// ```
+/// let limits = grpcproxy::mq::StreamLimits::default();
+/// assert_eq!(limits.max_bytes, 1 << 30);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Bytes the stream holds at most (default 1 GiB).
+    pub max_bytes: i64,
+    /// How long an event is kept (default 24 hours).
+    pub max_age: Duration,
+    /// Where the stream lives: on disk (default) or in memory.
+    pub storage: StreamStorage,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(24 * 3600),
+            storage: StreamStorage::File,
+        }
+    }
+}
+
+/// Where a JetStream stream keeps its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamStorage {
+    /// On the server's disk.
+    #[default]
+    File,
+    /// In the server's memory.
+    Memory,
 }
 
 impl NatsOptions {
@@ -72,6 +116,8 @@ impl NatsOptions {
             max_pending_acks: 1024,
             encoding: Encoding::Protobuf,
             overflow_wait: None,
+            publish_retry: Duration::from_secs(30),
+            stream_limits: StreamLimits::default(),
         }
     }
 }
@@ -92,6 +138,8 @@ impl std::fmt::Debug for NatsOptions {
             .field("max_pending_acks", &self.max_pending_acks)
             .field("encoding", &self.encoding)
             .field("overflow_wait", &self.overflow_wait)
+            .field("publish_retry", &self.publish_retry)
+            .field("stream_limits", &self.stream_limits)
             .finish()
     }
 }
@@ -189,29 +237,7 @@ async fn publish_loop(
     stats: Arc<QueueStats>,
     freed: Freed,
 ) {
-    let flag = stats.clone();
-    let connect = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .reconnect_delay_callback(|attempt| {
-            Duration::from_millis((100 * 2u64.pow(attempt.min(6) as u32)).min(5_000))
-        })
-        .event_callback(move |event| {
-            let flag = flag.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => flag.set_connected(true),
-                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                        flag.set_connected(false)
-                    }
-                    other => tracing::debug!(event = %other, "NATS client event"),
-                }
-            }
-        });
-    let connecting = match nats_connect::apply(&options, connect).await {
-        Ok((connect, urls)) => connect.connect(urls).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let connecting = nats_connect::connect(&options, &stats).await;
     let client = match connecting {
         Ok(client) => client,
         Err(e) => {
@@ -230,28 +256,12 @@ async fn publish_loop(
     };
     let mut jetstream = async_nats::jetstream::new(client);
     jetstream.set_timeout(Duration::from_secs(2));
-    if let Some(name) = options.stream.clone() {
-        let jetstream = jetstream.clone();
-        let subjects = vec![format!("{}.>", options.subject_prefix)];
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let config = async_nats::jetstream::stream::Config {
-                    name: name.clone(),
-                    subjects: subjects.clone(),
-                    ..Default::default()
-                };
-                match jetstream.get_or_create_stream(config).await {
-                    Ok(_) => return tracing::info!(stream = %name, "NATS tap stream ready"),
-                    Err(e) => {
-                        tracing::warn!(stream = %name, error = %e, "cannot create the NATS tap stream yet")
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        });
+    if let Some(name) = &options.stream {
+        // Events wait in the buffer until the stream exists: published before it, they
+        // would be refused (no stream listens on their subjects).
+        nats_publish::ensure_stream(&jetstream, name, &options).await;
     }
+    let mut ids = nats_publish::MessageIds::new();
     let mut subjects: HashMap<u64, String> = HashMap::new();
     let mut acks = tokio::task::JoinSet::new();
     loop {
@@ -294,38 +304,37 @@ async fn publish_loop(
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Content-Type", options.encoding.content_type());
-        match jetstream
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-        {
-            Ok(ack) => {
-                acks.spawn(std::future::IntoFuture::into_future(ack));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "NATS tap publish failed");
-                stats.failed_one();
-            }
-        }
+        headers.insert("Nats-Msg-Id", ids.next());
+        // The first attempt goes out here, in event order; the acknowledgement (and any
+        // retry, deduplicated by the message id) is awaited off this loop.
+        let message = nats_publish::Message {
+            subject,
+            headers,
+            payload: payload.into(),
+        };
+        let first = jetstream
+            .publish_with_headers(
+                message.subject.clone(),
+                message.headers.clone(),
+                message.payload.clone(),
+            )
+            .await;
+        acks.spawn(nats_publish::until_acked(
+            jetstream.clone(),
+            message,
+            first,
+            options.publish_retry,
+        ));
     }
     while let Some(done) = acks.join_next().await {
         reap(Some(done), &stats);
     }
 }
 
-fn reap(
-    done: Option<
-        Result<
-            Result<
-                async_nats::jetstream::publish::PublishAck,
-                async_nats::jetstream::context::PublishError,
-            >,
-            tokio::task::JoinError,
-        >,
-    >,
-    stats: &QueueStats,
-) {
+/// Counts a finished publication by its final fate.
+fn reap(done: Option<Result<bool, tokio::task::JoinError>>, stats: &QueueStats) {
     match done {
-        Some(Ok(Ok(_))) => stats.published_one(),
+        Some(Ok(true)) => stats.published_one(),
         Some(_) => stats.failed_one(),
         None => {}
     }

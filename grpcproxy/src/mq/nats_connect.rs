@@ -61,10 +61,52 @@ pub(crate) fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) 
     (stripped.join(","), found)
 }
 
+/// Connects (retrying in the background until the broker is up), with `options`'
+/// credentials and TLS. `stats` follows the connection, and its loss and recovery are
+/// logged once each, at WARN and INFO.
+pub(crate) async fn connect(
+    options: &super::NatsOptions,
+    stats: &std::sync::Arc<super::QueueStats>,
+) -> Result<async_nats::Client, String> {
+    let flag = stats.clone();
+    let url = super::redact_url(&options.url);
+    // Set while the connection is lost, so that loss and recovery are logged once each.
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let connect = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connection_timeout(std::time::Duration::from_secs(2))
+        .reconnect_delay_callback(|attempt| {
+            std::time::Duration::from_millis((100 * 2u64.pow(attempt.min(6) as u32)).min(5_000))
+        })
+        .event_callback(move |event| {
+            let (flag, url, lost) = (flag.clone(), url.clone(), lost.clone());
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                match event {
+                    async_nats::Event::Connected => {
+                        flag.set_connected(true);
+                        if lost.swap(false, Relaxed) {
+                            tracing::info!(%url, "the tap reconnected to NATS");
+                        }
+                    }
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        flag.set_connected(false);
+                        if !lost.swap(true, Relaxed) {
+                            tracing::warn!(%url, "the tap lost its connection to NATS; events wait in its buffer and are published again once it is back");
+                        }
+                    }
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
+            }
+        });
+    let (connect, urls) = apply(options, connect).await.map_err(|e| e.to_string())?;
+    connect.connect(urls).await.map_err(|e| e.to_string())
+}
+
 /// Adds `options`' authentication and TLS to `connect`; returns the URLs to connect to
 /// (without credentials). An explicit token or credentials file wins over a URL's
 /// userinfo.
-pub(crate) async fn apply(
+async fn apply(
     options: &super::NatsOptions,
     mut connect: async_nats::ConnectOptions,
 ) -> std::io::Result<(async_nats::ConnectOptions, String)> {
