@@ -70,28 +70,66 @@ fn listener_tls(config: &Config) -> anyhow::Result<Vec<Option<Arc<rustls::Server
         .collect()
 }
 
+/// What a reload made: the new router, the configuration that now runs (the file's routes
+/// and clusters, the running values of every restart-only section), and the restart-only
+/// sections in which the file differs from what runs.
+struct Reloaded {
+    router: Router,
+    running: Config,
+    pending: Vec<&'static str>,
+}
+
 /// Loads the file again and builds its router, for a reload. Sections that need a restart
-/// (listeners, admin, limits, server, access log) keep their running values; a change to
-/// them is logged.
+/// (listeners, admin, limits, server, access log, tap) keep their running values; where
+/// the file differs from them, a warning says so.
 fn reload(
     path: &Path,
     running: &Config,
     previous: &Router,
     telemetry: &Arc<Telemetry>,
-) -> anyhow::Result<(Router, Config)> {
-    let loaded = config::load(path)?;
-    let config = loaded.config;
-    listener_tls(&config)?;
-    let router = Router::build(&config, telemetry, Some(previous))?;
-    for ((name, new), (_, old)) in restart_only(&config).into_iter().zip(restart_only(running)) {
-        if new != old {
-            tracing::warn!(
-                section = name,
-                "this section changed; it takes effect at the next restart"
-            );
-        }
+) -> anyhow::Result<Reloaded> {
+    let file = config::load(path)?.config;
+    listener_tls(&file)?;
+    let router = Router::build(&file, telemetry, Some(previous))?;
+    let pending: Vec<&'static str> = restart_only(&file)
+        .into_iter()
+        .zip(restart_only(running))
+        .filter(|((_, new), (_, old))| new != old)
+        .map(|((name, _), _)| name)
+        .collect();
+    for section in &pending {
+        tracing::warn!(
+            section,
+            "this section differs from the running configuration; it takes effect at the next restart"
+        );
     }
-    Ok((router, config))
+    let running = Config {
+        listeners: running.listeners.clone(),
+        admin: running.admin.clone(),
+        limits: running.limits.clone(),
+        server: running.server.clone(),
+        access_log: running.access_log.clone(),
+        tap: running.tap.clone(),
+        ..file
+    };
+    Ok(Reloaded {
+        router,
+        running,
+        pending,
+    })
+}
+
+/// What `/config` shows: the running configuration, and which sections of the file wait
+/// for a restart.
+fn shown_config(running: &Config, pending: &[&str]) -> String {
+    let text = running.redacted_toml();
+    if pending.is_empty() {
+        return text;
+    }
+    format!(
+        "# The running configuration. Changed in the file, waiting for a restart: {}\n{text}",
+        pending.join(", ")
+    )
 }
 
 /// Serves `loaded` on `threads` per-core workers (see [`crate::workers`]) until a signal,
@@ -251,14 +289,16 @@ async fn reload_on_sighup(
             }
         }
         match reload(&path, &running, &current.load(), &telemetry) {
-            Ok((router, config)) => {
+            Ok(reloaded) => {
+                let router = reloaded.router;
                 telemetry.set_clusters(router.clusters().to_vec());
                 router.clusters().iter().for_each(Cluster::start);
                 current.store(Arc::new(router));
                 if let Some(admin) = &admin {
-                    admin.config_toml.store(Arc::new(config.redacted_toml()));
+                    let shown = shown_config(&reloaded.running, &reloaded.pending);
+                    admin.config_toml.store(Arc::new(shown));
                 }
-                running = config;
+                running = reloaded.running;
                 telemetry.reloaded(true);
                 tracing::info!(config = %path.display(), "configuration reloaded");
             }

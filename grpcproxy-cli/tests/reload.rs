@@ -173,3 +173,74 @@ async fn watch_config_reloads_when_the_file_changes() {
         "b"
     );
 }
+
+/// The lines logged up to and including the first that contains `needle` (within 5 s).
+fn logs_until(proxy: &support::Proxy, needle: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = proxy.logs.recv_timeout(Duration::from_millis(100)) {
+            let done = line.contains(needle);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+    panic!("no log line with {needle:?} within 5 s: {lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_and_restart_warnings_follow_what_runs() {
+    let a = TestServer::start(Routes::new(TestServiceServer::new(PingService::named("a")))).await;
+    let original = config(a.addr(), a.addr(), false);
+    let (proxy, file) = support::start_with_config(&original, 1);
+    let admin = proxy.admin.unwrap();
+    let other_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let moved = original.replacen(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"",
+        &format!("[[listeners]]\naddress = \"127.0.0.1:{other_port}\""),
+        1,
+    );
+    assert_ne!(moved, original);
+
+    // The listener moves in the file: a warning, and /config still shows what runs.
+    std::fs::write(file.path(), &moved).unwrap();
+    sighup(&proxy);
+    let lines = logs_until(&proxy, "configuration reloaded");
+    let warned: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("next restart"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:?}");
+    assert!(
+        warned[0].contains("\"section\":\"listeners\""),
+        "{}",
+        warned[0]
+    );
+    let (_, shown) = http_get(admin, "/config");
+    assert!(!shown.contains(&other_port.to_string()), "{shown}");
+    assert!(shown.contains("address = \"127.0.0.1:0\""), "{shown}");
+    assert!(
+        shown.starts_with(
+            "# The running configuration. Changed in the file, waiting for a restart: listeners\n"
+        ),
+        "{shown}"
+    );
+
+    // Back to what runs: no warning, nothing pending.
+    std::fs::write(file.path(), &original).unwrap();
+    sighup(&proxy);
+    let lines = logs_until(&proxy, "configuration reloaded");
+    assert!(
+        !lines.iter().any(|l| l.contains("next restart")),
+        "{lines:?}"
+    );
+    let (_, shown) = http_get(admin, "/config");
+    assert!(!shown.starts_with('#'), "{shown}");
+    assert!(shown.contains("address = \"127.0.0.1:0\""), "{shown}");
+}
