@@ -147,6 +147,10 @@ pub(crate) struct Cluster {
     outlier: Outlier,
     health_check: Option<HealthCheck>,
     dns_refresh: Duration,
+    /// Below this share (percent) of endpoints available, balance over all of them.
+    panic_threshold: u8,
+    /// In panic mode at the last pick (to log the changes only).
+    panicking: AtomicBool,
     /// What it was built from, to reuse it across reloads when unchanged.
     pub(crate) source: String,
     started: AtomicBool,
@@ -208,6 +212,8 @@ impl Cluster {
             outlier: config.outlier.clone(),
             health_check: config.health_check.clone(),
             dns_refresh: config.dns_refresh,
+            panic_threshold: config.panic_threshold,
+            panicking: AtomicBool::new(false),
             source: Self::source_of(config, limits),
             started: AtomicBool::new(false),
         };
@@ -233,6 +239,11 @@ impl Cluster {
 
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether the last pick balanced over every endpoint (panic mode).
+    pub(crate) fn in_panic(&self) -> bool {
+        self.panicking.load(Ordering::Relaxed)
     }
 
     /// Whether `endpoint` can take calls now.
@@ -274,12 +285,26 @@ impl Cluster {
         let now = self.now();
         let set = self.set.load();
         let endpoints = &set.list;
-        let available = endpoints.iter().filter(|e| e.available(now)).count();
-        // The k-th available endpoint, counting from `start`.
+        let mut available = endpoints.iter().filter(|e| e.available(now)).count();
+        // Panic mode (Envoy's): with too few endpoints available, the health verdicts are
+        // less likely than an overload of the few left; balance over all of them.
+        let panic = available * 100 < usize::from(self.panic_threshold) * endpoints.len();
+        if panic != self.panicking.swap(panic, Ordering::Relaxed) {
+            if panic {
+                tracing::warn!(cluster = %self.name, available, endpoints = endpoints.len(), threshold = self.panic_threshold, "too few endpoints available: balancing over all of them (panic mode)");
+            } else {
+                tracing::info!(cluster = %self.name, available, "enough endpoints available again: panic mode over");
+            }
+        }
+        if panic {
+            available = endpoints.len();
+        }
+        let usable = |e: &Endpoint| panic || e.available(now);
+        // The k-th usable endpoint, counting from `start`.
         let nth = |start: usize, k: usize| {
             (0..endpoints.len())
                 .map(|i| &endpoints[(start + i) % endpoints.len()])
-                .filter(|e| e.available(now))
+                .filter(|e| usable(e))
                 .nth(k)
         };
         let (endpoint, alternate) = match (available, self.balance) {
@@ -349,6 +374,19 @@ impl Cluster {
         let now = self.now();
         if endpoint.ejected_until.load(Ordering::Relaxed) > now {
             return; // already ejected: calls in flight when it was ejected are still ending
+        }
+        // Never the last one: with no endpoint left the cluster would refuse every call for
+        // the whole ejection, even once the backend is back; failing calls say more.
+        let others = self.set.load();
+        if !others
+            .list
+            .iter()
+            .any(|e| !std::ptr::eq(Arc::as_ptr(e), endpoint) && e.available(now))
+        {
+            if endpoint.consecutive_failures.swap(0, Ordering::Relaxed) != 0 {
+                tracing::debug!(cluster = %self.name, endpoint = endpoint.upstream.address(), "not ejecting the last available endpoint");
+            }
+            return;
         }
         endpoint.consecutive_failures.store(0, Ordering::Relaxed);
         let doublings = endpoint
@@ -566,8 +604,8 @@ mod tests {
 
     #[test]
     fn reports_find_their_endpoint_by_its_own_address_or_by_an_equal_one() {
-        let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8"]);
-        let [first, second] = [0, 1].map(|i| cluster.endpoints()[i].clone());
+        let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8", "127.0.0.1:9"]);
+        let [first, second, third] = [0, 1, 2].map(|i| cluster.endpoints()[i].clone());
         // The endpoint's own string, as a call reports it.
         for _ in 0..5 {
             cluster.report(first.upstream.address(), Code::Unavailable, None);
@@ -580,7 +618,32 @@ mod tests {
             cluster.report(&copy, Code::Unavailable, None);
         }
         assert!(!cluster.is_available(&second));
-        assert!(cluster.pick().is_none(), "both ejected");
+        // Two of three ejected: 33 % available is below the default panic threshold (50).
+        let picks: Vec<_> = (0..30).map(|_| cluster.pick().unwrap().endpoint).collect();
+        assert!(
+            picks.iter().any(|e| Arc::ptr_eq(e, &first)),
+            "panic mode uses all"
+        );
+        // The last available endpoint is never ejected by failures alone.
+        for _ in 0..20 {
+            cluster.report(third.upstream.address(), Code::Unavailable, None);
+        }
+        assert!(cluster.is_available(&third));
+        assert_eq!(third.ejections.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn below_the_panic_threshold_calls_spread_over_every_endpoint() {
+        let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8"]);
+        let [first, second] = [0, 1].map(|i| cluster.endpoints()[i].clone());
+        first.checked_healthy.store(false, Ordering::Relaxed);
+        // 50 % available is not below 50: only the healthy one.
+        assert!((0..20).all(|_| Arc::ptr_eq(&cluster.pick().unwrap().endpoint, &second)));
+        second.checked_healthy.store(false, Ordering::Relaxed);
+        // None available: all of them, rather than refusing every call.
+        let picks: Vec<_> = (0..40).map(|_| cluster.pick().unwrap().endpoint).collect();
+        assert!(picks.iter().any(|e| Arc::ptr_eq(e, &first)));
+        assert!(picks.iter().any(|e| Arc::ptr_eq(e, &second)));
     }
 
     #[test]

@@ -414,6 +414,16 @@ impl Collector for UpstreamCollector {
             ConstGauge::new(cluster.endpoints().len() as i64)
                 .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
+        let mut metric = encoder.encode_descriptor(
+            "cluster_panic",
+            "1 while a cluster balances over all its endpoints, too few being available",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in clusters.iter() {
+            ConstGauge::new(i64::from(cluster.in_panic()))
+                .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
         if let Some(server) = self.server.get() {
             let metric = encoder.encode_descriptor(
                 "client_connections",

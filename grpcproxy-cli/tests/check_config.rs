@@ -87,6 +87,10 @@ fn bad_files_are_rejected_with_exact_messages() {
             "4:13: clusters.a.max_connections_per_endpoint (2) is below connections_per_endpoint (4)",
         ),
         (
+            format!("{LISTENER}{CLUSTER}panic_threshold = 101\n"),
+            "4:13: clusters.a.panic_threshold: 101 is not a percentage (0 to 100)",
+        ),
+        (
             format!("{LISTENER}{CLUSTER}max_streams_per_connection = 0\n"),
             "4:13: clusters.a.max_streams_per_connection must be at least 1",
         ),

@@ -41,6 +41,7 @@ cluster = "pair"
 endpoints = ["{a}", "{b}"]
 balance = "round_robin"
 health_check = {{ interval = "50ms", timeout = "500ms", unhealthy_threshold = 2, healthy_threshold = 2 }}
+panic_threshold = 0
 "#,
         a = a.addr(),
         b = b.addr(),
@@ -227,4 +228,55 @@ async fn a_backend_killed_under_load_costs_only_its_in_flight_calls() {
         served.get("a").is_some_and(|n| *n > 10) && served.get("b").is_some_and(|n| *n > 10),
         "{served:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_endpoint_is_never_ejected_and_serves_as_soon_as_it_is_back() {
+    let (backend, _) = health_backend("a").await;
+    let addr = backend.addr();
+    let config = format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+[[listeners]]
+address = "127.0.0.1:0"
+[[routes]]
+cluster = "lone"
+[clusters.lone]
+endpoints = ["{addr}"]
+outlier = {{ consecutive_failures = 2, base_ejection = "30s" }}
+"#
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let admin = proxy.admin.unwrap();
+    let mut client = ping_client(proxy.listening[0]).await;
+    client.ping(PingRequest::default()).await.unwrap();
+    backend.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        let status = client.ping(PingRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_ne!(status.message(), "no healthy endpoint in cluster lone");
+    }
+    let (_, metrics) = support::http_get(admin, "/metrics");
+    let ejections =
+        format!(r#"grpcproxy_endpoint_ejections_total{{cluster="lone",endpoint="{addr}"}} 0"#);
+    assert!(metrics.lines().any(|l| l == ejections), "{metrics}");
+
+    // Back on the same address: served at once, not after a 30 s ejection.
+    let routes = tonic::service::Routes::new(grpcproxy_testing::serve::ping_server(
+        grpcproxy_testing::PingService::named("a"),
+    ));
+    let _back = grpcproxy_testing::TestServer::start_on(addr, routes).await;
+    let started = Instant::now();
+    let reply = loop {
+        match client.ping(PingRequest::default()).await {
+            Ok(reply) => break reply,
+            Err(status) => {
+                assert!(started.elapsed() < Duration::from_secs(2), "{status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(served_by(&reply), "a");
 }

@@ -28,7 +28,12 @@ type Sockets = std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>;
 impl TestServer {
     /// Serves `routes` on `127.0.0.1:0`.
     pub async fn start(routes: Routes) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), routes).await
+    }
+
+    /// Serves `routes` on `addr` (say, where a stopped server was, as a restart would).
+    pub async fn start_on(addr: SocketAddr, routes: Routes) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let sockets = Sockets::default();

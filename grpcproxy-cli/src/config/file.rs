@@ -359,6 +359,10 @@ pub(crate) struct Cluster {
     /// Passive ejection of endpoints that keep failing.
     #[serde(default)]
     pub(crate) outlier: Outlier,
+    /// Below this share of endpoints available (percent, 0 to 100), calls are balanced
+    /// over all endpoints, available or not (Envoy's panic threshold); 0 turns it off.
+    #[serde(default = "fifty")]
+    pub(crate) panic_threshold: u8,
     /// How often endpoint names are resolved again (every address of a name is an endpoint).
     #[serde(default = "thirty_seconds", with = "super::duration")]
     pub(crate) dns_refresh: Duration,
@@ -366,6 +370,9 @@ pub(crate) struct Cluster {
 
 fn hundred() -> usize {
     100
+}
+fn fifty() -> u8 {
+    50
 }
 
 fn sixty_four() -> usize {
@@ -524,6 +531,15 @@ impl Config {
                         format!("clusters.{name}.{field} must be at least 1"),
                     ));
                 }
+            }
+            if cluster.panic_threshold > 100 {
+                return Err(Problem::new(
+                    endpoints.span(),
+                    format!(
+                        "clusters.{name}.panic_threshold: {} is not a percentage (0 to 100)",
+                        cluster.panic_threshold
+                    ),
+                ));
             }
             if cluster.max_connections_per_endpoint < cluster.connections_per_endpoint {
                 return Err(Problem::new(
