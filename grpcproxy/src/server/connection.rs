@@ -15,7 +15,7 @@ use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::stream::StreamTask;
+use super::stream::{Cut, StreamTask};
 use super::{answer_http1, starts_with_preface, CallService};
 use crate::{ConnectionInfo, RecvBody};
 
@@ -26,6 +26,8 @@ pub(super) struct Connection<S> {
     pub(super) info: ConnectionInfo,
     /// Becomes true when the server drains.
     pub(super) drain_signal: tokio::sync::watch::Receiver<bool>,
+    /// Cancelled when the drain times out: open calls end with UNAVAILABLE.
+    pub(super) cut: tokio_util::sync::CancellationToken,
     pub(super) handshake_timeout: Duration,
     pub(super) idle_timeout: Option<Duration>,
     /// PING interval and how long an answer may take.
@@ -125,7 +127,8 @@ impl<S: CallService> Connection<S> {
                     let mut request = Request::from_parts(parts, RecvBody::new(recv, None));
                     request.extensions_mut().insert(self.info.clone());
                     let open = OpenStream::new(&streams);
-                    start_call(self.service.clone(), request, reply, open);
+                    let cut = self.cut.clone().cancelled_owned();
+                    start_call(self.service.clone(), request, reply, open, cut);
                 }
                 Event::Drain => {
                     closing = true;
@@ -180,16 +183,17 @@ fn start_call<S: CallService>(
     request: Request<RecvBody>,
     reply: SendResponse<Bytes>,
     open: OpenStream,
+    cut: Cut,
 ) {
     match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Ok(())) => {
-            tokio::spawn(StreamTask::new(service.call(request), reply, open));
+            tokio::spawn(StreamTask::new(service.call(request), reply, open, cut));
         }
         Poll::Ready(Err(never)) => match never {},
         Poll::Pending => {
             tokio::spawn(async move {
                 match poll_fn(|cx| service.poll_ready(cx)).await {
-                    Ok(()) => StreamTask::new(service.call(request), reply, open).await,
+                    Ok(()) => StreamTask::new(service.call(request), reply, open, cut).await,
                     Err(never) => match never {},
                 }
             });

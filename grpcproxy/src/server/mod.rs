@@ -154,6 +154,8 @@ pub async fn serve<S: CallService>(
         .keep_alive_interval
         .map(|interval| (interval, options.http2.keep_alive_timeout));
     let (draining, drain_signal) = tokio::sync::watch::channel(false);
+    // Cancelled when the drain times out: calls still open end with UNAVAILABLE.
+    let cut = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let connections =
         std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
@@ -187,6 +189,7 @@ pub async fn serve<S: CallService>(
             service: service.clone(),
             info,
             drain_signal: drain_signal.clone(),
+            cut: cut.clone(),
             handshake_timeout: options.preface_timeout,
             idle_timeout: options.idle_timeout,
             keepalive,
@@ -210,12 +213,23 @@ pub async fn serve<S: CallService>(
     if drained.is_err() {
         tracing::warn!(
             connections = tasks.len(),
-            "drain timeout reached; closing the remaining connections"
+            "drain timeout reached; ending the calls still open with UNAVAILABLE and closing their connections"
         );
+        // Each open call gets trailers saying why it ends; a moment to write them, then
+        // whatever is left is dropped.
+        cut.cancel();
+        let _ = tokio::time::timeout(CUT_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         tasks.shutdown().await;
     }
     Ok(())
 }
+
+/// How long connections get, once the drain timed out, to send the calls still open their
+/// UNAVAILABLE trailers.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// What [`serve`] serves: a cloneable tower service that answers every call (it never
 /// fails: errors are gRPC statuses in its responses) and can move to the worker threads.

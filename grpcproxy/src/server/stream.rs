@@ -31,6 +31,9 @@ pin_project! {
         reply: SendResponse<Bytes>,
         #[pin]
         state: State<F, B>,
+        // Ready when the server's drain times out: the call ends with UNAVAILABLE.
+        #[pin]
+        cut: Cut,
         _open: OpenStream,
     }
 }
@@ -47,13 +50,28 @@ pin_project! {
 
 impl<F, B> StreamTask<F, B> {
     /// The task for a call whose service future is `response`.
-    pub(super) fn new(response: F, reply: SendResponse<Bytes>, open: OpenStream) -> Self {
+    pub(super) fn new(response: F, reply: SendResponse<Bytes>, open: OpenStream, cut: Cut) -> Self {
         Self {
             reply,
             state: State::Waiting { response },
+            cut,
             _open: open,
         }
     }
+}
+
+/// Completes when the server gives up waiting for open calls.
+pub(super) type Cut = tokio_util::sync::WaitForCancellationFutureOwned;
+
+/// `grpc-status` and `grpc-message` of a call the server ends because it shuts down.
+fn shutting_down() -> http::HeaderMap {
+    let mut fields = http::HeaderMap::with_capacity(2);
+    fields.insert("grpc-status", http::HeaderValue::from_static("14"));
+    fields.insert(
+        "grpc-message",
+        http::HeaderValue::from_static("proxy shutting down"),
+    );
+    fields
 }
 
 impl<F, B> Future for StreamTask<F, B>
@@ -66,6 +84,25 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut me = self.project();
+        if me.cut.as_mut().poll(cx).is_ready() {
+            // The drain timed out: end the call with trailers that say so (dropping the
+            // service's future or body then cancels the backend's side).
+            match me.state.as_mut().project() {
+                StateProj::Waiting { .. } => {
+                    let mut head = Response::new(());
+                    *head.headers_mut() = shutting_down();
+                    head.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    let _ = me.reply.send_response(head, true);
+                }
+                StateProj::Sending { pipe } => {
+                    let _ = pipe.project().send.send_trailers(shutting_down());
+                }
+            }
+            return Poll::Ready(());
+        }
         loop {
             let response = match me.state.as_mut().project() {
                 StateProj::Sending { pipe } => return pipe.poll(cx),
