@@ -111,3 +111,78 @@ fn listen_without_to_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--to <TO>"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_backend_connections_are_warned_about_without_h2_noise_or_colours() {
+    // A backend address with nothing listening (yet).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(["--listen", "127.0.0.1:0", "--to", &format!("http://{addr}")])
+        .args(["--log-level", "debug", "--log-format", "human"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let listen = loop {
+        let line = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+        if let Some(at) = line.find("listen=") {
+            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let mut client = ping_client(listen.parse().unwrap()).await;
+    for _ in 0..5 {
+        let status = client.ping(PingRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+    // The backend comes up on that address.
+    let routes = tonic::service::Routes::new(grpcproxy_testing::serve::ping_server(
+        grpcproxy_testing::PingService::new(),
+    ));
+    let _backend = grpcproxy_testing::TestServer::start_on(addr, routes).await;
+    client.ping(PingRequest::default()).await.unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged: Vec<String> = lines.try_iter().collect();
+    let warnings: Vec<&String> = logged
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("cannot connect to backend"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for 5 failures in 10 s: {logged:#?}"
+    );
+    assert!(
+        warnings[0].contains(&format!("backend={addr}")),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("connected to backend again")),
+        "{logged:#?}"
+    );
+    assert!(
+        !logged.iter().any(|l| l.contains(" h2::")),
+        "h2's debug lines: {logged:#?}"
+    );
+    assert!(
+        !logged.iter().any(|l| l.contains('\u{1b}')),
+        "colours in a pipe: {logged:#?}"
+    );
+}

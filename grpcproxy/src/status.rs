@@ -52,7 +52,10 @@ pub(crate) fn status_from_upstream_error(err: &(dyn StdError + 'static), backend
                 }
             }
             if h2.is_io() {
-                return Status::unavailable(format!("connection to backend {backend} lost: {h2}"));
+                let hint = tls_hint(h2).map(|h| format!(" ({h})")).unwrap_or_default();
+                return Status::unavailable(format!(
+                    "connection to backend {backend} lost: {h2}{hint}"
+                ));
             }
         }
         if let Some(status) = e.downcast_ref::<Status>() {
@@ -61,6 +64,28 @@ pub(crate) fn status_from_upstream_error(err: &(dyn StdError + 'static), backend
         cause = e.source();
     }
     Status::unavailable(format!("backend {backend} failed: {}", DisplayChain(err)))
+}
+
+/// What a TLS alert from the backend means for its operator, when the error chain holds
+/// one about client certificates (rustls only names the alert). Read from the text: h2
+/// keeps an I/O error's message, not the rustls error inside it.
+pub(crate) fn tls_hint(err: &(dyn StdError + 'static)) -> Option<&'static str> {
+    const REQUIRED: &str = "the backend requires a client certificate: give the cluster tls.cert and tls.key (Upstream::builder().client_identity_pem)";
+    const REFUSED: &str = "the backend refused the proxy's client certificate";
+    let text = DisplayChain(err).to_string();
+    let alert = text.split("received fatal alert: ").nth(1)?;
+    let alert = alert.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+    match alert {
+        "CertificateRequired" | "HandshakeFailure" => Some(REQUIRED),
+        "BadCertificate"
+        | "UnknownCA"
+        | "CertificateUnknown"
+        | "CertificateExpired"
+        | "CertificateRevoked"
+        | "UnsupportedCertificate"
+        | "AccessDenied" => Some(REFUSED),
+        _ => None,
+    }
 }
 
 /// The reset reason a body error carries: the peer's own reset reason (CANCEL when the

@@ -107,6 +107,12 @@ async fn mutual_tls_needs_the_client_identity() {
     };
     let without = ping_through(builder().build().unwrap()).await.unwrap_err();
     assert_eq!(without.code(), Code::Unavailable, "{without:?}");
+    assert!(
+        without.message().ends_with(
+            "received fatal alert: CertificateRequired (the backend requires a client certificate: give the cluster tls.cert and tls.key (Upstream::builder().client_identity_pem))"
+        ),
+        "{without:?}"
+    );
 
     let with = builder()
         .client_identity_pem(pki.client.cert.as_bytes(), pki.client.key.as_bytes())

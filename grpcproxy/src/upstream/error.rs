@@ -137,6 +137,9 @@ impl std::fmt::Display for UpstreamError {
         if let Some(source) = &self.source {
             let source: &(dyn StdError + 'static) = source.as_ref();
             write!(f, ": {}", DisplayChain(source))?;
+            if let Some(hint) = crate::status::tls_hint(source) {
+                write!(f, " ({hint})")?;
+            }
         }
         Ok(())
     }

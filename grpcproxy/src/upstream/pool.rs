@@ -1,7 +1,7 @@
 //! Lazily made HTTP/2 connections to one backend, reconnected after failure, and more of
 //! them when every connection carries its share of streams.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,62 @@ pub(crate) struct Pool {
     pub(crate) connect_failures: std::sync::atomic::AtomicU64,
     /// Connections whose task is still running (handshake done, not yet closed).
     pub(crate) open: Arc<AtomicUsize>,
+    /// Rate limit of the warnings about failed connects.
+    failure_log: FailureLog,
+}
+
+/// Failed connects are logged at WARN at most once per [`FailureLog::EVERY`] per backend,
+/// with the number of failures since the last warning; the first connect after failures
+/// is logged at INFO.
+#[derive(Debug)]
+struct FailureLog {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last warning, plus one (0: none yet).
+    warned_at: AtomicU64,
+    /// Failures since the last warning.
+    unlogged: AtomicU64,
+    /// Failures since the last successful connect.
+    failing: AtomicU64,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            warned_at: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+            failing: AtomicU64::new(0),
+        }
+    }
+
+    fn failed(&self, error: &UpstreamError) {
+        self.failing.fetch_add(1, Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= Self::EVERY.as_millis() as u64;
+        if due
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let since_last = self.unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(backend = %error.backend(), error = %error, failures_since_last_warning = since_last, "cannot connect to backend");
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn connected(&self, backend: &str) {
+        let failures = self.failing.swap(0, Ordering::Relaxed);
+        if failures > 0 {
+            self.unlogged.store(0, Ordering::Relaxed);
+            self.warned_at.store(0, Ordering::Relaxed);
+            tracing::info!(%backend, failures, "connected to backend again");
+        }
+    }
 }
 
 impl Pool {
@@ -144,6 +200,7 @@ impl Pool {
                 .collect(),
             connects: Default::default(),
             connect_failures: Default::default(),
+            failure_log: FailureLog::new(),
             open: Default::default(),
         }
     }
@@ -193,12 +250,14 @@ impl Pool {
         match self.connect().await {
             Ok(connection) => {
                 self.connects.fetch_add(1, Ordering::Relaxed);
+                self.failure_log.connected(&self.endpoint.address);
                 *last_failure = None;
                 *slot.ready.lock().expect("slot lock poisoned") = Some(connection.clone());
                 Ok(connection)
             }
             Err(err) => {
                 self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                self.failure_log.failed(&err);
                 *last_failure = Some((Instant::now(), err.clone()));
                 Err(err)
             }
