@@ -101,12 +101,10 @@ impl Router {
 
     fn route(&self, call: CallInfo) -> Result<Target, Status> {
         let Some(route) = self.routes.iter().find(|r| r.matches(&call)) else {
-            let code = tonic::Code::Unimplemented;
-            self.telemetry.unrouted(&refused_record(&call, code));
-            return Err(Status::new(
-                code,
-                format!("no route matched {}", call.method()),
-            ));
+            let status = Status::unimplemented(format!("no route matched {}", call.method()));
+            let record = refused_record(&call, status.code(), status.message());
+            self.telemetry.unrouted(&record);
+            return Err(status);
         };
         route.target(call)
     }
@@ -219,12 +217,13 @@ impl Route {
             }
         }
         let Some(picked) = self.cluster.pick() else {
-            let code = tonic::Code::Unavailable;
-            self.observer.refused(&refused_record(&call, code));
-            return Err(Status::new(
-                code,
-                format!("no healthy endpoint in cluster {}", self.cluster.name),
+            let status = Status::unavailable(format!(
+                "no healthy endpoint in cluster {}",
+                self.cluster.name
             ));
+            self.observer
+                .refused(&refused_record(&call, status.code(), status.message()));
+            return Err(status);
         };
         let Picked {
             endpoint,
@@ -251,7 +250,7 @@ impl Route {
 }
 
 /// The record of a call the router answers itself, at once.
-fn refused_record(call: &CallInfo, code: tonic::Code) -> CallRecord<'_> {
+fn refused_record<'a>(call: &'a CallInfo, code: tonic::Code, message: &'a str) -> CallRecord<'a> {
     CallRecord {
         method: call.method(),
         peer: call.remote_addr(),
@@ -262,6 +261,12 @@ fn refused_record(call: &CallInfo, code: tonic::Code) -> CallRecord<'_> {
         duration: Duration::ZERO,
         request_bytes: 0,
         response_bytes: 0,
+        grpc_message: Some(message),
+        authority: None,
+        user_agent: call
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok()),
     }
 }
 

@@ -519,6 +519,9 @@ impl AccessLog {
             "duration_ms": call.duration.as_secs_f64() * 1e3,
             "bytes_in": call.request_bytes,
             "bytes_out": call.response_bytes,
+            "grpc_message": call.grpc_message,
+            "authority": call.authority,
+            "user_agent": call.user_agent,
         })
         .to_string();
         line.push('\n');
@@ -548,6 +551,9 @@ mod tests {
             duration: Duration::from_millis(3),
             request_bytes: 10,
             response_bytes: 100,
+            grpc_message: None,
+            authority: None,
+            user_agent: None,
         }
     }
 

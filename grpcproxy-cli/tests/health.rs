@@ -113,6 +113,7 @@ panic_threshold = 0
         assert_eq!(line["route"], "route-0");
         assert_eq!(line["cluster"], "pair");
         assert!(line["endpoint"].is_null(), "{line}");
+        assert_eq!(line["grpc_message"], "no healthy endpoint in cluster pair");
     }
     a_health
         .set_service_status("", ServingStatus::Serving)

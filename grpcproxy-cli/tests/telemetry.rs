@@ -145,7 +145,7 @@ endpoints = ["{backend}"]
     let lines = support::access_log_lines(&log_path, 7);
     assert_eq!(lines.len(), 7, "one line per call: {lines:?}");
     let (lines, unrouted): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l["route"] == "ping");
-    let mut unrouted: Vec<(&str, i64)> = unrouted
+    let mut unrouted: Vec<(&str, i64, &str)> = unrouted
         .iter()
         .map(|l| {
             assert_eq!(l["route"], "", "{l}");
@@ -155,6 +155,7 @@ endpoints = ["{backend}"]
             (
                 l["method"].as_str().unwrap(),
                 l["grpc_status"].as_i64().unwrap(),
+                l["grpc_message"].as_str().unwrap(),
             )
         })
         .collect();
@@ -162,9 +163,21 @@ endpoints = ["{backend}"]
     assert_eq!(
         unrouted,
         [
-            ("/grpcproxy.testing.TestService/Ping", 13),
-            ("/no-method", 12),
-            ("/other.Service/Method", 12)
+            (
+                "/grpcproxy.testing.TestService/Ping",
+                13,
+                "malformed grpc-timeout \"soon\": expected 1 to 8 digits and a unit of H, M, S, m, u or n"
+            ),
+            (
+                "/no-method",
+                12,
+                "malformed method name \"/no-method\": expected /package.Service/Method"
+            ),
+            (
+                "/other.Service/Method",
+                12,
+                "no route matched /other.Service/Method"
+            )
         ]
     );
     for (line, (method, status)) in
@@ -183,6 +196,17 @@ endpoints = ["{backend}"]
         assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
         assert!(line["time"].as_str().unwrap().ends_with('Z'));
         assert!(line["duration_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(line["authority"], addr.to_string(), "{line}");
+        assert!(
+            line["user_agent"].as_str().unwrap().starts_with("tonic/"),
+            "{line}"
+        );
+        let message = if status == 0 {
+            None
+        } else {
+            Some("Userspace error.")
+        };
+        assert_eq!(line["grpc_message"].as_str(), message, "{line}");
     }
     assert_eq!(lines[0]["bytes_in"], 5 + request.encoded_len());
     assert_eq!(lines[0]["bytes_out"], 5 + reply_len);
@@ -232,7 +256,8 @@ endpoints = ["{}"]
     );
     let file = support::write_config(&config);
     let path = file.path().to_str().unwrap();
-    let mut proxy = support::start(&["--config", path, "--log-level", "trace"], 1);
+    // Every library at trace too (a bare "trace" is grpcproxy's own).
+    let mut proxy = support::start(&["--config", path, "--log-level", "trace,h2=trace"], 1);
     let addr = proxy.listening[0];
 
     // Calls that succeed, fail at the backend, and match no route, each carrying

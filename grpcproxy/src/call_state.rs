@@ -62,6 +62,8 @@ pub(crate) struct CallState {
     /// (backend used, backend that could not be reached) when the call failed over.
     failover: OnceLock<(Arc<str>, Arc<str>)>,
     status: AtomicI32,
+    /// The status's message, kept only for an observer and only when not OK.
+    message: OnceLock<Box<str>>,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
     /// The message-queue tap of the call, when the queue wants it.
@@ -80,6 +82,8 @@ pub(crate) struct Observed {
     pub(crate) backend: Arc<str>,
     pub(crate) started: SystemTime,
     pub(crate) started_at: Instant,
+    pub(crate) authority: Option<http::uri::Authority>,
+    pub(crate) user_agent: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for dyn crate::CallObserver {
@@ -102,6 +106,7 @@ impl CallState {
             record: OnceLock::new(),
             failover: OnceLock::new(),
             status: AtomicI32::new(NO_STATUS),
+            message: OnceLock::new(),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
             tap: OnceLock::new(),
@@ -157,14 +162,36 @@ impl CallState {
         }
     }
 
-    /// Records the `grpc-status` in trailers (or trailers-only headers), if any.
+    /// Records the status the proxy itself gives the client, with its message.
+    pub(crate) fn set_status_of(&self, status: &tonic::Status) {
+        self.set_status(status.code());
+        self.keep_message(status.code(), || Some(status.message().into()));
+    }
+
+    /// Records the `grpc-status` in trailers (or trailers-only headers), if any, and its
+    /// `grpc-message`.
     pub(crate) fn set_status_from(&self, headers: &http::HeaderMap) {
         if let Some(code) = headers
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
         {
-            self.set_status(tonic::Code::from_i32(code));
+            let code = tonic::Code::from_i32(code);
+            self.set_status(code);
+            self.keep_message(code, || {
+                let raw = headers.get("grpc-message")?;
+                let text = percent_encoding::percent_decode(raw.as_bytes()).decode_utf8_lossy();
+                Some(text.into())
+            });
+        }
+    }
+
+    /// Keeps the message of a failed call for the observer (the first one wins).
+    fn keep_message(&self, code: tonic::Code, message: impl FnOnce() -> Option<Box<str>>) {
+        if code != tonic::Code::Ok && self.record.get().is_some() && self.message.get().is_none() {
+            if let Some(message) = message().filter(|m| !m.is_empty()) {
+                let _ = self.message.set(message);
+            }
         }
     }
 
@@ -243,6 +270,9 @@ impl Drop for CallState {
                 duration: observed.started_at.elapsed(),
                 request_bytes: self.request_bytes.load(Ordering::Relaxed),
                 response_bytes: self.response_bytes.load(Ordering::Relaxed),
+                grpc_message: self.message.get().map(|m| &**m),
+                authority: observed.authority.as_ref().map(|a| a.as_str()),
+                user_agent: observed.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             });
         }
         self.stats.live.fetch_sub(1, Ordering::AcqRel);

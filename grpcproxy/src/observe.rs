@@ -29,6 +29,12 @@ pub struct CallRecord<'a> {
     pub request_bytes: u64,
     /// DATA bytes sent to the client.
     pub response_bytes: u64,
+    /// The `grpc-message` the client got with a status other than OK, percent-decoded.
+    pub grpc_message: Option<&'a str>,
+    /// The `:authority` the client sent.
+    pub authority: Option<&'a str>,
+    /// The client's `user-agent`.
+    pub user_agent: Option<&'a str>,
 }
 
 /// Told about every call it was attached to ([`Target::with_observer`](crate::Target::with_observer))

@@ -138,23 +138,26 @@ fn malformed_method(path: &str) -> Status {
 }
 
 /// What the refusal observer is told of a call the proxy answered itself.
-fn refusal_record(
-    method: &str,
+fn refusal_record<'a>(
+    method: &'a str,
     peer: Option<std::net::SocketAddr>,
     received: Instant,
-    code: tonic::Code,
-) -> crate::CallRecord<'_> {
+    status: &'a Status,
+) -> crate::CallRecord<'a> {
     let duration = received.elapsed();
     crate::CallRecord {
         method,
         peer,
         backend: "",
         unreachable: None,
-        grpc_status: code,
+        grpc_status: status.code(),
         started: SystemTime::now() - duration,
         duration,
         request_bytes: 0,
         response_bytes: 0,
+        grpc_message: Some(status.message()).filter(|m| !m.is_empty()),
+        authority: None,
+        user_agent: None,
     }
 }
 
@@ -174,7 +177,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
     ) -> Response<ResponseBody> {
         if let Some(observer) = &self.options.refusal_observer {
             let peer = connection_info(extensions).remote_addr;
-            observer.call_ended(&refusal_record(method, peer, received, status.code()));
+            observer.call_ended(&refusal_record(method, peer, received, &status));
         }
         status_response(status)
     }
@@ -238,23 +241,19 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .options
             .effective_timeout(requested)
             .map(|t| received + t);
-        let target =
-            match Bounded::new(self.director.direct(call_info), director_deadline, None).await {
-                Ok(Ok(target)) => target,
-                Ok(Err(status)) => return Ok(status_response(status)),
-                Err(_) => {
-                    let status = abort_status(AbortReason::Deadline, None);
-                    if let Some(observer) = &self.options.refusal_observer {
-                        observer.call_ended(&refusal_record(
-                            path.path(),
-                            peer_addr,
-                            received,
-                            status.code(),
-                        ));
-                    }
-                    return Ok(status_response(status));
+        let target = match Bounded::new(self.director.direct(call_info), director_deadline, None)
+            .await
+        {
+            Ok(Ok(target)) => target,
+            Ok(Err(status)) => return Ok(status_response(status)),
+            Err(_) => {
+                let status = abort_status(AbortReason::Deadline, None);
+                if let Some(observer) = &self.options.refusal_observer {
+                    observer.call_ended(&refusal_record(path.path(), peer_addr, received, &status));
                 }
-            };
+                return Ok(status_response(status));
+            }
+        };
         let (upstream, metadata, overrides) = target.into_parts();
         if let Some(director_guard) = overrides.guard {
             call.keep(director_guard);
@@ -267,6 +266,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 backend: upstream.shared_address().clone(),
                 started: SystemTime::now() - received.elapsed(),
                 started_at: received.into_std(),
+                authority: client_authority.clone(),
+                user_agent: metadata.as_ref().get(http::header::USER_AGENT).cloned(),
             });
         }
         let timeout = if overrides.max_timeout.is_some() || overrides.default_timeout.is_some() {
@@ -350,7 +351,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             Err(AbortReason::Idle) => {
                 call.abort(AbortReason::Idle);
                 let status = abort_status(AbortReason::Idle, None);
-                call.set_status(status.code());
+                call.set_status_of(&status);
                 return Ok(status_response(status));
             }
             Ok(Err(err)) => {
@@ -359,7 +360,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                     None => err.to_status(),
                 };
                 tracing::debug!(error = %err, code = ?status.code(), "call failed before response headers");
-                call.set_status(status.code());
+                call.set_status_of(&status);
                 return Ok(status_response(status));
             }
             Err(_) => {
