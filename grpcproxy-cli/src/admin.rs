@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/ready`, `/config` over HTTP/1.1.
+//! The admin listener: `/metrics`, `/healthz`, `/ready`, `/clusters`, `/config` over
+//! HTTP/1.1.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -67,6 +68,22 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/ready" => text(StatusCode::OK, "ready\n"),
+        "/clusters" => {
+            let mut clusters: Vec<serde_json::Value> = state
+                .telemetry
+                .clusters()
+                .iter()
+                .map(|c| c.status())
+                .collect();
+            clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            let body = serde_json::json!({ "clusters": clusters }).to_string() + "\n";
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         "/config" => {
             let mut response = Response::new(Full::new(Bytes::from(
                 state.config_toml.load().as_str().to_owned(),
@@ -79,7 +96,7 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /ready, /config\n",
+            "not found: try /metrics, /healthz, /ready, /clusters, /config\n",
         ),
     }
 }

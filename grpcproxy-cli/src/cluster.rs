@@ -241,6 +241,46 @@ impl Cluster {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// What `/clusters` shows of the cluster: its endpoints with their health, ejection,
+    /// load and connections.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        let now = self.now();
+        let endpoints: Vec<serde_json::Value> = self
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let ejected_until = e.ejected_until.load(Ordering::Relaxed);
+                let stats = e.upstream.stats();
+                serde_json::json!({
+                    "address": e.upstream.address(),
+                    "available": e.available(now),
+                    "health_check": match (&self.health_check, e.checked_healthy.load(Ordering::Relaxed)) {
+                        (None, _) => "off",
+                        (Some(_), true) => "passing",
+                        (Some(_), false) => "failing",
+                    },
+                    "ejected_for_ms": ejected_until.saturating_sub(now),
+                    "ejections": e.ejections.load(Ordering::Relaxed),
+                    "consecutive_failures": e.consecutive_failures.load(Ordering::Relaxed),
+                    "in_flight": e.in_flight.load(Ordering::Relaxed),
+                    "connections_open": stats.open_connections,
+                    "connects": stats.connects,
+                    "connect_failures": stats.connect_failures,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "balance": match self.balance {
+                Balance::P2c => "p2c",
+                Balance::RoundRobin => "round_robin",
+            },
+            "panic_threshold": self.panic_threshold,
+            "panic": self.in_panic(),
+            "endpoints": endpoints,
+        })
+    }
+
     /// Whether the last pick balanced over every endpoint (panic mode).
     pub(crate) fn in_panic(&self) -> bool {
         self.panicking.load(Ordering::Relaxed)

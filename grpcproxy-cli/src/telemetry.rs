@@ -138,6 +138,11 @@ impl Telemetry {
         self.clusters.store(Arc::new(clusters));
     }
 
+    /// The clusters of the current configuration.
+    pub(crate) fn clusters(&self) -> Arc<Vec<Arc<Cluster>>> {
+        self.clusters.load_full()
+    }
+
     /// Counts a reload attempt.
     pub(crate) fn reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };

@@ -100,6 +100,14 @@ panic_threshold = 0
         "{:?}",
         started.elapsed()
     );
+    let (_, clusters) = support::http_get(admin, "/clusters");
+    let clusters: serde_json::Value = serde_json::from_str(&clusters).unwrap();
+    let pair = &clusters["clusters"][0];
+    assert_eq!(pair["panic"], false, "{pair}");
+    for endpoint in pair["endpoints"].as_array().unwrap() {
+        assert_eq!(endpoint["health_check"], "failing", "{endpoint}");
+        assert_eq!(endpoint["available"], false, "{endpoint}");
+    }
     // Answered by the proxy, still counted under the route, and logged.
     support::wait_for_metric(
         admin,
@@ -259,6 +267,20 @@ outlier = {{ consecutive_failures = 2, base_ejection = "30s" }}
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_ne!(status.message(), "no healthy endpoint in cluster lone");
     }
+    let (status, clusters) = support::http_get(admin, "/clusters");
+    assert_eq!(status, 200);
+    let clusters: serde_json::Value = serde_json::from_str(&clusters).unwrap();
+    let endpoint = &clusters["clusters"][0]["endpoints"][0];
+    assert_eq!(clusters["clusters"][0]["name"], "lone");
+    assert_eq!(endpoint["address"], addr.to_string());
+    assert_eq!(endpoint["available"], true, "{endpoint}");
+    assert_eq!(endpoint["ejections"], 0, "{endpoint}");
+    assert_eq!(endpoint["health_check"], "off");
+    assert!(
+        endpoint["connect_failures"].as_u64().unwrap() >= 1,
+        "{endpoint}"
+    );
+    assert_eq!(endpoint["in_flight"], 0, "{endpoint}");
     let (_, metrics) = support::http_get(admin, "/metrics");
     let ejections =
         format!(r#"grpcproxy_endpoint_ejections_total{{cluster="lone",endpoint="{addr}"}} 0"#);
