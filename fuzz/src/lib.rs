@@ -95,12 +95,18 @@ pub fn config_parser(data: &[u8]) {
         Err(error) => {
             let message = error.to_string();
             let lines = text.matches('\n').count() + 1;
-            if let config::ConfigError::Invalid { line, column, .. } = error {
-                assert!(
-                    line >= 1 && line <= lines,
-                    "line {line} of {lines}: {message}"
-                );
-                assert!(column >= 1, "{message}");
+            let errors = match error {
+                config::ConfigError::Several(errors) => errors,
+                error => vec![error],
+            };
+            for error in errors {
+                if let config::ConfigError::Invalid { line, column, .. } = error {
+                    assert!(
+                        line >= 1 && line <= lines,
+                        "line {line} of {lines}: {message}"
+                    );
+                    assert!(column >= 1, "{message}");
+                }
             }
         }
     }

@@ -83,7 +83,9 @@ fn main() -> std::process::ExitCode {
                 }
             },
             Err(e) => {
-                eprintln!("grpcproxy: {e}");
+                for line in e.to_string().lines() {
+                    eprintln!("grpcproxy: {line}");
+                }
                 return std::process::ExitCode::from(2);
             }
         },
@@ -127,7 +129,10 @@ fn main() -> std::process::ExitCode {
                     ExitCode::from(2)
                 }
             }),
-            (Some(Command::CheckConfig { file }), ..) => {
+            (Some(Command::CheckConfig { file }), .., loaded) => {
+                for warning in loaded.iter().flat_map(|(l, _)| &l.warnings) {
+                    eprintln!("grpcproxy: warning: {warning}");
+                }
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
             }

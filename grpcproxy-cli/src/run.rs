@@ -88,7 +88,11 @@ fn reload(
     previous: &Router,
     telemetry: &Arc<Telemetry>,
 ) -> anyhow::Result<Reloaded> {
-    let file = config::load(path)?.config;
+    let loaded = config::load(path)?;
+    for warning in &loaded.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
+    let file = loaded.config;
     listener_tls(&file)?;
     let router = Router::build(&file, telemetry, Some(previous))?;
     let pending: Vec<&'static str> = restart_only(&file)
@@ -141,6 +145,9 @@ pub(crate) async fn run(
     threads: usize,
 ) -> anyhow::Result<()> {
     grpcproxy::worker::enter(threads);
+    for warning in &loaded.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
     let config = &loaded.config;
     let Prepared {
         router,

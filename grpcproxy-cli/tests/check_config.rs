@@ -17,6 +17,7 @@ fn the_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../grpcproxy.example.toml");
     let (code, stdout, stderr) = check(example);
     assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr, "", "no warning either");
     assert!(stdout.ends_with("grpcproxy.example.toml: ok\n"), "{stdout}");
 }
 
@@ -139,6 +140,66 @@ fn worker_threads_must_be_positive() {
     assert_eq!(code, Some(2));
     assert!(
         stderr.ends_with("server.worker_threads: must be at least 1\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_each_at_its_place() {
+    let text = format!(
+        "{LISTENER}[clusters.a]\nendpoints = [\"backend.internal\"]\npanic_threshold = 101\n\
+         [[routes]]\ncluster = \"b\"\nmax_timeout = \"0s\"\n"
+    );
+    let file = support::write_config(&text);
+    let path = file.path().to_str().unwrap();
+    let (code, stdout, stderr) = check(path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr,
+        format!(
+            "grpcproxy: {path}:4:13: clusters.a.endpoints: \"backend.internal\" is not host:port\n\
+             grpcproxy: {path}:4:13: clusters.a.panic_threshold: 101 is not a percentage (0 to 100)\n\
+             grpcproxy: {path}:7:11: routes[0].cluster: no cluster named \"b\" (defined: a)\n\
+             grpcproxy: {path}:8:15: routes[0].max_timeout: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave max_timeout out for no deadline\n"
+        )
+    );
+}
+
+#[test]
+fn routes_that_can_never_match_are_warned_about() {
+    let text = format!(
+        "{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\n\
+         [[routes]]\nmatch.service = \"shop.*\"\ncluster = \"a\"\n\
+         [[routes]]\nmatch.service = \"shop.*\"\ncluster = \"a\"\n"
+    );
+    let file = support::write_config(&text);
+    let path = file.path().to_str().unwrap();
+    let (code, stdout, stderr) = check(path);
+    assert_eq!(code, Some(0), "valid, if odd: {stderr}");
+    assert!(stdout.ends_with(": ok\n"), "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "grpcproxy: warning: {path}:9:11: routes[1] can never match: routes[0] comes first and matches every call (first match wins)\n\
+             grpcproxy: warning: {path}:12:11: routes[2] can never match: routes[0] comes first and matches every call (first match wins)\n"
+        )
+    );
+    // Specific first, then the catch-all: nothing to say.
+    let text = format!(
+        "{LISTENER}{CLUSTER}[[routes]]\nmatch.service = \"shop.*\"\ncluster = \"a\"\n[[routes]]\ncluster = \"a\"\n"
+    );
+    let file = support::write_config(&text);
+    let (code, _, stderr) = check(file.path().to_str().unwrap());
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    // Two routes with the same match.
+    let text = format!(
+        "{LISTENER}{CLUSTER}[[routes]]\nmatch.method = \"Get\"\ncluster = \"a\"\n[[routes]]\nmatch.method = \"Get\"\ncluster = \"a\"\n"
+    );
+    let file = support::write_config(&text);
+    let (_, _, stderr) = check(file.path().to_str().unwrap());
+    assert!(
+        stderr.contains("routes[1] can never match: routes[0] comes first and has the same match"),
         "{stderr}"
     );
 }

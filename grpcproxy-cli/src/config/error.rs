@@ -15,6 +15,9 @@ pub(crate) enum ConfigError {
         column: usize,
         message: String,
     },
+    /// More than one problem, each on a line of its own.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 impl ConfigError {

@@ -490,10 +490,11 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 
-    /// The checks serde cannot make.
-    pub(crate) fn check(&self) -> Result<(), Problem> {
+    /// The checks serde cannot make: every problem found, not only the first.
+    pub(crate) fn check(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
         if self.listeners.get_ref().is_empty() {
-            return Err(Problem::new(
+            problems.push(Problem::new(
                 self.listeners.span(),
                 "listeners: at least one listener is needed",
             ));
@@ -501,14 +502,14 @@ impl Config {
         for (name, cluster) in &self.clusters {
             let endpoints = &cluster.endpoints;
             if endpoints.get_ref().is_empty() {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     endpoints.span(),
                     format!("clusters.{name}.endpoints: at least one endpoint is needed"),
                 ));
             }
             for endpoint in endpoints.get_ref() {
                 if !is_host_port(endpoint) {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         endpoints.span(),
                         format!("clusters.{name}.endpoints: {endpoint:?} is not host:port"),
                     ));
@@ -526,14 +527,14 @@ impl Config {
                 ),
             ] {
                 if value == 0 {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         endpoints.span(),
                         format!("clusters.{name}.{field} must be at least 1"),
                     ));
                 }
             }
             if cluster.panic_threshold > 100 {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     endpoints.span(),
                     format!(
                         "clusters.{name}.panic_threshold: {} is not a percentage (0 to 100)",
@@ -542,7 +543,7 @@ impl Config {
                 ));
             }
             if cluster.max_connections_per_endpoint < cluster.connections_per_endpoint {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     endpoints.span(),
                     format!(
                         "clusters.{name}.max_connections_per_endpoint ({}) is below connections_per_endpoint ({})",
@@ -553,7 +554,7 @@ impl Config {
             if let Some(tls) = &cluster.tls {
                 let t = tls.get_ref();
                 if t.cert.is_some() != t.key.is_some() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         tls.span(),
                         format!("clusters.{name}.tls: cert and key go together"),
                     ));
@@ -561,7 +562,7 @@ impl Config {
             }
         }
         if self.server.worker_threads == Some(0) {
-            return Err(Problem {
+            problems.push(Problem {
                 span: None,
                 message: "server.worker_threads: must be at least 1".into(),
             });
@@ -569,7 +570,7 @@ impl Config {
         if let Some(tap) = &self.tap {
             let t = tap.get_ref();
             if t.nats_url.is_some() == t.file.is_some() {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     tap.span(),
                     "tap: give exactly one of nats_url and file",
                 ));
@@ -581,21 +582,21 @@ impl Config {
             ];
             for (field, given) in nats_only {
                 if given && t.nats_url.is_none() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         tap.span(),
                         format!("tap.{field}: only for nats_url"),
                     ));
                 }
             }
             if t.credentials_file.is_some() && t.token_file.is_some() {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     tap.span(),
                     "tap: give at most one of credentials_file and token_file",
                 ));
             }
             if let Some(tls) = &t.tls {
                 if tls.cert.is_some() != tls.key.is_some() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         tap.span(),
                         "tap.tls: cert and key go together",
                     ));
@@ -611,7 +612,7 @@ impl Config {
             for (field, path) in files {
                 if let Some(path) = path {
                     if let Err(e) = std::fs::File::open(path) {
-                        return Err(Problem::new(
+                        problems.push(Problem::new(
                             tap.span(),
                             format!("tap.{field}: cannot read {path}: {e}"),
                         ));
@@ -624,26 +625,26 @@ impl Config {
                     .filter(|d| !d.as_os_str().is_empty())
                     .unwrap_or(std::path::Path::new("."));
                 if !dir.is_dir() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         tap.span(),
                         format!("tap.file: the directory {} does not exist", dir.display()),
                     ));
                 }
             }
             if t.max_bytes < 1 {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     tap.span(),
                     format!("tap.max_bytes: {} is not a size in bytes", t.max_bytes),
                 ));
             }
             if t.max_age.is_zero() || t.publish_retry.is_zero() {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     tap.span(),
                     "tap.max_age and tap.publish_retry must be longer than 0s",
                 ));
             }
             if !(0.0..=1.0).contains(&t.sample_rate) {
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     tap.span(),
                     format!("tap.sample_rate: {} is not between 0 and 1", t.sample_rate),
                 ));
@@ -658,7 +659,7 @@ impl Config {
                 } else {
                     format!("defined: {}", known.join(", "))
                 };
-                return Err(Problem::new(
+                problems.push(Problem::new(
                     cluster.span(),
                     format!(
                         "routes[{i}].cluster: no cluster named {:?} ({known})",
@@ -668,7 +669,7 @@ impl Config {
             }
             if let Some(service) = &route.matches.service {
                 if service.get_ref().is_empty() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         service.span(),
                         format!("routes[{i}].match.service is empty"),
                     ));
@@ -682,13 +683,13 @@ impl Config {
                     header.absent.is_some(),
                 ];
                 if conditions.iter().filter(|c| **c).count() != 1 {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         header.name.span(),
                         format!("routes[{i}].match.headers[{j}]: give exactly one of exact, regex, present, absent"),
                     ));
                 }
                 if http::HeaderName::from_bytes(header.name.get_ref().as_bytes()).is_err() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         header.name.span(),
                         format!(
                             "routes[{i}].match.headers[{j}].name: {:?} is not a valid header name",
@@ -705,7 +706,7 @@ impl Config {
                             .last()
                             .unwrap_or_default()
                             .trim_start_matches("error: ");
-                        return Err(Problem::new(
+                        problems.push(Problem::new(
                             regex.span(),
                             format!("routes[{i}].match.headers[{j}].regex: invalid regex {:?}: {reason}", regex.get_ref()),
                         ));
@@ -717,7 +718,7 @@ impl Config {
                 ("default_timeout", &route.default_timeout),
             ] {
                 if let Some(timeout) = timeout.as_ref().filter(|t| t.get_ref().0.is_zero()) {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         timeout.span(),
                         format!("routes[{i}].{field}: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave {field} out for no deadline"),
                     ));
@@ -725,7 +726,7 @@ impl Config {
             }
             if let Some(authority) = &route.authority {
                 if http::uri::Authority::try_from(authority.get_ref().as_str()).is_err() {
-                    return Err(Problem::new(
+                    problems.push(Problem::new(
                         authority.span(),
                         format!(
                             "routes[{i}].authority: {:?} is not a valid authority",
@@ -734,14 +735,82 @@ impl Config {
                     ));
                 }
             }
-            route
-                .request_metadata
-                .check(&format!("routes[{i}].request_metadata"))?;
-            route
-                .response_metadata
-                .check(&format!("routes[{i}].response_metadata"))?;
+            for (field, edits) in [
+                ("request_metadata", &route.request_metadata),
+                ("response_metadata", &route.response_metadata),
+            ] {
+                if let Err(problem) = edits.check(&format!("routes[{i}].{field}")) {
+                    problems.push(problem);
+                }
+            }
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Config {
+    /// What is valid but almost surely not meant: a route that can never match, because an
+    /// earlier one matches every call it would (a catch-all, or the same conditions).
+    pub(crate) fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let shadowing = self.routes[..i].iter().enumerate().find(|(_, earlier)| {
+                earlier.matches.matches_everything()
+                    || earlier.matches.same_conditions(&route.matches)
+            });
+            if let Some((j, earlier)) = shadowing {
+                let why = if earlier.matches.matches_everything() {
+                    "matches every call"
+                } else {
+                    "has the same match"
+                };
+                warnings.push(Problem::new(
+                    route.cluster.span(),
+                    format!("routes[{i}] can never match: routes[{j}] comes first and {why} (first match wins)"),
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+impl RouteMatch {
+    /// No condition, or only `service = "*"`.
+    fn matches_everything(&self) -> bool {
+        self.service.as_ref().is_none_or(|s| s.get_ref() == "*")
+            && self.method.is_none()
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| p == "/" || p.is_empty())
+            && self.headers.is_empty()
+    }
+
+    /// The same conditions as `other` (header conditions compared as written).
+    fn same_conditions(&self, other: &RouteMatch) -> bool {
+        let service = |m: &RouteMatch| m.service.as_ref().map(|s| s.get_ref().clone());
+        let headers = |m: &RouteMatch| {
+            m.headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.get_ref().to_ascii_lowercase(),
+                        h.exact.clone(),
+                        h.regex.as_ref().map(|r| r.get_ref().clone()),
+                        h.present,
+                        h.absent,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        service(self) == service(other)
+            && self.method == other.method
+            && self.path_prefix == other.path_prefix
+            && headers(self) == headers(other)
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) use file::*;
 pub(crate) struct LoadedConfig {
     pub(crate) path: PathBuf,
     pub(crate) config: Config,
+    /// What is valid but likely a mistake, each as `file:line:column: message`.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Reads, parses and checks the configuration at `path`.
@@ -24,9 +26,15 @@ pub(crate) fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         reason: e.to_string(),
     })?;
     let config = parse(path, &text)?;
+    let warnings = config
+        .warnings()
+        .into_iter()
+        .map(|w| ConfigError::at(path, &text, w.span, w.message).to_string())
+        .collect();
     Ok(LoadedConfig {
         path: path.to_owned(),
         config,
+        warnings,
     })
 }
 
@@ -39,9 +47,17 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         };
         ConfigError::at(path, text, e.span(), message)
     })?;
-    config
-        .check()
-        .map_err(|problem| ConfigError::at(path, text, problem.span, problem.message))?;
+    config.check().map_err(|problems| {
+        let mut errors: Vec<ConfigError> = problems
+            .into_iter()
+            .map(|problem| ConfigError::at(path, text, problem.span, problem.message))
+            .collect();
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            ConfigError::Several(errors)
+        }
+    })?;
     Ok(config)
 }
 
