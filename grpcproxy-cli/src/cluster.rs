@@ -157,13 +157,24 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// What a cluster is built from: its section and the limits it uses.
+    /// What a cluster is built from: its section, the limits it uses, and the contents of
+    /// its TLS files (renewed certificates make a new cluster, with new connections).
     pub(crate) fn source_of(config: &config::Cluster, limits: &config::Limits) -> String {
+        use std::hash::{Hash, Hasher};
         // Serialized, not Debug: spans (where the section sits in the file) must not count.
         let section = toml::to_string(config).unwrap_or_else(|_| format!("{config:?}"));
+        let mut files = std::collections::hash_map::DefaultHasher::new();
+        if let Some(tls) = &config.tls {
+            let tls = tls.get_ref();
+            for path in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+                std::fs::read(path).ok().hash(&mut files);
+            }
+        }
         format!(
-            "{section} {:?} {:?}",
-            limits.keepalive_interval, limits.keepalive_timeout
+            "{section} {:?} {:?} {:x}",
+            limits.keepalive_interval,
+            limits.keepalive_timeout,
+            files.finish()
         )
     }
 
@@ -670,6 +681,25 @@ mod tests {
         }
         assert!(cluster.is_available(&third));
         assert_eq!(third.ejections.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn renewed_tls_files_make_a_new_cluster_on_reload() {
+        let dir = std::env::temp_dir().join(format!("grpcproxy-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "first").unwrap();
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[clusters.c]\nendpoints = [\"127.0.0.1:7\"]\ntls = {{ ca = \"{}\" }}\n",
+            ca.display()
+        );
+        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+        let source = || Cluster::source_of(&config.clusters["c"], &config.limits);
+        let before = source();
+        assert_eq!(source(), before, "same files: the cluster is kept");
+        std::fs::write(&ca, "renewed").unwrap();
+        assert_ne!(source(), before, "renewed files: a new cluster");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

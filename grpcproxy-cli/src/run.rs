@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use anyhow::Context;
-use grpcproxy::server::{self, ServerOptions};
+use grpcproxy::server::{ReloadableTls, ServerOptions};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 
 use crate::admin::{self, AdminState};
@@ -22,7 +22,7 @@ use crate::telemetry::{AccessLog, Telemetry, Unrouted};
 #[derive(Debug)]
 pub(crate) struct Prepared {
     router: Router,
-    listener_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    listener_tls: Vec<Option<Arc<ReloadableTls>>>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -46,7 +46,8 @@ pub(crate) fn prepare(loaded: &LoadedConfig, for_real: bool) -> anyhow::Result<P
     })
 }
 
-fn listener_tls(config: &Config) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
+/// Each listener's TLS, read from its files (none for a cleartext listener).
+fn listener_tls(config: &Config) -> anyhow::Result<Vec<Option<Arc<ReloadableTls>>>> {
     config
         .listeners
         .get_ref()
@@ -57,17 +58,60 @@ fn listener_tls(config: &Config) -> anyhow::Result<Vec<Option<Arc<rustls::Server
                 .tls
                 .as_ref()
                 .map(|tls| {
-                    let read = |path: &str| {
-                        std::fs::read(path)
-                            .with_context(|| format!("listeners[{i}].tls: cannot read {path}"))
-                    };
-                    let client_ca = tls.client_ca.as_deref().map(read).transpose()?;
-                    server::tls_config(&read(&tls.cert)?, &read(&tls.key)?, client_ca.as_deref())
+                    let (cert, key, client_ca) = read_listener_tls(i, tls)?;
+                    ReloadableTls::new(&cert, &key, client_ca.as_deref())
+                        .map(Arc::new)
                         .with_context(|| format!("listeners[{i}].tls"))
                 })
                 .transpose()
         })
         .collect()
+}
+
+/// The PEM files of listener `i`: certificate chain, key, client CA.
+type ListenerPems = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+fn read_listener_tls(i: usize, tls: &config::ListenerTls) -> anyhow::Result<ListenerPems> {
+    let read = |path: &str| {
+        std::fs::read(path).with_context(|| format!("listeners[{i}].tls: cannot read {path}"))
+    };
+    let client_ca = tls.client_ca.as_deref().map(read).transpose()?;
+    Ok((read(&tls.cert)?, read(&tls.key)?, client_ca))
+}
+
+/// Serves the listeners' certificate files as they are now; nothing changes unless every
+/// listener's files load.
+fn reload_listener_tls(running: &Config, tls: &[Option<Arc<ReloadableTls>>]) -> anyhow::Result<()> {
+    listener_tls(running)?; // every file loads, or nothing changes
+    for (i, (listener, current)) in running.listeners.get_ref().iter().zip(tls).enumerate() {
+        if let (Some(files), Some(current)) = (&listener.tls, current) {
+            let (cert, key, client_ca) = read_listener_tls(i, files)?;
+            current
+                .reload(&cert, &key, client_ca.as_deref())
+                .with_context(|| format!("listeners[{i}].tls"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The certificate and key files the running configuration reads (listeners, clusters).
+fn tls_files(config: &Config) -> Vec<PathBuf> {
+    let listeners = config.listeners.get_ref().iter().flat_map(|l| {
+        l.tls.iter().flat_map(|t| {
+            [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+                .into_iter()
+                .flatten()
+        })
+    });
+    let clusters = config.clusters.values().flat_map(|c| {
+        c.tls.iter().flat_map(|t| {
+            let t = t.get_ref();
+            [t.ca.as_ref(), t.cert.as_ref(), t.key.as_ref()]
+                .into_iter()
+                .flatten()
+        })
+    });
+    listeners.chain(clusters).map(PathBuf::from).collect()
 }
 
 /// What a reload made: the new router, the configuration that now runs (the file's routes
@@ -207,11 +251,11 @@ pub(crate) async fn run(
         .listeners
         .get_ref()
         .iter()
-        .zip(listener_tls)
+        .zip(&listener_tls)
         .map(|(listener, tls)| crate::workers::Listener {
             address: listener.address,
             options: ServerOptions {
-                tls,
+                tls: tls.as_ref().map(|tls| tls.config()),
                 ..server_options.clone()
             },
         })
@@ -230,7 +274,10 @@ pub(crate) async fn run(
     let reloader = tokio::spawn(reload_on_sighup(
         loaded.path.clone(),
         loaded.config.clone(),
-        current,
+        Reloadable {
+            router: current,
+            listener_tls,
+        },
         telemetry,
         admin.clone(),
     ));
@@ -264,13 +311,20 @@ fn restart_only(config: &Config) -> [(&'static str, String); 6] {
     ]
 }
 
-/// Reloads the configuration on every SIGHUP, and when the file changes if the config says
-/// so. An invalid file keeps the running configuration; either way the result is logged
-/// and counted.
+/// What a reload replaces while the process runs.
+struct Reloadable {
+    router: Arc<ArcSwap<Router>>,
+    listener_tls: Vec<Option<Arc<ReloadableTls>>>,
+}
+
+/// Reloads the configuration on every SIGHUP, when the file changes if the config says so,
+/// and when a certificate or key file of the running configuration changes. An invalid
+/// file, or certificates that do not load, keep the running configuration; either way the
+/// result is logged and counted.
 async fn reload_on_sighup(
     path: PathBuf,
     mut running: Config,
-    current: Arc<ArcSwap<Router>>,
+    reloadable: Reloadable,
     telemetry: Arc<Telemetry>,
     admin: Option<Arc<AdminState>>,
 ) {
@@ -281,37 +335,52 @@ async fn reload_on_sighup(
     };
     let watch = running.server.watch_config;
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
+    // What the watch compares: the config file (with watch_config) and every certificate
+    // and key file the running configuration reads.
+    let fingerprint = |running: &Config| {
+        let mut files = tls_files(running);
+        if watch {
+            files.push(path.clone());
+        }
+        files.iter().map(|f| modified(f)).collect::<Vec<_>>()
+    };
+    let mut seen = fingerprint(&running);
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             signal = hangups.recv() => if signal.is_none() { return },
-            _ = ticks.tick(), if watch => {
-                let now = modified(&path);
+            _ = ticks.tick() => {
+                let now = fingerprint(&running);
                 if now == seen {
                     continue;
                 }
                 seen = now;
-                tracing::info!(config = %path.display(), "configuration file changed");
+                tracing::info!(config = %path.display(), "configuration or certificate file changed");
             }
         }
-        match reload(&path, &running, &current.load(), &telemetry) {
+        let outcome =
+            reload(&path, &running, &reloadable.router.load(), &telemetry).and_then(|reloaded| {
+                reload_listener_tls(&reloaded.running, &reloadable.listener_tls)?;
+                Ok(reloaded)
+            });
+        match outcome {
             Ok(reloaded) => {
                 let router = reloaded.router;
                 telemetry.set_clusters(router.clusters().to_vec());
                 router.clusters().iter().for_each(Cluster::start);
-                current.store(Arc::new(router));
+                reloadable.router.store(Arc::new(router));
                 if let Some(admin) = &admin {
                     let shown = shown_config(&reloaded.running, &reloaded.pending);
                     admin.config_toml.store(Arc::new(shown));
                 }
                 running = reloaded.running;
+                seen = fingerprint(&running);
                 telemetry.reloaded(true);
                 tracing::info!(config = %path.display(), "configuration reloaded");
             }
             Err(e) => {
                 telemetry.reloaded(false);
-                tracing::error!(config = %path.display(), error = %format!("{e:#}"), "reload rejected; the running configuration stays");
+                tracing::error!(config = %path.display(), error = %format!("{e:#}"), "reload rejected; the running configuration and certificates stay");
             }
         }
     }

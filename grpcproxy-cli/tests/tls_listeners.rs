@@ -323,3 +323,73 @@ async fn stalled_tls_handshakes_are_closed_within_the_handshake_timeout() {
     drop(stalls);
     support::baseline::assert_back_to(&proxy, before).await;
 }
+
+/// The certificate the listener at `addr` serves now, as PEM (read by `openssl s_client`).
+fn served_certificate(addr: std::net::SocketAddr, ca: &std::path::Path) -> String {
+    let (_, text) = s_client(addr, ca, &[]);
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate in:\n{text}"));
+    let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start;
+    text[start..end].split_whitespace().collect()
+}
+
+fn pem_body(pem: &str) -> String {
+    let end = pem.find("-----END CERTIFICATE-----").unwrap();
+    pem[..end].split_whitespace().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_certificates_reload_on_sighup_and_when_their_files_change() {
+    let (backend, _) = ping_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (TestPki::generate(), TestPki::generate());
+    let files = first.write_to(dir.path());
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\
+         [[routes]]\ncluster = \"ping\"\n[clusters.ping]\nendpoints = [\"{}\"]\n",
+        files.server_cert.display(),
+        files.server_key.display(),
+        backend.addr()
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let addr = proxy.listening[0];
+    assert_eq!(
+        served_certificate(addr, &files.ca),
+        pem_body(&first.server.cert)
+    );
+
+    // Renewed files and SIGHUP: new handshakes get the new certificate.
+    std::fs::write(&files.server_cert, &second.server.cert).unwrap();
+    std::fs::write(&files.server_key, &second.server.key).unwrap();
+    support::signal(&proxy, "HUP");
+    support::wait_for_log(&proxy, "configuration reloaded");
+    assert_eq!(
+        served_certificate(addr, &files.ca),
+        pem_body(&second.server.cert)
+    );
+
+    // A certificate that does not load: rejected, the running one stays.
+    std::fs::write(&files.server_cert, "not a certificate").unwrap();
+    support::signal(&proxy, "HUP");
+    let line = support::wait_for_log(&proxy, "reload rejected");
+    assert!(line.contains("listeners[0].tls"), "{line}");
+    assert_eq!(
+        served_certificate(addr, &files.ca),
+        pem_body(&second.server.cert)
+    );
+
+    // No signal: the files changing is enough.
+    std::fs::write(&files.server_key, &first.server.key).unwrap();
+    std::fs::write(&files.server_cert, &first.server.cert).unwrap();
+    support::wait_for_log(&proxy, "configuration reloaded");
+    assert_eq!(
+        served_certificate(addr, &files.ca),
+        pem_body(&first.server.cert)
+    );
+    // And the renewed listener still serves calls.
+    assert_eq!(
+        ping(addr, Some(client_tls(&first, None))).await.unwrap(),
+        "tls"
+    );
+}

@@ -23,7 +23,7 @@ use crate::body::BoxError;
 use crate::{ConnectionInfo, Http2Settings, RecvBody};
 use connection::Connection;
 
-pub use crate::server_tls::{tls_config, ServerTlsError};
+pub use crate::server_tls::{tls_config, ReloadableTls, ServerTlsError};
 
 /// The HTTP/2 client connection preface every h2 client starts with.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
