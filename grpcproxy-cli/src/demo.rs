@@ -214,7 +214,7 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         .await;
     let result = match response.grpc_status() {
         Some("4") => {
-            Ok("DEADLINE_EXCEEDED from the proxy after grpc-timeout 100m (expected)".into())
+            Ok("DEADLINE_EXCEEDED from the proxy after a 100 ms deadline (expected)".into())
         }
         other => Err(format!("expected grpc-status 4, got {other:?}")),
     };

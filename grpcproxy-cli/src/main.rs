@@ -14,7 +14,6 @@ mod tap;
 mod telemetry;
 mod workers;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -31,9 +30,10 @@ struct Cli {
     /// Run with this configuration file (see grpcproxy.example.toml).
     #[arg(long, conflicts_with_all = ["listen", "to"])]
     config: Option<PathBuf>,
-    /// Address to listen on (quick mode), e.g. 127.0.0.1:50051.
+    /// Address to listen on (quick mode), e.g. 127.0.0.1:50051 or localhost:50051 (a name
+    /// is resolved, and its first address used).
     #[arg(long, requires = "to")]
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     /// Backend every call is forwarded to (quick mode), e.g. http://127.0.0.1:50052.
     #[arg(long, requires = "listen")]
     to: Option<String>,
@@ -139,7 +139,7 @@ fn main() -> std::process::ExitCode {
             (None, _, _, Some((loaded, prepared))) => {
                 run::run(loaded, prepared, threads).await.map(done)
             }
-            (None, Some(listen), Some(to), None) => quick::run(listen, &to).await.map(done),
+            (None, Some(listen), Some(to), None) => quick::run(&listen, &to).await.map(done),
             _ => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();

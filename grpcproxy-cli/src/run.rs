@@ -269,7 +269,12 @@ pub(crate) async fn run(
     )
     .await?;
     for (listener, local) in config.listeners.get_ref().iter().zip(bound) {
-        tracing::info!(listen = %local, tls = listener.tls.is_some(), workers = threads, config = %loaded.path.display(), "grpcproxy listening");
+        let tls = match &listener.tls {
+            None => "off",
+            Some(tls) if tls.client_ca.is_some() => "mtls",
+            Some(_) => "tls",
+        };
+        tracing::info!(listen = %local, tls, workers = threads, config = %loaded.path.display(), "grpcproxy listening");
     }
     let reloader = tokio::spawn(reload_on_sighup(
         loaded.path.clone(),

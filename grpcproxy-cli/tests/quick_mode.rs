@@ -186,3 +186,27 @@ async fn refused_backend_connections_are_warned_about_without_h2_noise_or_colour
         "colours in a pipe: {logged:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_name_is_resolved_and_a_bad_one_is_a_clear_error() {
+    let (backend, _service) = ping_backend().await;
+    let proxy = start(&["--listen", "localhost:0", "--to", &backend.url()], 1);
+    assert!(
+        proxy.listening[0].ip().is_loopback(),
+        "{:?}",
+        proxy.listening
+    );
+    let mut client = ping_client(proxy.listening[0]).await;
+    client.ping(PingRequest::default()).await.unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(["--listen", "nowhere", "--to", &backend.url()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--listen nowhere: expected host:port"),
+        "{stderr}"
+    );
+}

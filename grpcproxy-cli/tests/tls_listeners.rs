@@ -80,6 +80,22 @@ async fn tls_and_mtls_listeners_serve_valid_clients_and_refuse_others() {
     let files = pki.write_to(dir.path());
     let (backend, _service) = ping_backend().await;
     let (proxy, _file) = support::start_with_config(&config(&files, backend.addr()), 2);
+    // The start-up log tells the two apart.
+    let modes: Vec<&str> = proxy
+        .startup
+        .iter()
+        .filter(|l| l.contains("grpcproxy listening"))
+        .map(|l| {
+            if l.contains("\"tls\":\"mtls\"") {
+                "mtls"
+            } else if l.contains("\"tls\":\"tls\"") {
+                "tls"
+            } else {
+                "?"
+            }
+        })
+        .collect();
+    assert_eq!(modes, ["tls", "mtls"], "{:?}", proxy.startup);
     let (tls_addr, mtls_addr) = (proxy.listening[0], proxy.listening[1]);
 
     assert_eq!(
