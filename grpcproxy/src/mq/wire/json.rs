@@ -1,8 +1,9 @@
 //! The proto3 JSON mapping of the tap's messages, as serde attributes.
 
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{CallEnded, CallStarted, Kind, Message, TapEvent};
+use super::{CallEnded, CallStarted, Kind, Message, Metadata, TapEvent};
 
 /// `TapEvent` with its oneof as optional fields (`{"schemaVersion":1,"started":{…}}`).
 #[derive(Serialize, Deserialize)]
@@ -87,6 +88,52 @@ pub(super) mod int64 {
     }
 }
 
+impl Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let text = (!self.key.ends_with("-bin"))
+            .then(|| std::str::from_utf8(&self.value).ok())
+            .flatten()
+            .or((!self.text.is_empty()).then_some(self.text.as_str()));
+        let mut out = s.serialize_struct("Metadata", 2)?;
+        out.serialize_field("key", &self.key)?;
+        match text {
+            Some(text) => out.serialize_field("text", text)?,
+            None => {
+                use ::base64::Engine as _;
+                let value = ::base64::engine::general_purpose::STANDARD.encode(&self.value);
+                out.serialize_field("value", &value)?;
+            }
+        }
+        out.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(default)]
+        #[derive(Default)]
+        struct Json {
+            key: String,
+            #[serde(with = "base64")]
+            value: Bytes,
+            text: String,
+        }
+        let json = Json::deserialize(d)?;
+        let value = if json.text.is_empty() {
+            json.value
+        } else {
+            Bytes::from(json.text)
+        };
+        Ok(Metadata {
+            key: json.key,
+            value,
+            text: String::new(),
+        })
+    }
+}
+
 /// Bytes as standard base64.
 pub(super) mod base64 {
     use base64::Engine as _;
@@ -152,10 +199,12 @@ mod tests {
             Metadata {
                 key: "x-a".into(),
                 value: "b".into(),
+                text: String::new(),
             },
             Metadata {
                 key: "x-c-bin".into(),
                 value: "AP8".into(),
+                text: String::new(),
             },
         ];
         [
@@ -219,7 +268,11 @@ mod tests {
         let started: serde_json::Value =
             serde_json::from_slice(&Encoding::Json.encode(&events[0])).unwrap();
         assert_eq!(started["started"]["callId"], "18446744073709551615");
-        assert_eq!(started["started"]["metadata"][1]["value"], "QVA4");
+        // Text values as strings, -bin values as bytes (base64 of their wire form).
+        assert_eq!(
+            started["started"]["metadata"],
+            serde_json::json!([{"key": "x-a", "text": "b"}, {"key": "x-c-bin", "value": "QVA4"}])
+        );
         // Numbers are accepted for 64-bit fields, as proto3 JSON parsers do.
         let decoded = Encoding::Json
             .decode(br#"{"schemaVersion":1,"ended":{"callId":7,"code":2}}"#)

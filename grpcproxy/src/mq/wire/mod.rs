@@ -94,14 +94,19 @@ impl Encoding {
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+/// One metadata entry. In protobuf every value is in `value` (v1). In JSON, a value of a
+/// key not ending in `-bin` is written as text, `{"key": "x-a", "text": "b"}`, and a
+/// `-bin` value as bytes (base64 of the wire form), `{"key": "x-c-bin", "value": "QVA4"}`;
+/// both forms are read back into `value`.
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct Metadata {
     #[prost(string, tag = "1")]
     pub key: String,
     #[prost(bytes = "bytes", tag = "2")]
-    #[serde(with = "json::base64")]
     pub value: bytes::Bytes,
+    /// The JSON encoding's field for a text value; empty in protobuf and once decoded.
+    #[prost(string, tag = "3")]
+    pub text: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
@@ -204,6 +209,7 @@ fn metadata(headers: &http::HeaderMap) -> Vec<Metadata> {
         .map(|(k, v)| Metadata {
             key: k.as_str().to_owned(),
             value: bytes::Bytes::copy_from_slice(v.as_bytes()),
+            text: String::new(),
         })
         .collect()
 }
