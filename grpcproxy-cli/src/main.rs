@@ -37,6 +37,13 @@ struct Cli {
     /// Backend every call is forwarded to (quick mode), e.g. http://127.0.0.1:50052.
     #[arg(long, requires = "listen")]
     to: Option<String>,
+    /// Serve /metrics, /healthz, /ready, /clusters and /config here (quick mode), e.g.
+    /// 127.0.0.1:9901.
+    #[arg(long, requires = "listen")]
+    admin: Option<String>,
+    /// Write one JSON line per call to this file, or `-` for standard output (quick mode).
+    #[arg(long, requires = "listen")]
+    access_log: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
@@ -89,6 +96,26 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         },
+        (None, None) => match (&cli.listen, &cli.to) {
+            (Some(listen), Some(to)) => {
+                let args = quick::QuickArgs {
+                    listen,
+                    to,
+                    admin: cli.admin.as_deref(),
+                    access_log: cli.access_log.as_deref(),
+                };
+                let prepared = quick::config(&args)
+                    .and_then(|loaded| Ok((run::prepare(&loaded, true)?, loaded)));
+                match prepared {
+                    Ok((prepared, loaded)) => Some((loaded, prepared)),
+                    Err(e) => {
+                        eprintln!("grpcproxy: {e:#}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            }
+            _ => None,
+        },
         _ => None,
     };
     let workers = cli.worker_threads.map(usize::from).or_else(|| {
@@ -96,9 +123,9 @@ fn main() -> std::process::ExitCode {
             .as_ref()
             .and_then(|(loaded, _)| loaded.config.server.worker_threads)
     });
-    // From a config file, calls run on per-core worker threads of their own and the main
-    // thread runs the rest (admin, reloads, health checks, tap); otherwise one runtime with a
-    // worker per core runs everything.
+    // Serving (a config file or quick mode), calls run on per-core worker threads of their
+    // own and the main thread runs the rest (admin, reloads, health checks, tap); otherwise
+    // one runtime with a worker per core runs everything.
     let serving_config = cli.command.is_none() && loaded.is_some();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut builder = if serving_config {
@@ -139,7 +166,6 @@ fn main() -> std::process::ExitCode {
             (None, _, _, Some((loaded, prepared))) => {
                 run::run(loaded, prepared, threads).await.map(done)
             }
-            (None, Some(listen), Some(to), None) => quick::run(&listen, &to).await.map(done),
             _ => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();

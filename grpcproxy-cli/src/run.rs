@@ -276,18 +276,26 @@ pub(crate) async fn run(
         };
         tracing::info!(listen = %local, tls, workers = threads, config = %loaded.path.display(), "grpcproxy listening");
     }
-    let reloader = tokio::spawn(reload_on_sighup(
-        loaded.path.clone(),
-        loaded.config.clone(),
-        Reloadable {
-            router: current,
-            listener_tls,
-        },
-        telemetry,
-        admin.clone(),
-    ));
+    // Quick mode has no file to read again: SIGHUP is logged and ignored.
+    let reloader = if loaded.from_file {
+        Some(tokio::spawn(reload_on_sighup(
+            loaded.path.clone(),
+            loaded.config.clone(),
+            Reloadable {
+                router: current,
+                listener_tls,
+            },
+            telemetry,
+            admin.clone(),
+        )))
+    } else {
+        crate::signals::ignore_hangups();
+        None
+    };
     crate::signals::shutdown().await;
-    reloader.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     if let Some(admin) = &admin {
         admin.draining.store(true, Ordering::Release);
     }

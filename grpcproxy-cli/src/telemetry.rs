@@ -282,6 +282,7 @@ impl RouteObserver {
     /// Counts and logs a call of this route that the router answered itself (no healthy
     /// endpoint): no endpoint's health is concerned.
     pub(crate) fn refused(&self, call: &CallRecord<'_>) {
+        tracing::debug!(route = %self.route, cluster = %self.cluster.name, method = call.method, endpoint = call.backend, grpc_status = call.grpc_status as i32, duration_ms = call.duration.as_secs_f64() * 1e3, "call ended");
         self.metrics.record(call);
         if let Some(log) = &self.telemetry.access_log {
             log.write(&self.route, &self.cluster.name, call);

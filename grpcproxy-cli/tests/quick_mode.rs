@@ -210,3 +210,38 @@ async fn a_listen_name_is_resolved_and_a_bad_one_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_mode_has_an_access_log_and_an_admin_listener() {
+    let (backend, _service) = ping_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut proxy = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &backend.url(),
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+        1,
+    );
+    let admin = proxy.admin.expect("the admin address is logged");
+    let mut client = ping_client(proxy.listening[0]).await;
+    client.ping(PingRequest::default()).await.unwrap();
+    client.ping_error(PingRequest::default()).await.unwrap_err();
+    let line = r#"grpcproxy_requests_total{route="quick",cluster="backend",method="/grpcproxy.testing.TestService/Ping",grpc_status="0"} 1"#;
+    support::wait_for_metric(admin, line);
+    let lines = support::access_log_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["grpc_status"], 9);
+    assert_eq!(lines[1]["endpoint"], backend.addr().to_string());
+    let (status, clusters) = support::http_get(admin, "/clusters");
+    assert_eq!(status, 200);
+    assert!(clusters.contains(&backend.addr().to_string()), "{clusters}");
+    sigterm(&proxy);
+    assert!(wait_exit(&mut proxy, Duration::from_secs(10)).success());
+}

@@ -1,6 +1,5 @@
-//! `server.worker_threads` and `--worker-threads` set how many threads run calls: from a
-//! config file, per-core worker threads of their own (`grpcproxy-wN`); in quick mode,
-//! tokio's workers.
+//! `server.worker_threads` and `--worker-threads` set how many threads run calls: per-core
+//! worker threads of their own (`grpcproxy-wN`), from a config file and in quick mode.
 
 mod support;
 
@@ -59,7 +58,9 @@ fn the_config_and_the_flag_set_the_worker_count() {
         ],
         1,
     );
-    assert_eq!(workers(&quick, tokio_worker, 1), 1);
+    // Quick mode runs as a one-route configuration: per-core workers too.
+    assert_eq!(workers(&quick, per_core, 1), 1);
+    assert_eq!(named_workers(&quick, tokio_worker), 0);
     support::sigterm(&quick);
     assert!(support::wait_exit(&mut quick, Duration::from_secs(10)).success());
 }

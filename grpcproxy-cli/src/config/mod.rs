@@ -17,6 +17,8 @@ pub(crate) struct LoadedConfig {
     pub(crate) config: Config,
     /// What is valid but likely a mistake, each as `file:line:column: message`.
     pub(crate) warnings: Vec<String>,
+    /// Read from a file (reloadable); false for quick mode's.
+    pub(crate) from_file: bool,
 }
 
 /// Reads, parses and checks the configuration at `path`.
@@ -35,6 +37,7 @@ pub(crate) fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         path: path.to_owned(),
         config,
         warnings,
+        from_file: true,
     })
 }
 
