@@ -257,3 +257,24 @@ fn tap_credentials_and_files_are_checked() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_nats_is_a_warning_and_its_return_is_logged_once() {
+    let mut nats = NatsServer::start();
+    let (backend, _) = ping_backend().await;
+    let config = nats_tap_config(backend.addr(), &nats.url(), "");
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    if !proxy
+        .startup
+        .iter()
+        .any(|l| l.contains("NATS tap stream ready"))
+    {
+        support::wait_for_log(&proxy, "NATS tap stream ready");
+    }
+    nats.stop();
+    let lost = support::wait_for_log(&proxy, "the tap lost its connection to NATS");
+    assert!(lost.contains("\"level\":\"WARN\""), "{lost}");
+    nats.restart();
+    let back = support::wait_for_log(&proxy, "the tap reconnected to NATS");
+    assert!(back.contains("\"level\":\"INFO\""), "{back}");
+}
