@@ -243,19 +243,8 @@ async fn a_backend_killed_under_load_costs_only_its_in_flight_calls() {
 async fn a_lone_endpoint_is_never_ejected_and_serves_as_soon_as_it_is_back() {
     let (backend, _) = health_backend("a").await;
     let addr = backend.addr();
-    let config = format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-[[listeners]]
-address = "127.0.0.1:0"
-[[routes]]
-cluster = "lone"
-[clusters.lone]
-endpoints = ["{addr}"]
-outlier = {{ consecutive_failures = 2, base_ejection = "30s" }}
-"#
-    );
+    let outlier = r#"outlier = { consecutive_failures = 2, base_ejection = "30s" }"#;
+    let config = support::one_backend_config(addr, outlier);
     let (proxy, _file) = support::start_with_config(&config, 1);
     let admin = proxy.admin.unwrap();
     let mut client = ping_client(proxy.listening[0]).await;
@@ -265,13 +254,13 @@ outlier = {{ consecutive_failures = 2, base_ejection = "30s" }}
     for _ in 0..10 {
         let status = client.ping(PingRequest::default()).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert_ne!(status.message(), "no healthy endpoint in cluster lone");
+        assert_ne!(status.message(), "no healthy endpoint in cluster backend");
     }
     let (status, clusters) = support::http_get(admin, "/clusters");
     assert_eq!(status, 200);
     let clusters: serde_json::Value = serde_json::from_str(&clusters).unwrap();
     let endpoint = &clusters["clusters"][0]["endpoints"][0];
-    assert_eq!(clusters["clusters"][0]["name"], "lone");
+    assert_eq!(clusters["clusters"][0]["name"], "backend");
     assert_eq!(endpoint["address"], addr.to_string());
     assert_eq!(endpoint["available"], true, "{endpoint}");
     assert_eq!(endpoint["ejections"], 0, "{endpoint}");
@@ -283,7 +272,7 @@ outlier = {{ consecutive_failures = 2, base_ejection = "30s" }}
     assert_eq!(endpoint["in_flight"], 0, "{endpoint}");
     let (_, metrics) = support::http_get(admin, "/metrics");
     let ejections =
-        format!(r#"grpcproxy_endpoint_ejections_total{{cluster="lone",endpoint="{addr}"}} 0"#);
+        format!(r#"grpcproxy_endpoint_ejections_total{{cluster="backend",endpoint="{addr}"}} 0"#);
     assert!(metrics.lines().any(|l| l == ejections), "{metrics}");
 
     // Back on the same address: served at once, not after a 30 s ejection.

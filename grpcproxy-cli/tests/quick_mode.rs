@@ -68,15 +68,7 @@ async fn sighup_is_ignored_and_a_second_sigterm_exits_at_once() {
         .expect("still serving after SIGHUP");
 
     // A stream that would take 10 s holds the drain; a second SIGTERM does not wait for it.
-    let mut stream = client
-        .ping_list(PingRequest {
-            sleep_ms: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    stream.message().await.unwrap();
+    let _stream = grpcproxy_testing::serve::open_slow_list(&mut client).await;
     sigterm(&proxy);
     support::wait_for_log(&proxy, "SIGTERM received; draining");
     assert!(
@@ -119,13 +111,22 @@ async fn refused_backend_connections_are_warned_about_without_h2_noise_or_colour
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+    let child = Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
         .args(["--listen", "127.0.0.1:0", "--to", &format!("http://{addr}")])
         .args(["--log-level", "debug", "--log-format", "human"])
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // Killed however the test ends.
+    let mut child = support::Proxy {
+        child,
+        listening: Vec::new(),
+        admin: None,
+        startup: Vec::new(),
+        logs: std::sync::mpsc::channel().1,
+    };
+    let stderr = child.child.stderr.take().unwrap();
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -154,8 +155,7 @@ async fn refused_backend_connections_are_warned_about_without_h2_noise_or_colour
     let _backend = grpcproxy_testing::TestServer::start_on(addr, routes).await;
     client.ping(PingRequest::default()).await.unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let logged: Vec<String> = lines.try_iter().collect();
     let warnings: Vec<&String> = logged
         .iter()

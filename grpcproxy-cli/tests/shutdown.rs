@@ -17,15 +17,7 @@ async fn calls_open_at_the_drain_timeout_end_with_unavailable() {
     let (mut proxy, _file) = support::start_with_config(&config, 1);
     let mut client = ping_client(proxy.listening[0]).await;
     // A stream that has sent its response headers and one message, and would take 10 s …
-    let mut streaming = client
-        .ping_list(PingRequest {
-            sleep_ms: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    streaming.message().await.unwrap().unwrap();
+    let mut streaming = grpcproxy_testing::serve::open_slow_list(&mut client).await;
     // … and a unary call whose backend answers in 10 s (no response headers yet).
     let mut unary_client = client.clone();
     let unary = tokio::spawn(async move {

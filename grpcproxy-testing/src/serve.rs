@@ -186,3 +186,20 @@ pub async fn open_ping_stream(
     assert_eq!(replies.message().await.unwrap().unwrap().value, first);
     (tx, replies)
 }
+
+/// Opens a `PingList` call whose ten responses come a second apart (about 10 s in all) and
+/// waits for the first: a call that is open, with its response headers sent.
+pub async fn open_slow_list(
+    client: &mut crate::pb::test_service_client::TestServiceClient<tonic::transport::Channel>,
+) -> tonic::Streaming<crate::pb::PingResponse> {
+    let mut stream = client
+        .ping_list(crate::pb::PingRequest {
+            sleep_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    stream
+}
