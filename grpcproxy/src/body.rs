@@ -1,7 +1,6 @@
 //! The bodies the proxy forwards: the client's request towards the backend, and the
 //! backend's response towards the client.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,88 +14,11 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
+use crate::boxed::BoxError;
 use crate::call_state::{abort_status, AbortReason, CallState};
 use crate::frame::{FrameDecoder, FrameEvent};
-use crate::status::status_from_upstream_error;
-
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// The request body type sent on upstream connections (one box per call, not per frame).
-pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// A request body that never reports its end before it has yielded a frame, so that hyper
-/// ends an empty request stream with an empty DATA frame instead of END_STREAM on the
-/// HEADERS (which gRPC's PROTOCOL-HTTP2.md forbids and grpc-go servers never see).
-pub(crate) struct EndsOnData {
-    body: BoxBody,
-    yielded: bool,
-}
-
-impl EndsOnData {
-    pub(crate) fn new(body: BoxBody) -> Self {
-        Self {
-            body,
-            yielded: false,
-        }
-    }
-}
-
-impl Body for EndsOnData {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &frame {
-            self.yielded = true;
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.yielded && self.body.is_end_stream()
-    }
-}
-
-/// A backend's response body: from grpcproxy's own connections or from a tonic `Channel`.
-#[derive(Debug)]
-pub(crate) enum UpstreamBody {
-    /// From grpcproxy's own connections.
-    Pool(crate::RecvBody),
-    Tonic(tonic::body::Body),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Pool(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Pool(body) => body.is_end_stream(),
-            UpstreamBody::Tonic(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Pool(body) => body.size_hint(),
-            UpstreamBody::Tonic(body) => body.size_hint(),
-        }
-    }
-}
+use crate::status::{is_error_status, status_from_upstream_error};
+use crate::upstream::UpstreamBody;
 
 /// The next frame of `body`, without the empty DATA frames: they carry nothing, and
 /// forwarded onto a backend connection that all clients share, every client's empty frames
@@ -438,7 +360,7 @@ impl Body for ResponseBody {
                         .as_ref()
                         .as_pin_ref()
                         .is_some_and(|d| Instant::now() >= d.deadline());
-                    if late && crate::proxy::is_error_status(trailers) {
+                    if late && is_error_status(trailers) {
                         // As before response headers: past the deadline, an error is the deadline's.
                         let call = call.clone();
                         finish(this.upstream, this.guard, false);

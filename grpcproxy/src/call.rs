@@ -93,6 +93,11 @@ impl CallInfo {
         &mut self.metadata
     }
 
+    /// The metadata, taking the call apart (to forward it).
+    pub(crate) fn into_metadata(self) -> MetadataMap {
+        self.metadata
+    }
+
     /// The client's address, when the server knows it.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.peer.remote_addr
@@ -107,11 +112,6 @@ impl CallInfo {
     /// example an authenticated identity).
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
-    }
-
-    /// Forwards the call to `upstream` with this call's (possibly edited) metadata.
-    pub fn forward_to(self, upstream: crate::Upstream) -> crate::Target {
-        crate::Target::new(upstream, self.metadata)
     }
 }
 

@@ -10,6 +10,13 @@ use tonic::Status;
 
 use crate::{CallInfo, Upstream};
 
+impl CallInfo {
+    /// Forwards the call to `upstream` with this call's (possibly edited) metadata.
+    pub fn forward_to(self, upstream: Upstream) -> Target {
+        Target::new(upstream, self.into_metadata())
+    }
+}
+
 /// Where a call goes and with which metadata: what a [`StreamDirector`] returns.
 ///
 /// ```

@@ -39,9 +39,11 @@
 //! ```
 
 mod body;
+mod boxed;
 mod call;
 mod call_state;
 pub mod codec;
+mod counted;
 pub mod deadline;
 mod director;
 pub mod frame;

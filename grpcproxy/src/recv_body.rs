@@ -7,7 +7,7 @@ use bytes::Bytes;
 use h2::RecvStream;
 use http_body::{Body, Frame};
 
-use crate::upstream::InFlight;
+use crate::counted::InFlight;
 
 /// A body received over HTTP/2: a client's request body in what [`server::serve`]
 /// hands its service, and a backend's response body on the proxy's own connections.

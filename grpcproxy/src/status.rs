@@ -25,6 +25,13 @@ pub fn code_for_reset(reason: Reason) -> Code {
     }
 }
 
+/// True when `headers` carry a non-OK `grpc-status`.
+pub(crate) fn is_error_status(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() != b"0")
+}
+
 /// The status for an error from a backend stream or connection, naming the backend.
 ///
 /// A stream reset maps per the spec; a lost connection or GOAWAY is `UNAVAILABLE`.

@@ -35,6 +35,8 @@ mod nats;
 #[cfg(feature = "nats")]
 mod nats_connect;
 #[cfg(feature = "nats")]
+mod nats_options;
+#[cfg(feature = "nats")]
 mod nats_publish;
 mod redact;
 #[cfg(feature = "wire")]
@@ -52,7 +54,7 @@ pub use memory::MemoryQueue;
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue, StreamLimits, StreamStorage};
 #[cfg(feature = "nats")]
-pub use nats_connect::NatsTls;
+pub use nats_options::NatsTls;
 pub use redact::redact_url;
 pub use stats::QueueStats;
 

@@ -1,27 +1,6 @@
 //! How the tap reaches NATS: credentials taken out of the server URL (so no log line, of
 //! ours or of the NATS client, can print them), a token, a credentials file, and TLS.
 
-use std::path::PathBuf;
-
-/// TLS towards the NATS server (`tls://` URLs need it too).
-///
-/// ```
-/// let tls = grpcproxy::mq::NatsTls {
-///     ca: Some("/etc/nats/ca.pem".into()),
-///     ..Default::default()
-/// };
-/// assert!(tls.client_cert.is_none());
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatsTls {
-    /// PEM CA bundle the server's certificate must chain to; default: the system's roots.
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate, for servers that verify clients (with `client_key`).
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of `client_cert`.
-    pub client_key: Option<PathBuf>,
-}
-
 /// Credentials a server URL carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UrlCredentials {
@@ -65,11 +44,11 @@ pub(crate) fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) 
 /// credentials and TLS. `stats` follows the connection, and its loss and recovery are
 /// logged once each, at WARN and INFO.
 pub(crate) async fn connect(
-    options: &super::NatsOptions,
-    stats: &std::sync::Arc<super::QueueStats>,
+    options: &super::nats_options::NatsOptions,
+    stats: &std::sync::Arc<super::stats::QueueStats>,
 ) -> Result<async_nats::Client, String> {
     let flag = stats.clone();
-    let url = super::redact_url(&options.url);
+    let url = super::redact::redact_url(&options.url);
     // Set while the connection is lost, so that loss and recovery are logged once each.
     let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let connect = async_nats::ConnectOptions::new()
@@ -107,7 +86,7 @@ pub(crate) async fn connect(
 /// (without credentials). An explicit token or credentials file wins over a URL's
 /// userinfo.
 async fn apply(
-    options: &super::NatsOptions,
+    options: &super::nats_options::NatsOptions,
     mut connect: async_nats::ConnectOptions,
 ) -> std::io::Result<(async_nats::ConnectOptions, String)> {
     let (urls, from_url) = split_credentials(&options.url);

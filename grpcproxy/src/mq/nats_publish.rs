@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{Context, PublishAckFuture, PublishError};
 use bytes::Bytes;
 
-use super::nats::{NatsOptions, StreamStorage};
+use super::nats_options::{NatsOptions, StreamStorage};
 
 /// Creates (or finds) the stream `name` over `<prefix>.>`, trying again with backoff until
 /// it exists; a stream that exists keeps its own configuration.

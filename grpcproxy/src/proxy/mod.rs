@@ -26,13 +26,15 @@ pub use options::ProxyOptions;
 use bounded::Bounded;
 use options::effective_timeout;
 
-use crate::body::{BoxBody, BoxError, RequestBody, ResponseBody, ResponseGuard};
+use crate::body::{RequestBody, ResponseBody, ResponseGuard};
+use crate::boxed::{BoxBody, BoxError};
 use crate::call::{connection_info, split_method};
 use crate::call_state::{abort_status, AbortReason, CallState, Observed, ProxyStats};
 use crate::deadline::{format_timeout, parse_timeout};
 use crate::headers::strip_hop_by_hop;
 use crate::mq::tap::CallTap;
 use crate::mq::{CallStarted, MessageQueue, TapEvent};
+use crate::status::is_error_status;
 use crate::upstream::Unsent;
 use crate::{CallInfo, StreamDirector};
 
@@ -387,13 +389,6 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         let backend = upstream.shared_address().clone();
         Ok(response.map(|body| ResponseBody::forward(body, guard, deadline, idle, limit, backend)))
     }
-}
-
-/// True when `headers` carry a non-OK `grpc-status`.
-pub(crate) fn is_error_status(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-status")
-        .is_some_and(|status| status.as_bytes() != b"0")
 }
 
 fn append_forwarded_for(headers: &mut http::HeaderMap, ip: std::net::IpAddr) {

@@ -4,6 +4,7 @@
 //! one task per call runs the service and pipes its response.
 
 mod connection;
+mod open_streams;
 mod stream;
 
 use std::convert::Infallible;
@@ -19,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
-use crate::body::BoxError;
+use crate::boxed::BoxError;
 use crate::{ConnectionInfo, Http2Settings, RecvBody};
 use connection::Connection;
 

@@ -18,8 +18,8 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use super::connection::OpenStream;
-use crate::body::BoxError;
+use super::open_streams::OpenStream;
+use crate::boxed::BoxError;
 use crate::headers::strip_hop_by_hop;
 use crate::status::{reset_reason, DisplayChain};
 

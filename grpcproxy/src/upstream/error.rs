@@ -7,7 +7,7 @@ use tonic::Status;
 
 use crate::status::{status_from_upstream_error, DisplayChain};
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::boxed::BoxError;
 
 /// An upstream could not be configured.
 #[derive(Debug, thiserror::Error)]

@@ -13,8 +13,8 @@ use http::{Request, Response};
 use http_body::Body;
 
 use super::connection::Connection;
-use super::InFlight;
-use crate::body::{BoxBody, BoxError};
+use crate::boxed::{BoxBody, BoxError};
+use crate::counted::InFlight;
 use crate::RecvBody;
 
 /// Why a call could not be started on a connection.

@@ -1,5 +1,6 @@
 //! Upstreams: handles to the HTTP/2 backends calls are forwarded to.
 
+mod body;
 mod connection;
 mod error;
 mod exchange;
@@ -16,10 +17,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 pub use error::{UpstreamConfigError, UpstreamError, UpstreamErrorKind};
 
-use crate::body::{BoxBody, UpstreamBody};
+use crate::boxed::BoxBody;
 use crate::Http2Settings;
+pub(crate) use body::UpstreamBody;
 use exchange::NotStarted;
-pub(crate) use pool::InFlight;
 use pool::{Endpoint, Pool, PoolSize};
 use tls::Roots;
 
@@ -152,15 +153,14 @@ impl Upstream {
             Transport::Channel { channel, .. } => {
                 use tower_service::Service;
                 let mut channel = channel.clone();
-                let sent =
-                    async {
-                        std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
-                        channel
-                            .call(request.map(|body| {
-                                tonic::body::Body::new(crate::body::EndsOnData::new(body))
-                            }))
-                            .await
-                    };
+                let sent = async {
+                    std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+                    channel
+                        .call(
+                            request.map(|body| tonic::body::Body::new(body::EndsOnData::new(body))),
+                        )
+                        .await
+                };
                 // Boxed: tower's futures are large, and this is not the main path.
                 Box::pin(sent)
                     .await
@@ -242,12 +242,12 @@ impl Upstream {
         path: &str,
         request: Request<B>,
     ) -> Result<
-        Response<impl http_body::Body<Data = Bytes, Error = crate::body::BoxError>>,
+        Response<impl http_body::Body<Data = Bytes, Error = crate::boxed::BoxError>>,
         UpstreamError,
     >
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<crate::body::BoxError>,
+        B::Error: Into<crate::boxed::BoxError>,
     {
         use http_body_util::BodyExt;
         let path: http::uri::PathAndQuery = path.parse().map_err(|e| {

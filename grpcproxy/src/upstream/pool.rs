@@ -11,6 +11,7 @@ use tokio_rustls::TlsConnector;
 
 use super::connection::{handshake, Connection};
 use super::{UpstreamError, UpstreamErrorKind};
+use crate::counted::InFlight;
 use crate::Http2Settings;
 
 /// How to reach the backend: address, TLS, and HTTP/2 settings.
@@ -41,23 +42,6 @@ struct Slot {
     connecting: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
     /// Calls on this slot's connection now.
     in_flight: Arc<AtomicUsize>,
-}
-
-/// One call counted on its connection until dropped (with the response body).
-#[derive(Debug)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How many connections a pool keeps (per worker thread), and when it makes more.
