@@ -104,15 +104,77 @@ impl FrameDecoder {
     }
 }
 
+/// Appends one message (its 5-byte prefix, then `payload`) to `out`.
+///
+/// ```
+/// let mut out = bytes::BytesMut::new();
+/// grpcproxy::frame::encode(false, b"hi", &mut out);
+/// assert_eq!(&out[..], &[0, 0, 0, 0, 2, b'h', b'i']);
+/// ```
+pub fn encode(compressed: bool, payload: &[u8], out: &mut bytes::BytesMut) {
+    out.reserve(5 + payload.len());
+    out.extend_from_slice(&[u8::from(compressed)]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A whole body that does not split into messages: where it is cut.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// The body ends inside a 5-byte prefix.
+    #[error("the body ends inside a message prefix ({0} bytes)")]
+    InPrefix(usize),
+    /// The body ends inside a message.
+    #[error("the body ends inside a message ({have} of {len} bytes)")]
+    InMessage {
+        /// Payload bytes present.
+        have: usize,
+        /// The length the prefix announced.
+        len: u32,
+    },
+}
+
+/// Splits a whole body into its messages, each a slice of `body` (no copy).
+///
+/// ```
+/// use grpcproxy::frame::{split, MessageHeader};
+///
+/// let body = bytes::Bytes::from_static(&[0, 0, 0, 0, 2, b'h', b'i', 1, 0, 0, 0, 0]);
+/// let messages = split(body).unwrap();
+/// assert_eq!(messages[0], (MessageHeader { compressed: false, len: 2 }, bytes::Bytes::from_static(b"hi")));
+/// assert!(messages[1].0.compressed);
+/// ```
+pub fn split(mut body: bytes::Bytes) -> Result<Vec<(MessageHeader, bytes::Bytes)>, SplitError> {
+    let mut messages = Vec::new();
+    while !body.is_empty() {
+        if body.len() < 5 {
+            return Err(SplitError::InPrefix(body.len()));
+        }
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
+        let header = MessageHeader {
+            compressed: body[0] & 1 == 1,
+            len,
+        };
+        if body.len() - 5 < len as usize {
+            return Err(SplitError::InMessage {
+                have: body.len() - 5,
+                len,
+            });
+        }
+        let mut message = body.split_to(5 + len as usize);
+        messages.push((header, message.split_off(5)));
+    }
+    Ok(messages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![flag];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
+        let mut out = bytes::BytesMut::new();
+        encode(flag == 1, payload, &mut out);
+        out.to_vec()
     }
 
     fn headers_and_payload(chunks: &[&[u8]]) -> (Vec<MessageHeader>, Vec<u8>) {

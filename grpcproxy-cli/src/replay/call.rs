@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use grpcproxy::Upstream;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -25,16 +25,9 @@ pub(crate) async fn replay(
     call: &RecordedCall,
     timeout: Duration,
 ) -> Result<Outcome, String> {
-    let mut body = BytesMut::with_capacity(
-        call.requests
-            .iter()
-            .map(|m| 5 + m.payload.len())
-            .sum::<usize>(),
-    );
+    let mut body = BytesMut::new();
     for message in &call.requests {
-        body.put_u8(u8::from(message.compressed));
-        body.put_u32(message.length);
-        body.put_slice(&message.payload);
+        grpcproxy::frame::encode(message.compressed, &message.payload, &mut body);
     }
     let mut request = http::Request::new(http_body_util::Full::new(body.freeze()));
     *request.headers_mut() = headers(call)?;
@@ -106,30 +99,19 @@ fn text(headers: &HeaderMap, name: &str) -> String {
 }
 
 /// Splits a response body into its messages.
-fn messages(mut body: Bytes) -> Result<Vec<RecordedMessage>, String> {
-    let mut messages = Vec::new();
-    while body.has_remaining() {
-        if body.len() < 5 {
-            return Err(format!(
-                "the response ends inside a message prefix ({} bytes)",
-                body.len()
-            ));
-        }
-        let compressed = body.get_u8() & 1 == 1;
-        let length = body.get_u32();
-        if body.len() < length as usize {
-            return Err(format!(
-                "the response ends inside a message ({} of {length} bytes)",
-                body.len()
-            ));
-        }
-        messages.push(RecordedMessage {
-            compressed,
-            payload: body.split_to(length as usize),
-            length,
-        });
-    }
-    Ok(messages)
+fn messages(body: Bytes) -> Result<Vec<RecordedMessage>, String> {
+    let messages = grpcproxy::frame::split(body).map_err(|e| {
+        e.to_string()
+            .replacen("the body ends", "the response ends", 1)
+    })?;
+    Ok(messages
+        .into_iter()
+        .map(|(header, payload)| RecordedMessage {
+            compressed: header.compressed,
+            length: header.len,
+            payload,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -98,10 +98,9 @@ mod tests {
     use super::*;
 
     fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
+        let mut out = bytes::BytesMut::new();
+        crate::frame::encode(false, payload, &mut out);
+        out.to_vec()
     }
 
     #[test]

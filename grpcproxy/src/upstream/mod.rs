@@ -283,10 +283,8 @@ impl Upstream {
         let path: http::uri::PathAndQuery = path.parse().map_err(|_| {
             tonic::Status::invalid_argument(format!("invalid method path {path:?}"))
         })?;
-        let mut frame = bytes::BytesMut::with_capacity(5 + message.len());
-        frame.extend_from_slice(&[0]);
-        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&message);
+        let mut frame = bytes::BytesMut::new();
+        crate::frame::encode(false, &message, &mut frame);
         let body = http_body_util::Full::new(frame.freeze())
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -319,13 +317,8 @@ impl Upstream {
                 Some(status) if status.code() != tonic::Code::Ok => return Err(status),
                 _ => {}
             }
-            match data.get(..5) {
-                Some([0, len @ ..])
-                    if data.len()
-                        == 5 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize =>
-                {
-                    Ok(data.slice(5..))
-                }
+            match crate::frame::split(data).as_deref() {
+                Ok([(header, message)]) if !header.compressed => Ok(message.clone()),
                 _ => Err(tonic::Status::internal(format!(
                     "backend {} sent no single uncompressed message",
                     self.address()
