@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grpcproxy::{CallInfo, CallRecord, HeaderEdits, SharedObserver, StreamDirector, Target};
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::uri::Authority;
 use regex::Regex;
 use tonic::Status;
@@ -207,13 +207,7 @@ impl Route {
             let headers = call.metadata_mut().as_mut();
             self.request_edits.apply(headers);
             if let Some(addr) = forwarded_for {
-                let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                    Some(existing) => format!("{existing}, {}", addr.ip()),
-                    None => addr.ip().to_string(),
-                };
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    headers.insert("x-forwarded-for", value);
-                }
+                grpcproxy::headers::append_forwarded_for(headers, addr.ip());
             }
         }
         let Some(picked) = self.cluster.pick() else {

@@ -73,6 +73,25 @@ fn te_is_trailers(headers: &HeaderMap) -> bool {
         .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
+/// Appends `ip` to `x-forwarded-for` (`existing, ip`), or sets it.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// grpcproxy::headers::append_forwarded_for(&mut headers, [10, 0, 0, 1].into());
+/// grpcproxy::headers::append_forwarded_for(&mut headers, [10, 0, 0, 2].into());
+/// assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
+/// ```
+pub fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
+    const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
 /// True for the content types gRPC uses: `application/grpc`, `application/grpc+proto`,
 /// `application/grpc;...` (not `application/grpc-web`, which needs a translating proxy).
 ///

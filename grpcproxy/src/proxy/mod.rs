@@ -39,7 +39,6 @@ use crate::upstream::Unsent;
 use crate::{CallInfo, StreamDirector};
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Forwards every gRPC call it receives to the backend its director picks, frame by frame.
 ///
@@ -226,7 +225,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         strip_hop_by_hop(&mut parts.headers);
         if self.options.x_forwarded_for {
             if let Some(addr) = peer.remote_addr {
-                append_forwarded_for(&mut parts.headers, addr.ip());
+                crate::headers::append_forwarded_for(&mut parts.headers, addr.ip());
             }
         }
         let call_info = CallInfo::split_at(
@@ -388,15 +387,5 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         }
         let backend = upstream.shared_address().clone();
         Ok(response.map(|body| ResponseBody::forward(body, guard, deadline, idle, limit, backend)))
-    }
-}
-
-fn append_forwarded_for(headers: &mut http::HeaderMap, ip: std::net::IpAddr) {
-    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(X_FORWARDED_FOR, value);
     }
 }
