@@ -17,7 +17,7 @@ use tonic::Status;
 use crate::boxed::BoxError;
 use crate::call_state::{abort_status, AbortReason, CallState};
 use crate::frame::{FrameDecoder, FrameEvent};
-use crate::status::{is_error_status, status_from_upstream_error};
+use crate::status::status_from_upstream_error;
 use crate::upstream::UpstreamBody;
 
 /// The next frame of `body`, without the empty DATA frames: they carry nothing, and
@@ -355,13 +355,8 @@ impl Body for ResponseBody {
                         tap.data(crate::mq::Direction::Response, data);
                     }
                 } else if let Some(trailers) = frame.trailers_ref() {
-                    let late = this
-                        .deadline
-                        .as_ref()
-                        .as_pin_ref()
-                        .is_some_and(|d| Instant::now() >= d.deadline());
-                    if late && is_error_status(trailers) {
-                        // As before response headers: past the deadline, an error is the deadline's.
+                    let deadline = this.deadline.as_ref().as_pin_ref().map(|d| d.deadline());
+                    if crate::deadline::is_late_error(deadline, trailers) {
                         let call = call.clone();
                         finish(this.upstream, this.guard, false);
                         return end_with(&call, abort_status(AbortReason::Deadline, None));

@@ -34,7 +34,6 @@ use crate::deadline::{format_timeout, parse_timeout};
 use crate::headers::strip_hop_by_hop;
 use crate::mq::tap::CallTap;
 use crate::mq::{CallStarted, MessageQueue, TapEvent};
-use crate::status::is_error_status;
 use crate::upstream::Unsent;
 use crate::{CallInfo, StreamDirector};
 
@@ -370,9 +369,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 return Ok(status_response(abort_status(AbortReason::Deadline, None)));
             }
         };
-        if deadline.is_some_and(|d| Instant::now() >= d) && is_error_status(response.headers()) {
-            // The backend's own timer (tonic servers report CANCELLED) beat the proxy's by a
-            // scheduling hair; past the deadline the call's outcome is DEADLINE_EXCEEDED.
+        if crate::deadline::is_late_error(deadline, response.headers()) {
             call.abort(AbortReason::Deadline);
             call.set_status(tonic::Code::DeadlineExceeded);
             return Ok(status_response(abort_status(AbortReason::Deadline, None)));
