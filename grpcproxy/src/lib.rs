@@ -13,6 +13,10 @@
 //! - [`RawCodec`]: a tonic codec of raw bytes.
 //! - [`server::serve`]: serve a proxy on its own listener.
 //!
+//! Cargo features (all off by default): `nats` (the tap to NATS JetStream,
+//! `mq::NatsQueue`), `tap-file` (the tap to files, `mq::FileQueue`), `wire` (the tap's
+//! protobuf and JSON encoding, `mq::wire`; implied by the other two).
+//!
 //! ```no_run
 //! use grpcproxy::{mq::NoQueue, CallInfo, ProxyRoutes, TransparentProxy, Upstream};
 //! use tonic::Status;
@@ -75,5 +79,5 @@ pub use recv_body::RecvBody;
 pub use register::{ProxyRoutes, RouteError};
 pub use settings::Http2Settings;
 pub use upstream::{
-    Upstream, UpstreamBuilder, UpstreamConfigError, UpstreamError, UpstreamErrorKind,
+    Upstream, UpstreamBuilder, UpstreamConfigError, UpstreamError, UpstreamErrorKind, UpstreamStats,
 };

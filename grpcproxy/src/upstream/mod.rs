@@ -355,6 +355,12 @@ pub(crate) struct Unsent {
 }
 
 /// Connection counters of an [`Upstream`].
+///
+/// ```
+/// let upstream = grpcproxy::Upstream::new("http://127.0.0.1:50052").unwrap();
+/// let stats: grpcproxy::UpstreamStats = upstream.stats();
+/// assert_eq!(stats.connects, 0); // connections are made at the first call
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpstreamStats {
     /// Connections made (TCP, TLS and HTTP/2 handshakes all succeeded).
