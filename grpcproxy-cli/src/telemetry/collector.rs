@@ -1,0 +1,181 @@
+//! What `/metrics` reads at scrape time: per-endpoint connection counters and health,
+//! endpoint counts, panic mode, client connections, the access log's drops, the tap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use grpcproxy::mq::QueueStats;
+use grpcproxy::server::ServerStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use crate::cluster::{Cluster, Endpoint};
+
+/// A per-endpoint value read at scrape time.
+type EndpointValue = fn(&Cluster, &Endpoint) -> u64;
+
+/// The per-endpoint metrics: name, help, counter (else gauge), value.
+const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 5] = [
+    (
+        "upstream_connects",
+        "Connections made to backends",
+        true,
+        |_, e| e.upstream.stats().connects,
+    ),
+    (
+        "upstream_connect_failures",
+        "Failed connection attempts to backends",
+        true,
+        |_, e| e.upstream.stats().connect_failures,
+    ),
+    (
+        "upstream_connections",
+        "Connections to backends open now",
+        false,
+        |_, e| e.upstream.stats().open_connections as u64,
+    ),
+    (
+        "endpoint_healthy",
+        "1 if the endpoint takes calls (health checks pass, not ejected)",
+        false,
+        |c, e| u64::from(c.is_available(e)),
+    ),
+    (
+        "endpoint_ejections",
+        "Passive ejections of endpoints after consecutive failures",
+        true,
+        |_, e| e.ejections.load(Ordering::Relaxed),
+    ),
+];
+
+/// Per-endpoint connection counters and endpoint counts, read at scrape time.
+#[derive(Debug)]
+pub(super) struct UpstreamCollector {
+    pub(super) clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
+    pub(super) access_log_dropped: Option<Arc<AtomicU64>>,
+    pub(super) tap: Arc<OnceLock<Arc<QueueStats>>>,
+    pub(super) server: Arc<OnceLock<Arc<ServerStats>>>,
+}
+
+/// The tap's metrics: name, help, counter (else gauge), value.
+type TapValue = fn(&QueueStats) -> u64;
+const TAP: [(&str, &str, bool, TapValue); 4] = [
+    (
+        "tap_events_published",
+        "Tap events delivered (acknowledged by the broker, or written)",
+        true,
+        QueueStats::published,
+    ),
+    (
+        "tap_events_dropped",
+        "Tap events dropped because the tap's buffer was full",
+        true,
+        QueueStats::dropped,
+    ),
+    (
+        "tap_events_failed",
+        "Tap events the destination refused (broker error or ack timeout, write error)",
+        true,
+        QueueStats::failed,
+    ),
+    (
+        "tap_connected",
+        "1 while the tap's destination is reachable",
+        false,
+        |s| u64::from(s.connected()),
+    ),
+];
+
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let clusters = self.clusters.load();
+        for (name, help, counter, value) in PER_ENDPOINT {
+            let kind = if counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for cluster in clusters.iter() {
+                for endpoint in cluster.endpoints() {
+                    let labels = [
+                        ("cluster", cluster.name.as_str()),
+                        ("endpoint", endpoint.upstream.address()),
+                    ];
+                    let value = value(cluster, &endpoint);
+                    let family = metric.encode_family(&labels)?;
+                    if counter {
+                        ConstCounter::new(value).encode(family)?;
+                    } else {
+                        ConstGauge::new(value as i64).encode(family)?;
+                    }
+                }
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "cluster_endpoints",
+            "Endpoints per cluster",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in clusters.iter() {
+            ConstGauge::new(cluster.endpoints().len() as i64)
+                .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "cluster_panic",
+            "1 while a cluster balances over all its endpoints, too few being available",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cluster in clusters.iter() {
+            ConstGauge::new(i64::from(cluster.in_panic()))
+                .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
+        if let Some(server) = self.server.get() {
+            let metric = encoder.encode_descriptor(
+                "client_connections",
+                "Client connections open now (handshakes included)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(server.open_connections() as i64).encode(metric)?;
+            let metric = encoder.encode_descriptor(
+                "client_connections_accepted",
+                "Client connections accepted",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(server.connections_accepted()).encode(metric)?;
+        }
+        if let Some(dropped) = &self.access_log_dropped {
+            let metric = encoder.encode_descriptor(
+                "access_log_dropped",
+                "Access log lines dropped because the writer fell behind",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(dropped.load(Ordering::Relaxed)).encode(metric)?;
+        }
+        if let Some(tap) = self.tap.get() {
+            for (name, help, counter, value) in TAP {
+                let kind = if counter {
+                    MetricType::Counter
+                } else {
+                    MetricType::Gauge
+                };
+                let metric = encoder.encode_descriptor(name, help, None, kind)?;
+                if counter {
+                    ConstCounter::new(value(tap)).encode(metric)?;
+                } else {
+                    ConstGauge::new(value(tap) as i64).encode(metric)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
