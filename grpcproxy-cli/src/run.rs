@@ -82,14 +82,20 @@ fn read_listener_tls(i: usize, tls: &config::ListenerTls) -> anyhow::Result<List
 /// Serves the listeners' certificate files as they are now; nothing changes unless every
 /// listener's files load.
 fn reload_listener_tls(running: &Config, tls: &[Option<Arc<ReloadableTls>>]) -> anyhow::Result<()> {
-    listener_tls(running)?; // every file loads, or nothing changes
+    // Every listener's files are read once and must load before any is served.
+    let mut loaded = Vec::new();
     for (i, (listener, current)) in running.listeners.get_ref().iter().zip(tls).enumerate() {
         if let (Some(files), Some(current)) = (&listener.tls, current) {
             let (cert, key, client_ca) = read_listener_tls(i, files)?;
-            current
-                .reload(&cert, &key, client_ca.as_deref())
+            ReloadableTls::new(&cert, &key, client_ca.as_deref())
                 .with_context(|| format!("listeners[{i}].tls"))?;
+            loaded.push((i, current, cert, key, client_ca));
         }
+    }
+    for (i, current, cert, key, client_ca) in loaded {
+        current
+            .reload(&cert, &key, client_ca.as_deref())
+            .with_context(|| format!("listeners[{i}].tls"))?;
     }
     Ok(())
 }

@@ -161,6 +161,11 @@ fn refusal_record<'a>(
     }
 }
 
+/// The client's address, for a call answered before it is taken apart.
+fn peer_of(parts: &http::request::Parts) -> Option<std::net::SocketAddr> {
+    connection_info(&parts.extensions).remote_addr
+}
+
 /// A trailers-only response carrying `status`.
 fn status_response(status: Status) -> Response<ResponseBody> {
     status.into_http()
@@ -171,12 +176,11 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
     fn refused(
         &self,
         method: &str,
-        extensions: &http::Extensions,
+        peer: Option<std::net::SocketAddr>,
         received: Instant,
         status: Status,
     ) -> Response<ResponseBody> {
         if let Some(observer) = &self.options.refusal_observer {
-            let peer = connection_info(extensions).remote_addr;
             observer.call_ended(&refusal_record(method, peer, received, &status));
         }
         status_response(status)
@@ -200,8 +204,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .path_and_query()
             .and_then(|path| Some((path.clone(), split_method(path.path())?)));
         let Some((path, split)) = split else {
-            let status = malformed_method(parts.uri.path());
-            return Ok(self.refused(parts.uri.path(), &parts.extensions, received, status));
+            let (status, peer) = (malformed_method(parts.uri.path()), peer_of(&parts));
+            return Ok(self.refused(parts.uri.path(), peer, received, status));
         };
         let requested = match parts
             .headers
@@ -212,7 +216,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             Ok(requested) => requested,
             Err(invalid) => {
                 let status = Status::internal(invalid.to_string());
-                return Ok(self.refused(path.path(), &parts.extensions, received, status));
+                return Ok(self.refused(path.path(), peer_of(&parts), received, status));
             }
         };
         let client_authority = parts.uri.authority().cloned().or_else(|| {
@@ -241,19 +245,15 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             .options
             .effective_timeout(requested)
             .map(|t| received + t);
-        let target = match Bounded::new(self.director.direct(call_info), director_deadline, None)
-            .await
-        {
-            Ok(Ok(target)) => target,
-            Ok(Err(status)) => return Ok(status_response(status)),
-            Err(_) => {
-                let status = abort_status(AbortReason::Deadline, None);
-                if let Some(observer) = &self.options.refusal_observer {
-                    observer.call_ended(&refusal_record(path.path(), peer_addr, received, &status));
+        let target =
+            match Bounded::new(self.director.direct(call_info), director_deadline, None).await {
+                Ok(Ok(target)) => target,
+                Ok(Err(status)) => return Ok(status_response(status)),
+                Err(_) => {
+                    let status = abort_status(AbortReason::Deadline, None);
+                    return Ok(self.refused(path.path(), peer_addr, received, status));
                 }
-                return Ok(status_response(status));
-            }
-        };
+            };
         let (upstream, metadata, overrides) = target.into_parts();
         if let Some(director_guard) = overrides.guard {
             call.keep(director_guard);

@@ -84,60 +84,79 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut me = self.project();
-        if me.cut.as_mut().poll(cx).is_ready() {
-            // The drain timed out: end the call with trailers that say so (dropping the
-            // service's future or body then cancels the backend's side).
-            match me.state.as_mut().project() {
-                StateProj::Waiting { .. } => {
-                    let mut head = Response::new(());
-                    *head.headers_mut() = shutting_down();
-                    head.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/grpc"),
-                    );
-                    let _ = me.reply.send_response(head, true);
-                }
-                StateProj::Sending { pipe } => {
-                    let _ = pipe.project().send.send_trailers(shutting_down());
-                }
-            }
+        if poll_call(me.reply, me.state.as_mut(), cx).is_ready() {
             return Poll::Ready(());
         }
-        loop {
-            let response = match me.state.as_mut().project() {
-                StateProj::Sending { pipe } => return pipe.poll(cx),
-                StateProj::Waiting { response } => match response.poll(cx) {
-                    Poll::Ready(Ok(response)) => response,
-                    Poll::Ready(Err(never)) => match never {},
-                    // Still waiting for the service: a client's RST_STREAM ends the call.
-                    Poll::Pending => return me.reply.poll_reset(cx).map(|_| ()),
-                },
-            };
-            // The client may have reset the stream while the answer was being made (its
-            // deadline and the proxy's expire together): then there is no one to answer.
-            if me.reply.poll_reset(cx).is_ready() {
-                return Poll::Ready(());
+        // Waiting on the backend or the client: the drain timeout may cut in (registered
+        // only now, so a call answered in one poll never touches it).
+        if me.cut.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The drain timed out: end the call with trailers that say so (dropping the
+        // service's future or body then cancels the backend's side).
+        match me.state.as_mut().project() {
+            StateProj::Waiting { .. } => {
+                let mut head = Response::new(());
+                *head.headers_mut() = shutting_down();
+                head.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                let _ = me.reply.send_response(head, true);
             }
-            let (mut head, body) = response.into_parts();
-            strip_hop_by_hop(&mut head.headers);
-            let end = body.is_end_stream();
-            match me.reply.send_response(Response::from_parts(head, ()), end) {
-                Ok(send) if !end => me.state.set(State::Sending {
-                    pipe: Pipe {
-                        body,
-                        send,
-                        waiting: None,
-                    },
-                }),
-                Ok(_) => return Poll::Ready(()),
-                // The stream closed under the answer (a reset between the check above and
-                // now): nothing to send, nothing to reset.
-                Err(_) if me.reply.poll_reset(cx).is_ready() => return Poll::Ready(()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "could not send the response head");
-                    me.reply.send_reset(h2::Reason::INTERNAL_ERROR);
-                    return Poll::Ready(());
-                }
+            StateProj::Sending { pipe } => {
+                let _ = pipe.project().send.send_trailers(shutting_down());
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Drives the call: the service's answer, its head, then its body.
+fn poll_call<F, B>(
+    reply: &mut SendResponse<Bytes>,
+    mut state: Pin<&mut State<F, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<()>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let response = match state.as_mut().project() {
+            StateProj::Sending { pipe } => return pipe.poll(cx),
+            StateProj::Waiting { response } => match response.poll(cx) {
+                Poll::Ready(Ok(response)) => response,
+                Poll::Ready(Err(never)) => match never {},
+                // Still waiting for the service: a client's RST_STREAM ends the call.
+                Poll::Pending => return reply.poll_reset(cx).map(|_| ()),
+            },
+        };
+        // The client may have reset the stream while the answer was being made (its
+        // deadline and the proxy's expire together): then there is no one to answer.
+        if reply.poll_reset(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let (mut head, body) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        let end = body.is_end_stream();
+        match reply.send_response(Response::from_parts(head, ()), end) {
+            Ok(send) if !end => state.set(State::Sending {
+                pipe: Pipe {
+                    body,
+                    send,
+                    waiting: None,
+                },
+            }),
+            Ok(_) => return Poll::Ready(()),
+            // The stream closed under the answer (a reset between the check above and
+            // now): nothing to send, nothing to reset.
+            Err(_) if reply.poll_reset(cx).is_ready() => return Poll::Ready(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not send the response head");
+                reply.send_reset(h2::Reason::INTERNAL_ERROR);
+                return Poll::Ready(());
             }
         }
     }
