@@ -266,6 +266,9 @@ pub(crate) async fn run(
             },
         })
         .collect();
+    // Caught before the proxy says it listens (see `signals`).
+    let shutdown = crate::signals::shutdown();
+    let hangups = crate::signals::hangups();
     let (workers, bound) = crate::workers::start(
         threads,
         listeners,
@@ -285,6 +288,7 @@ pub(crate) async fn run(
     // Quick mode has no file to read again: SIGHUP is logged and ignored.
     let reloader = if loaded.from_file {
         Some(tokio::spawn(reload_on_sighup(
+            hangups,
             loaded.path.clone(),
             loaded.config.clone(),
             Reloadable {
@@ -295,10 +299,10 @@ pub(crate) async fn run(
             admin.clone(),
         )))
     } else {
-        crate::signals::ignore_hangups();
+        crate::signals::ignore_hangups(hangups);
         None
     };
-    crate::signals::shutdown().await;
+    shutdown.await;
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -341,16 +345,15 @@ struct Reloadable {
 /// file, or certificates that do not load, keep the running configuration; either way the
 /// result is logged and counted.
 async fn reload_on_sighup(
+    hangups: Option<tokio::signal::unix::Signal>,
     path: PathBuf,
     mut running: Config,
     reloadable: Reloadable,
     telemetry: Arc<Telemetry>,
     admin: Option<Arc<AdminState>>,
 ) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
-        return;
+    let Some(mut hangups) = hangups else {
+        return; // logged by `signals::hangups`
     };
     let watch = running.server.watch_config;
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
