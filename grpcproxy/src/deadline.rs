@@ -67,18 +67,6 @@ pub fn format_timeout(timeout: Duration) -> HeaderValue {
     HeaderValue::try_from(format!("{amount}{unit}")).expect("digits and a unit are a valid header")
 }
 
-/// The late-status rule, for response headers and trailers alike: a non-OK `grpc-status`
-/// that arrives at or after the call's deadline is the deadline's (`DEADLINE_EXCEEDED`).
-/// The backend's own timer fired a hair before the proxy's (tonic servers report
-/// `CANCELLED`); past the deadline the call's outcome is the deadline.
-pub(crate) fn is_late_error(
-    deadline: Option<tokio::time::Instant>,
-    headers: &http::HeaderMap,
-) -> bool {
-    deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-        && crate::status::is_error_status(headers)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,42 +42,34 @@
 //! # Ok(()) }
 //! ```
 
-mod body;
 mod boxed;
 mod call;
-mod call_state;
 pub mod codec;
-mod counted;
 pub mod deadline;
 mod director;
 pub mod frame;
 mod header_edits;
 pub mod headers;
-mod keepalive;
+mod http2;
 pub mod mq;
 mod observe;
 mod pem;
 mod proxy;
-mod recv_body;
 mod register;
 pub mod server;
 mod server_tls;
-mod settings;
 pub mod status;
 pub(crate) mod upstream;
 pub mod worker;
 
-pub use body::ResponseBody;
 pub use call::{CallInfo, ConnectionInfo};
-pub use call_state::ProxyStats;
 pub use codec::RawCodec;
 pub use director::{SingleUpstream, StreamDirector, Target};
 pub use header_edits::HeaderEdits;
+pub use http2::{Http2Settings, RecvBody};
 pub use observe::{CallObserver, CallRecord, SharedObserver};
-pub use proxy::{ProxyOptions, TransparentProxy};
-pub use recv_body::RecvBody;
+pub use proxy::{ProxyOptions, ProxyStats, ResponseBody, TransparentProxy};
 pub use register::{ProxyRoutes, RouteError};
-pub use settings::Http2Settings;
 pub use upstream::{
     Upstream, UpstreamBuilder, UpstreamConfigError, UpstreamError, UpstreamErrorKind, UpstreamStats,
 };

@@ -59,39 +59,6 @@ pub struct ProxyOptions {
 impl ProxyOptions {
     /// The timeout to enforce for a call whose client asked for `requested`.
     pub(crate) fn effective_timeout(&self, requested: Option<Duration>) -> Option<Duration> {
-        effective_timeout(requested, self.max_timeout, self.default_timeout)
-    }
-}
-
-/// The timeout for a call whose client asked for `requested`, under a cap and a default.
-pub(crate) fn effective_timeout(
-    requested: Option<Duration>,
-    max_timeout: Option<Duration>,
-    default_timeout: Option<Duration>,
-) -> Option<Duration> {
-    let wanted = requested.or(default_timeout);
-    match (wanted, max_timeout) {
-        (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
-        (None, Some(cap)) => Some(cap),
-        (wanted, None) => wanted,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cap_and_default_combine() {
-        let s = Duration::from_secs;
-        let options = ProxyOptions {
-            max_timeout: Some(s(10)),
-            default_timeout: Some(s(5)),
-            ..ProxyOptions::default()
-        };
-        assert_eq!(options.effective_timeout(None), Some(s(5)));
-        assert_eq!(options.effective_timeout(Some(s(60))), Some(s(10)));
-        assert_eq!(options.effective_timeout(Some(s(1))), Some(s(1)));
-        assert_eq!(ProxyOptions::default().effective_timeout(None), None);
+        super::timeouts::effective_timeout(requested, self.max_timeout, self.default_timeout)
     }
 }

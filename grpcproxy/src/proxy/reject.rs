@@ -2,7 +2,7 @@
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 
-use crate::body::ResponseBody;
+use super::ResponseBody;
 use crate::headers::is_grpc_content_type;
 
 /// The HTTP error for a request that is not a gRPC call, or `None` for a gRPC call.

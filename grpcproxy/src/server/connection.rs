@@ -93,7 +93,7 @@ impl<S: CallService> Connection<S> {
         let streams = Arc::new(StreamCount::new());
         let keepalive = self.keepalive.and_then(|(interval, timeout)| {
             let pings = connection.ping_pong()?;
-            Some(crate::keepalive::keepalive(pings, interval, timeout))
+            Some(crate::http2::keepalive(pings, interval, timeout))
         });
         let mut keepalive = pin!(keepalive);
         let mut idle = pin!(idle(&streams, self.idle_timeout));
@@ -124,7 +124,7 @@ impl<S: CallService> Connection<S> {
             match event {
                 Event::Stream(request, reply) => {
                     let (parts, recv) = request.into_parts();
-                    let mut request = Request::from_parts(parts, RecvBody::new(recv, None));
+                    let mut request = Request::from_parts(parts, RecvBody::new(recv));
                     request.extensions_mut().insert(self.info.clone());
                     let open = OpenStream::new(&streams);
                     let cut = self.cut.clone().cancelled_owned();

@@ -149,7 +149,7 @@ pub async fn serve<S: CallService>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let local_addr = listener.local_addr()?;
-    let h2 = h2_builder(&options);
+    let h2 = options.http2.server_builder(options.max_concurrent_streams);
     let keepalive = options
         .http2
         .keep_alive_interval
@@ -273,25 +273,6 @@ where
 {
     type Body = B;
     type Call = S::Future;
-}
-
-/// The h2 settings of client connections: `options`, and hyper's server defaults for the
-/// rest (a 400 KiB send buffer per stream, 1,024 local error resets per connection).
-fn h2_builder(options: &ServerOptions) -> h2::server::Builder {
-    let settings = &options.http2;
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(settings.initial_stream_window_size)
-        .initial_connection_window_size(settings.initial_connection_window_size)
-        .max_frame_size(settings.max_frame_size)
-        .max_header_list_size(settings.max_header_list_size)
-        .max_send_buffer_size(400 << 10)
-        .max_local_error_reset_streams(Some(1024))
-        .data_frame_budget(settings.resolved_data_frame_budget());
-    if let Some(streams) = options.max_concurrent_streams {
-        builder.max_concurrent_streams(streams);
-    }
-    builder
 }
 
 /// Waits until the first bytes tell HTTP/2 from anything else.

@@ -9,11 +9,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::SendStream;
 use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -21,7 +20,7 @@ use pin_project_lite::pin_project;
 use super::open_streams::OpenStream;
 use crate::boxed::BoxError;
 use crate::headers::strip_hop_by_hop;
-use crate::status::{reset_reason, DisplayChain};
+use crate::http2::Pipe;
 
 pin_project! {
     /// Serves one call: waits for the service's response and sends it on the stream. A
@@ -104,9 +103,7 @@ where
                 );
                 let _ = me.reply.send_response(head, true);
             }
-            StateProj::Sending { pipe } => {
-                let _ = pipe.project().send.send_trailers(shutting_down());
-            }
+            StateProj::Sending { pipe } => pipe.cut(shutting_down()),
         }
         Poll::Ready(())
     }
@@ -143,11 +140,7 @@ where
         let end = body.is_end_stream();
         match reply.send_response(Response::from_parts(head, ()), end) {
             Ok(send) if !end => state.set(State::Sending {
-                pipe: Pipe {
-                    body,
-                    send,
-                    waiting: None,
-                },
+                pipe: Pipe::new(body, send),
             }),
             Ok(_) => return Poll::Ready(()),
             // The stream closed under the answer (a reset between the check above and
@@ -158,88 +151,6 @@ where
                 reply.send_reset(h2::Reason::INTERNAL_ERROR);
                 return Poll::Ready(());
             }
-        }
-    }
-}
-
-pin_project! {
-    /// A response body onto its stream: each DATA frame once the stream has window for it
-    /// (so at most one frame waits in h2, however slowly the client reads), then the
-    /// trailers. Done early when the client resets the stream.
-    struct Pipe<B> {
-        #[pin]
-        body: B,
-        send: SendStream<Bytes>,
-        // A DATA frame taken from the body, waiting for window; and whether it ends it.
-        waiting: Option<(Bytes, bool)>,
-    }
-}
-
-impl<B> Future for Pipe<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut me = self.project();
-        loop {
-            if me.send.poll_reset(cx).is_ready() {
-                return Poll::Ready(()); // reset by the client
-            }
-            if let Some((data, end)) = me.waiting.take() {
-                while me.send.capacity() == 0 {
-                    match me.send.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(_) => return Poll::Ready(()), // the stream ended
-                        Poll::Pending => {
-                            *me.waiting = Some((data, end));
-                            return Poll::Pending;
-                        }
-                    }
-                }
-                if me.send.send_data(data, end).is_err() || end {
-                    return Poll::Ready(());
-                }
-                continue;
-            }
-            let frame = match ready!(me.body.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                None => {
-                    let _ = me.send.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-                Some(Err(e)) => {
-                    let e: BoxError = e.into();
-                    let reason = reset_reason(e.as_ref());
-                    tracing::debug!(error = %DisplayChain(e.as_ref()), ?reason, "response body failed; resetting the stream");
-                    me.send.send_reset(reason);
-                    return Poll::Ready(());
-                }
-            };
-            let data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let _ = me.send.send_trailers(trailers);
-                        return Poll::Ready(());
-                    }
-                    continue; // no other frame kinds exist
-                }
-            };
-            let end = me.body.is_end_stream();
-            if data.is_empty() && !end {
-                continue;
-            }
-            // Window is asked for only once a frame is in hand: window held back on an idle
-            // stream could starve the connection's other streams.
-            me.send.reserve_capacity(data.len());
-            if data.is_empty() {
-                let _ = me.send.send_data(data, true);
-                return Poll::Ready(());
-            }
-            *me.waiting = Some((data, end));
         }
     }
 }

@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::in_flight::InFlight;
 use crate::boxed::{BoxBody, BoxError};
+use crate::http2::RecvBody;
 
 /// A request body that never reports its end before it has yielded a frame, so that hyper
 /// ends an empty request stream with an empty DATA frame instead of END_STREAM on the
@@ -49,8 +51,12 @@ impl Body for EndsOnData {
 /// A backend's response body: from grpcproxy's own connections or from a tonic `Channel`.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
-    /// From grpcproxy's own connections.
-    Pool(crate::RecvBody),
+    /// From grpcproxy's own connections; the call stays counted on its connection while
+    /// the body lives.
+    Pool {
+        body: RecvBody,
+        _in_flight: InFlight,
+    },
     Tonic(tonic::body::Body),
 }
 
@@ -63,21 +69,21 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Pool(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Pool { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Pool(body) => body.is_end_stream(),
+            UpstreamBody::Pool { body, .. } => body.is_end_stream(),
             UpstreamBody::Tonic(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Pool(body) => body.size_hint(),
+            UpstreamBody::Pool { body, .. } => body.size_hint(),
             UpstreamBody::Tonic(body) => body.size_hint(),
         }
     }

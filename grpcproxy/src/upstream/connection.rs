@@ -48,25 +48,15 @@ pub(crate) async fn handshake<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut builder = h2::client::Builder::new();
-    builder
-        .initial_window_size(settings.initial_stream_window_size)
-        .initial_connection_window_size(settings.initial_connection_window_size)
-        .max_frame_size(settings.max_frame_size)
-        .max_header_list_size(settings.max_header_list_size)
-        // What hyper's client sets: bounded per-stream send buffers, no server push.
-        .max_send_buffer_size(1 << 20)
-        .max_local_error_reset_streams(Some(1024))
-        .data_frame_budget(settings.resolved_data_frame_budget())
-        .enable_push(false);
-    let (sender, mut connection) = builder
+    let (sender, mut connection) = settings
+        .client_builder()
         .handshake::<T, Bytes>(io)
         .await
         .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
     let usable = Arc::new(AtomicBool::new(true));
     let keepalive = settings.keep_alive_interval.and_then(|interval| {
         let pings = connection.ping_pong()?;
-        Some(crate::keepalive::keepalive(
+        Some(crate::http2::keepalive(
             pings,
             interval,
             settings.keep_alive_timeout,

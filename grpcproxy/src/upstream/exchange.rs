@@ -2,20 +2,19 @@
 //! request body is ready (one write for a unary call), the rest of the body follows as the
 //! stream's window allows, and the response comes back as a [`RecvBody`].
 
-use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use h2::client::ResponseFuture;
-use h2::SendStream;
 use http::{Request, Response};
 use http_body::Body;
 
+use super::body::UpstreamBody;
 use super::connection::Connection;
+use super::in_flight::InFlight;
 use crate::boxed::{BoxBody, BoxError};
-use crate::counted::InFlight;
-use crate::RecvBody;
+use crate::http2::{Pipe, RecvBody};
 
 /// Why a call could not be started on a connection.
 pub(crate) enum NotStarted {
@@ -75,7 +74,7 @@ pub(crate) fn start(
             }
             NotStarted::Failed(e.into())
         })?;
-    let unsent = match first {
+    let queued = match first {
         Some(None) => {
             // Queued now, it leaves in the same write as the HEADERS frame.
             let _ = send.send_data(Bytes::new(), true);
@@ -100,7 +99,11 @@ pub(crate) fn start(
         },
         None => false,
     };
-    tokio::spawn(RequestPipe { body, send, unsent });
+    tokio::spawn(if queued {
+        Pipe::after_queued(body, send)
+    } else {
+        Pipe::new(body, send)
+    });
     Ok(response)
 }
 
@@ -108,78 +111,10 @@ pub(crate) fn start(
 pub(crate) async fn response(
     response: ResponseFuture,
     in_flight: InFlight,
-) -> Result<Response<RecvBody>, h2::Error> {
+) -> Result<Response<UpstreamBody>, h2::Error> {
     let response = response.await?;
-    Ok(response.map(|recv| RecvBody::new(recv, Some(in_flight))))
-}
-
-/// Moves the request body onto the backend stream, one frame at a time, never more than one
-/// frame ahead of the stream's flow-control window.
-struct RequestPipe {
-    body: BoxBody,
-    send: SendStream<Bytes>,
-    /// Data was queued that may still wait for window.
-    unsent: bool,
-}
-
-impl RequestPipe {
-    /// Ready when the body is sent or the stream ended; errors end in a reset or a log line.
-    fn poll_pipe(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.unsent {
-                // Everything queued must have window before the next frame is taken.
-                self.send.reserve_capacity(1);
-                while self.send.capacity() == 0 {
-                    match ready!(self.send.poll_capacity(cx)) {
-                        Some(Ok(_)) => {}
-                        // Reset or closed by the backend: the client's body is not needed.
-                        Some(Err(_)) | None => return Poll::Ready(()),
-                    }
-                }
-                self.unsent = false;
-            }
-            if let Poll::Ready(reason) = self.send.poll_reset(cx) {
-                tracing::debug!(?reason, "backend reset the stream before the request ended");
-                return Poll::Ready(());
-            }
-            let sent = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let end = self.body.is_end_stream();
-                        if data.is_empty() && !end {
-                            continue;
-                        }
-                        self.unsent = true;
-                        match self.send.send_data(data, end) {
-                            Ok(()) if !end => continue,
-                            sent => sent,
-                        }
-                    }
-                    Err(frame) => match frame.into_trailers() {
-                        Ok(trailers) => self.send.send_trailers(trailers),
-                        Err(_) => continue, // no other frame kinds exist
-                    },
-                },
-                None => self.send.send_data(Bytes::new(), true),
-                Some(Err(e)) => {
-                    let reason = crate::status::reset_reason(e.as_ref());
-                    tracing::debug!(error = %crate::status::DisplayChain(e.as_ref()), ?reason, "request body failed; resetting the backend stream");
-                    self.send.send_reset(reason);
-                    Ok(())
-                }
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "backend stream ended before the request");
-            }
-            return Poll::Ready(());
-        }
-    }
-}
-
-impl Future for RequestPipe {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.get_mut().poll_pipe(cx)
-    }
+    Ok(response.map(|recv| UpstreamBody::Pool {
+        body: RecvBody::new(recv),
+        _in_flight: in_flight,
+    }))
 }

@@ -4,6 +4,7 @@ mod body;
 mod connection;
 mod error;
 mod exchange;
+mod in_flight;
 mod pool;
 mod tls;
 
@@ -194,7 +195,7 @@ impl Upstream {
             let failed = match exchange::start(&connection, request) {
                 Ok(response) => {
                     return match exchange::response(response, in_flight).await {
-                        Ok(response) => Ok(response.map(UpstreamBody::Pool)),
+                        Ok(response) => Ok(response),
                         Err(e) => Err(Unsent {
                             error: self.request_error(e),
                             request: None,

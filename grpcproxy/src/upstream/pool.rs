@@ -10,8 +10,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::connection::{handshake, Connection};
+use super::in_flight::InFlight;
 use super::{UpstreamError, UpstreamErrorKind};
-use crate::counted::InFlight;
 use crate::Http2Settings;
 
 /// How to reach the backend: address, TLS, and HTTP/2 settings.

@@ -66,6 +66,49 @@ impl Http2Settings {
     }
 }
 
+impl Http2Settings {
+    /// An h2 client builder for backend connections: these settings, and what hyper's
+    /// client sets for the rest (bounded per-stream send buffers, no server push).
+    pub(crate) fn client_builder(&self) -> h2::client::Builder {
+        let mut builder = h2::client::Builder::new();
+        builder
+            .initial_window_size(self.initial_stream_window_size)
+            .initial_connection_window_size(self.initial_connection_window_size)
+            .max_frame_size(self.max_frame_size)
+            .max_header_list_size(self.max_header_list_size)
+            .max_send_buffer_size(1 << 20)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .data_frame_budget(self.resolved_data_frame_budget())
+            .enable_push(false);
+        builder
+    }
+
+    /// An h2 server builder for client connections: these settings, and hyper's server
+    /// defaults for the rest (a 400 KiB send buffer per stream).
+    pub(crate) fn server_builder(
+        &self,
+        max_concurrent_streams: Option<u32>,
+    ) -> h2::server::Builder {
+        let mut builder = h2::server::Builder::new();
+        builder
+            .initial_window_size(self.initial_stream_window_size)
+            .initial_connection_window_size(self.initial_connection_window_size)
+            .max_frame_size(self.max_frame_size)
+            .max_header_list_size(self.max_header_list_size)
+            .max_send_buffer_size(400 << 10)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .data_frame_budget(self.resolved_data_frame_budget());
+        if let Some(streams) = max_concurrent_streams {
+            builder.max_concurrent_streams(streams);
+        }
+        builder
+    }
+}
+
+/// Streams a connection may reset for errors of its own before it is closed (hyper's
+/// default on both sides).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 impl Default for Http2Settings {
     fn default() -> Self {
         Self {

@@ -7,8 +7,6 @@ use bytes::Bytes;
 use h2::RecvStream;
 use http_body::{Body, Frame};
 
-use crate::counted::InFlight;
-
 /// A body received over HTTP/2: a client's request body in what [`server::serve`]
 /// hands its service, and a backend's response body on the proxy's own connections.
 ///
@@ -29,17 +27,14 @@ pub struct RecvBody {
     recv: RecvStream,
     data_done: bool,
     done: bool,
-    /// A backend call stays counted on its connection while its body lives.
-    _in_flight: Option<InFlight>,
 }
 
 impl RecvBody {
-    pub(crate) fn new(recv: RecvStream, in_flight: Option<InFlight>) -> Self {
+    pub(crate) fn new(recv: RecvStream) -> Self {
         Self {
             recv,
             data_done: false,
             done: false,
-            _in_flight: in_flight,
         }
     }
 }

@@ -1,0 +1,12 @@
+//! HTTP/2 pieces both sides of the proxy share: the receive body, the pipe that sends a
+//! body, keepalive PINGs, and the connection settings with their builders.
+
+mod keepalive;
+mod pipe;
+mod recv_body;
+mod settings;
+
+pub(crate) use keepalive::keepalive;
+pub(crate) use pipe::Pipe;
+pub use recv_body::RecvBody;
+pub use settings::Http2Settings;

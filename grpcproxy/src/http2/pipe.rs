@@ -1,0 +1,122 @@
+//! A body onto an HTTP/2 send stream: the one pipe of both sides of the proxy (a client's
+//! request towards its backend, a response towards its client).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use h2::SendStream;
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::boxed::BoxError;
+use crate::status::{reset_reason, DisplayChain};
+
+pin_project! {
+    /// Moves `body` onto `send`, one frame at a time, never more than one frame ahead of
+    /// the stream's flow-control window (however slowly the peer reads, at most one frame
+    /// waits in h2). The stream always ends on a DATA frame or trailers, and a failing body
+    /// resets it with the matching reason. Done early when the peer resets the stream.
+    ///
+    /// ```ignore
+    /// tokio::spawn(Pipe::new(body, send_stream));
+    /// ```
+    pub(crate) struct Pipe<B> {
+        #[pin]
+        body: B,
+        send: SendStream<Bytes>,
+        // Data was queued that may still wait for window.
+        unsent: bool,
+    }
+}
+
+impl<B> Pipe<B> {
+    /// A pipe for a stream that has nothing queued yet.
+    pub(crate) fn new(body: B, send: SendStream<Bytes>) -> Self {
+        Self {
+            body,
+            send,
+            unsent: false,
+        }
+    }
+
+    /// A pipe for a stream whose first DATA frame is queued already (it waits for window
+    /// before the next frame is taken).
+    pub(crate) fn after_queued(body: B, send: SendStream<Bytes>) -> Self {
+        Self {
+            body,
+            send,
+            unsent: true,
+        }
+    }
+
+    /// Ends the stream with `trailers` now, whatever the body still holds.
+    pub(crate) fn cut(self: Pin<&mut Self>, trailers: http::HeaderMap) {
+        let _ = self.project().send.send_trailers(trailers);
+    }
+}
+
+impl<B> Future for Pipe<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    /// Ready when the body is sent or the stream ended; errors end in a reset or a log line.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut me = self.project();
+        loop {
+            if *me.unsent {
+                // Everything queued must have window before the next frame is taken; window
+                // is asked for only then, so an idle stream holds back none of the
+                // connection's.
+                me.send.reserve_capacity(1);
+                while me.send.capacity() == 0 {
+                    match ready!(me.send.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        // Reset or closed by the peer: the rest of the body is not needed.
+                        Some(Err(_)) | None => return Poll::Ready(()),
+                    }
+                }
+                *me.unsent = false;
+            }
+            if let Poll::Ready(reason) = me.send.poll_reset(cx) {
+                tracing::debug!(?reason, "the peer reset the stream before the body ended");
+                return Poll::Ready(());
+            }
+            let sent = match ready!(me.body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = me.body.is_end_stream();
+                        if data.is_empty() && !end {
+                            continue;
+                        }
+                        *me.unsent = true;
+                        match me.send.send_data(data, end) {
+                            Ok(()) if !end => continue,
+                            sent => sent,
+                        }
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => me.send.send_trailers(trailers),
+                        Err(_) => continue, // no other frame kinds exist
+                    },
+                },
+                None => me.send.send_data(Bytes::new(), true),
+                Some(Err(e)) => {
+                    let e: BoxError = e.into();
+                    let reason = reset_reason(e.as_ref());
+                    tracing::debug!(error = %DisplayChain(e.as_ref()), ?reason, "body failed; resetting the stream");
+                    me.send.send_reset(reason);
+                    Ok(())
+                }
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "the stream ended before the body");
+            }
+            return Poll::Ready(());
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! One call through the proxy, phase by phase, in the order it happens:
+//!
+//! 1. **admit**: a gRPC request with a well-formed method and a readable deadline; hop-by-hop
+//!    headers go, the client's address may be appended; the call starts.
+//! 2. **direct**: the director picks the [`Target`](crate::Target), within the call's deadline.
+//! 3. **build**: the upstream request: the target's metadata, the deadline left, the tap and
+//!    the observer set up.
+//! 4. **send**: to the backend, failing over to the alternate ([`Route::send`]).
+//! 5. **respond**: the response head (or the status the proxy gives instead), and the body
+//!    that forwards the rest under the call's limits.
+//!
+//! Each phase is a function of its own; a policy around a phase (a retry or a mirror around
+//! send) wraps that function alone.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, HOST, TE};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, Version};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use super::call_state::{abort_status, AbortReason, CallState, Observed};
+use super::request_body::RequestBody;
+use super::response_body::{ResponseBody, ResponseGuard};
+use super::send::{Route, Sent};
+use super::timeouts::{effective_timeout, is_late_error, Bounded};
+use super::{reject, Shared};
+use crate::boxed::{BoxBody, BoxError};
+use crate::call::{connection_info, split_method};
+use crate::deadline::{format_timeout, parse_timeout};
+use crate::headers::strip_hop_by_hop;
+use crate::mq::tap::CallTap;
+use crate::mq::{CallStarted, MessageQueue, TapEvent};
+use crate::{CallInfo, StreamDirector, Target};
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A call the proxy admitted: what it knows before the director is asked.
+struct Admitted {
+    received: Instant,
+    path: PathAndQuery,
+    /// The timeout the client asked for (`grpc-timeout`).
+    requested: Option<Duration>,
+    client_authority: Option<Authority>,
+    peer: Option<SocketAddr>,
+    /// The call's state, ended if the client's side goes away.
+    guard: ResponseGuard,
+}
+
+impl Admitted {
+    fn state(&self) -> &Arc<CallState> {
+        self.guard.call()
+    }
+}
+
+/// The status for a path that is not `/package.Service/Method`.
+fn malformed_method(path: &str) -> Status {
+    Status::unimplemented(format!(
+        "malformed method name {path:?}: expected /package.Service/Method"
+    ))
+}
+
+/// A trailers-only response carrying `status`.
+fn status_response(status: Status) -> Response<ResponseBody> {
+    status.into_http()
+}
+
+impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
+    /// The call, phase by phase.
+    pub(super) async fn forward<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+    ) -> Result<Response<ResponseBody>, Infallible>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(rejection) = reject::non_grpc_request(&request) {
+            return Ok(rejection);
+        }
+        let (parts, body) = request.into_parts();
+        let (call, info) = match self.admit(parts) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Ok(refusal),
+        };
+        let target = match self.direct(&call, info).await {
+            Ok(Ok(target)) => target,
+            // The director's refusal: its own to count.
+            Ok(Err(status)) => return Ok(status_response(status)),
+            Err(_) => {
+                let status = abort_status(AbortReason::Deadline, None);
+                return Ok(self.refused(call.path.path(), call.peer, call.received, status));
+            }
+        };
+        let (route, request) = self.build(&call, target, body);
+        let sent = Bounded::new(
+            route.send(request, &call.path, &call.client_authority, call.state()),
+            route.deadline,
+            self.options.stream_idle_timeout,
+            call.state(),
+        )
+        .await;
+        Ok(self.respond(call, route, sent))
+    }
+
+    /// Admit: checks the method name and the deadline, prepares the metadata and starts
+    /// the call; or answers the call at once.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the admitted call is larger than the refusal: boxing it would save nothing"
+    )]
+    fn admit(
+        &self,
+        mut parts: http::request::Parts,
+    ) -> Result<(Admitted, CallInfo), Response<ResponseBody>> {
+        let received = Instant::now();
+        let split = parts
+            .uri
+            .path_and_query()
+            .and_then(|path| Some((path.clone(), split_method(path.path())?)));
+        let peer = connection_info(&parts.extensions);
+        let Some((path, split)) = split else {
+            let status = malformed_method(parts.uri.path());
+            return Err(self.refused(parts.uri.path(), peer.remote_addr, received, status));
+        };
+        let requested = match parts.headers.get(GRPC_TIMEOUT).map(parse_timeout) {
+            None => None,
+            Some(Ok(requested)) => Some(requested),
+            Some(Err(invalid)) => {
+                let status = Status::internal(invalid.to_string());
+                return Err(self.refused(path.path(), peer.remote_addr, received, status));
+            }
+        };
+        let client_authority = parts.uri.authority().cloned().or_else(|| {
+            let host = parts.headers.get(HOST)?;
+            Authority::try_from(host.as_bytes()).ok()
+        });
+        strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(addr)) = (self.options.x_forwarded_for, peer.remote_addr) {
+            crate::headers::append_forwarded_for(&mut parts.headers, addr.ip());
+        }
+        let admitted = Admitted {
+            received,
+            path: path.clone(),
+            requested,
+            client_authority,
+            peer: peer.remote_addr,
+            guard: ResponseGuard::new(CallState::start(&self.stats)),
+        };
+        let metadata = MetadataMap::from_headers(parts.headers);
+        let info = CallInfo::split_at(path, split, metadata).with_peer(peer, parts.extensions);
+        Ok((admitted, info))
+    }
+
+    /// Direct: the director's answer, within the deadline the proxy would enforce anyway.
+    fn direct<'a>(
+        &'a self,
+        call: &'a Admitted,
+        info: CallInfo,
+    ) -> Bounded<'a, impl Future<Output = Result<Target, Status>> + 'a> {
+        let deadline = self
+            .options
+            .effective_timeout(call.requested)
+            .map(|t| call.received + t);
+        Bounded::new(self.director.direct(info), deadline, None, call.state())
+    }
+
+    /// Build: the upstream request for `target`, with the call's tap and observer set up.
+    fn build<B>(&self, call: &Admitted, target: Target, body: B) -> (Route, Request<BoxBody>)
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let state = call.state();
+        let (upstream, metadata, overrides) = target.into_parts();
+        if let Some(director_guard) = overrides.guard {
+            state.keep(director_guard);
+        }
+        if let Some(observer) = overrides.observer {
+            state.observe(Observed {
+                observer,
+                method: call.path.clone(),
+                peer: call.peer,
+                backend: upstream.shared_address().clone(),
+                started: SystemTime::now() - call.received.elapsed(),
+                started_at: call.received.into_std(),
+                authority: call.client_authority.clone(),
+                user_agent: metadata.as_ref().get(http::header::USER_AGENT).cloned(),
+            });
+        }
+        let timeout = if overrides.max_timeout.is_some() || overrides.default_timeout.is_some() {
+            effective_timeout(
+                call.requested,
+                overrides.max_timeout,
+                overrides.default_timeout,
+            )
+        } else {
+            self.options.effective_timeout(call.requested)
+        };
+        let deadline = timeout.map(|t| call.received + t);
+        let mut headers = metadata.into_headers();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        if self.queue.wants(call.path.path()) {
+            let queue: Arc<dyn MessageQueue> = self.queue.clone();
+            let tap = Arc::new(CallTap::new(queue));
+            tap.publish(TapEvent::Started(CallStarted {
+                call_id: tap.call_id,
+                time: SystemTime::now() - call.received.elapsed(),
+                method: call.path.path().to_owned(),
+                peer: call.peer,
+                metadata: headers.clone(),
+                backend: upstream.address().to_owned(),
+            }));
+            state.tap_with(tap);
+        }
+        if let (true, Some(deadline)) = (timeout != call.requested, deadline) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
+        }
+        let limit = self.options.max_message_size;
+        let touch = self.options.stream_idle_timeout.is_some();
+        let body = BoxBody::new(
+            RequestBody::new(body, state.clone(), limit, touch)
+                .map_err(|e| Box::new(e) as BoxError),
+        );
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.version_mut() = Version::HTTP_2;
+        *request.uri_mut() = upstream.request_uri(
+            call.path.clone(),
+            overrides.authority.clone(),
+            call.client_authority.clone(),
+        );
+        *request.headers_mut() = headers;
+        let route = Route {
+            upstream,
+            alternate: overrides.alternate,
+            authority: overrides.authority,
+            response_edits: overrides.response_edits,
+            deadline,
+        };
+        (route, request)
+    }
+
+    /// Respond: the backend's response head with a body that forwards the rest, or the
+    /// status the proxy answers with when the call ended before it.
+    fn respond(
+        &self,
+        call: Admitted,
+        route: Route,
+        sent: Result<Sent, AbortReason>,
+    ) -> Response<ResponseBody> {
+        let state = call.state();
+        let limit = self.options.max_message_size;
+        let (mut response, backend) = match sent {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(err)) => {
+                let status = match state.abort_reason() {
+                    Some(reason) => abort_status(reason, limit),
+                    None => err.to_status(),
+                };
+                tracing::debug!(error = %err, code = ?status.code(), "call failed before response headers");
+                state.set_status_of(&status);
+                return status_response(status);
+            }
+            Err(reason) => {
+                state.abort(reason);
+                let status = abort_status(reason, None);
+                state.set_status_of(&status);
+                return status_response(status);
+            }
+        };
+        if is_late_error(route.deadline, response.headers()) {
+            state.abort(AbortReason::Deadline);
+            let status = abort_status(AbortReason::Deadline, None);
+            state.set_status_of(&status);
+            return status_response(status);
+        }
+        state.set_status_from(response.headers());
+        if let (Some(tap), true) = (state.tap(), http_body::Body::is_end_stream(response.body())) {
+            tap.trailers(response.headers()); // trailers-only: the status is in the headers
+        }
+        if let Some(edits) = &route.response_edits {
+            edits.apply(response.headers_mut());
+        }
+        let idle = self.options.stream_idle_timeout;
+        response.map(|body| {
+            ResponseBody::forward(body, call.guard, route.deadline, idle, limit, backend)
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! The client's request body on its way to the backend: counted, size-checked, tapped,
+//! and cut when the proxy ends the call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::call_state::{AbortReason, CallState};
+use super::messages::{poll_skipping_empty_data, MessageLimit};
+use crate::boxed::BoxError;
+
+/// Why the request stream towards the backend ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RequestBodyError {
+    /// The client's stream failed (reset, disconnect); the source keeps its h2 reason so
+    /// the backend stream is reset with the same one.
+    #[error("client request stream failed")]
+    Client(#[source] BoxError),
+    /// The proxy ended the call; the backend stream is reset with CANCEL.
+    #[error("the proxy ended the call ({reason:?})")]
+    Aborted {
+        reason: AbortReason,
+        #[source]
+        h2: h2::Error,
+    },
+}
+
+pin_project! {
+    /// The client's request body on its way to the backend.
+    pub(super) struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        call: Arc<CallState>,
+        limit: Option<MessageLimit>,
+        // Whether messages count as activity (a stream idle timeout is set).
+        touch: bool,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(super) fn new(inner: B, call: Arc<CallState>, limit: Option<u32>, touch: bool) -> Self {
+        Self {
+            inner,
+            call,
+            limit: limit.map(MessageLimit::new),
+            touch,
+        }
+    }
+}
+
+fn aborted(reason: AbortReason) -> RequestBodyError {
+    RequestBodyError::Aborted {
+        reason,
+        h2: h2::Error::from(h2::Reason::CANCEL),
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        this.call.register_request_waker(cx.waker());
+        if let Some(reason) = this.call.abort_reason() {
+            return Poll::Ready(Some(Err(aborted(reason))));
+        }
+        if let Some(tap) = this.call.tap() {
+            std::task::ready!(tap.poll_room(crate::mq::Direction::Request, cx));
+        }
+        let mut inner = this.inner;
+        match poll_skipping_empty_data(inner.as_mut(), cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Some(limit) = this.limit.as_mut() {
+                        if limit.exceeded_by(data) {
+                            this.call.abort(AbortReason::RequestTooLarge);
+                            return Poll::Ready(Some(Err(aborted(AbortReason::RequestTooLarge))));
+                        }
+                    }
+                    this.call.add_request_bytes(data.len());
+                    if *this.touch {
+                        this.call.touch();
+                    }
+                    if let Some(tap) = this.call.tap() {
+                        tap.data(crate::mq::Direction::Request, data);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e.into())))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+    #[tokio::test]
+    async fn empty_data_frames_are_not_forwarded() {
+        let frames: Vec<FrameResult> = [&b""[..], b"ab", b"", b"", b"c", b""]
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let stats = Arc::new(super::super::ProxyStats::default());
+        let request = RequestBody::new(body, CallState::start(&stats), None, false);
+        let mut request = std::pin::pin!(request);
+        let mut seen = Vec::new();
+        while let Some(frame) = request.frame().await {
+            seen.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(seen, [&b"ab"[..], &b"c"[..]]);
+    }
+}

@@ -1,0 +1,73 @@
+//! The send step: the upstream request to the target's backend, and to its alternate when
+//! the request never left the proxy. A policy that sends more than once (retry, hedge,
+//! mirror) wraps [`Route::send`].
+
+use std::sync::Arc;
+
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response};
+use tokio::time::Instant;
+
+use super::call_state::CallState;
+use crate::boxed::BoxBody;
+use crate::upstream::{Unsent, UpstreamBody};
+use crate::{HeaderEdits, Upstream, UpstreamError};
+
+/// What sending gives: the response head and the address of the backend that answered.
+pub(super) type Sent = Result<(Response<UpstreamBody>, Arc<str>), UpstreamError>;
+
+/// Where a call goes and how, as its director's target decided.
+#[derive(Debug)]
+pub(super) struct Route {
+    pub(super) upstream: Upstream,
+    /// Tried when `upstream` cannot be reached.
+    pub(super) alternate: Option<Upstream>,
+    /// The `:authority` the director chose.
+    pub(super) authority: Option<Authority>,
+    pub(super) response_edits: Option<Arc<HeaderEdits>>,
+    /// When the call's time is up.
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Route {
+    /// Sends `request` and waits for the response head; returns it with the address of the
+    /// backend that answered. A backend that cannot be reached before anything was sent
+    /// passes the request to the alternate, if there is one.
+    pub(super) async fn send(
+        &self,
+        request: Request<BoxBody>,
+        path: &PathAndQuery,
+        client_authority: &Option<Authority>,
+        call: &CallState,
+    ) -> Sent {
+        let unsent = match self.upstream.try_send(request).await {
+            Ok(response) => return Ok((response, self.upstream.shared_address().clone())),
+            Err(unsent) => unsent,
+        };
+        let (alternate, error, mut request) = match (&self.alternate, unsent) {
+            (
+                Some(alternate),
+                Unsent {
+                    error,
+                    request: Some(request),
+                },
+            ) => (alternate, error, request),
+            (_, unsent) => return Err(unsent.error),
+        };
+        tracing::debug!(error = %error, alternate = alternate.address(), "backend unreachable; trying the alternate");
+        *request.uri_mut() = alternate.request_uri(
+            path.clone(),
+            self.authority.clone(),
+            client_authority.clone(),
+        );
+        call.failed_over(
+            alternate.shared_address().clone(),
+            self.upstream.shared_address().clone(),
+        );
+        // Boxed: the rare path should not double every call's future.
+        match Box::pin(alternate.try_send(request)).await {
+            Ok(response) => Ok((response, alternate.shared_address().clone())),
+            Err(unsent) => Err(unsent.error),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Instructions per proxied unary call, counted exactly with callgrind (BENCHMARKS.md, "What
+# the profile says"): grpcproxy with one worker thread runs under valgrind, the bench
+# backend and load generator run natively, unary 16 B at 8 connections x 32 streams.
+# Counters are zeroed after a warm-up, so start-up is not counted.
+# Usage: bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
+# Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves
+# the profile in $OUT (default /tmp/grpcproxy-callgrind) for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+proxy=${1:-target/release/grpcproxy}
+seconds=${2:-8}
+bench=${BENCH:-target/release/grpcproxy-bench}
+out=${OUT:-/tmp/grpcproxy-callgrind}
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+rm -rf "$out" && mkdir -p "$out"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend_port=$(port)
+proxy_port=$(port)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+"$bench" backend --listen "127.0.0.1:$backend_port" >"$out/backend.log" 2>&1 &
+pids+=($!)
+cat >"$out/proxy.toml" <<EOF
+[server]
+worker_threads = 1
+[[listeners]]
+address = "127.0.0.1:$proxy_port"
+[[routes]]
+cluster = "backend"
+[clusters.backend]
+endpoints = ["127.0.0.1:$backend_port"]
+EOF
+valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
+  "$proxy" --log-level warn --config "$out/proxy.toml" >"$out/proxy.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$proxy_port),1)" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+load() { "$bench" load --target "127.0.0.1:$proxy_port" --connections 8 --streams 32 --warmup 0s --duration "$1"; }
+load 3s >/dev/null # warm-up: connections, caches, the allocator's arenas
+callgrind_control -z "${pids[1]}" >/dev/null 2>&1
+report=$(load "${seconds}s")
+callgrind_control -d "${pids[1]}" >/dev/null 2>&1
+calls=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"])' <<<"$report")
+instructions=$(cat "$out"/callgrind.out.* 2>/dev/null | awk '/^(summary|totals):/ {print $2}' | sort -n | tail -1)
+python3 -c "print(f'{$instructions:,} instructions / {$calls:,} calls = {$instructions/$calls:,.0f} per call')"
