@@ -6,11 +6,7 @@
 use grpcproxy::frame::{FrameDecoder, FrameEvent, MessageHeader};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// The binary's configuration module, compiled here as it is in `grpcproxy-cli` (it uses
-/// nothing else of the binary), so the parser is fuzzed without making the binary a library.
-#[path = "../../grpcproxy-cli/src/config/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod config;
+use grpcproxy_cli::config;
 
 /// Everything a decoder reported over a whole stream.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -5,14 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::{CallInfo, CallRecord, HeaderEdits, SharedObserver, StreamDirector, Target};
-use http::header::HeaderName;
-use http::uri::Authority;
-use regex::Regex;
+use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
 
 use crate::cluster::{Cluster, Picked};
-use crate::config::{self, Config};
+use crate::config::{CompiledRoute, Config, HeaderCondition};
 use crate::telemetry::{RouteObserver, Telemetry};
 
 /// Routes compiled from the configuration.
@@ -34,29 +31,12 @@ impl StreamDirector for ReloadableRouter {
     }
 }
 
+/// A compiled route of the configuration, with its cluster and observer.
 #[derive(Debug)]
 struct Route {
-    name: String,
-    service: Option<Regex>,
-    method: Option<String>,
-    path_prefix: Option<String>,
-    headers: Vec<(HeaderName, HeaderCondition)>,
+    rule: CompiledRoute,
     cluster: Arc<Cluster>,
     observer: Arc<RouteObserver>,
-    max_timeout: Option<Duration>,
-    default_timeout: Option<Duration>,
-    authority: Option<Authority>,
-    x_forwarded_for: bool,
-    request_edits: HeaderEdits,
-    response_edits: Option<Arc<HeaderEdits>>,
-}
-
-#[derive(Debug)]
-enum HeaderCondition {
-    Exact(String),
-    Regex(Regex),
-    Present,
-    Absent,
 }
 
 impl Router {
@@ -82,10 +62,9 @@ impl Router {
             clusters.insert(name.clone(), cluster);
         }
         let routes = config
-            .routes
+            .compiled_routes
             .iter()
-            .enumerate()
-            .map(|(i, route)| Route::build(i, route, &clusters, telemetry))
+            .map(|rule| Route::build(rule, &clusters, telemetry))
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             routes,
@@ -118,75 +97,43 @@ impl StreamDirector for Router {
 
 impl Route {
     fn build(
-        index: usize,
-        route: &config::Route,
+        rule: &CompiledRoute,
         clusters: &HashMap<String, Arc<Cluster>>,
         telemetry: &Arc<Telemetry>,
     ) -> anyhow::Result<Self> {
-        let m = &route.matches;
-        let headers = m
-            .headers
-            .iter()
-            .map(|h| {
-                let name = HeaderName::from_bytes(h.name.get_ref().as_bytes())?;
-                let condition = match (&h.exact, &h.regex, h.present, h.absent) {
-                    (Some(exact), ..) => HeaderCondition::Exact(exact.clone()),
-                    (_, Some(regex), ..) => HeaderCondition::Regex(Regex::new(regex.get_ref())?),
-                    (_, _, Some(true), _) | (_, _, _, Some(false)) => HeaderCondition::Present,
-                    _ => HeaderCondition::Absent,
-                };
-                Ok((name, condition))
-            })
-            .collect::<anyhow::Result<_>>()?;
         let cluster = clusters
-            .get(route.cluster.get_ref())
+            .get(&rule.cluster)
             .cloned()
-            .ok_or_else(|| anyhow::anyhow!("unknown cluster {}", route.cluster.get_ref()))?;
-        let name = route
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("route-{index}"));
+            .ok_or_else(|| anyhow::anyhow!("unknown cluster {}", rule.cluster))?;
         let observer = Arc::new(RouteObserver {
-            metrics: telemetry.route_metrics(&name, &cluster.name),
+            metrics: telemetry.route_metrics(&rule.name, &cluster.name),
             telemetry: telemetry.clone(),
-            route: name.clone(),
+            route: rule.name.clone(),
             cluster: cluster.clone(),
         });
         Ok(Self {
-            name,
-            observer,
-            service: m.service.as_ref().map(|s| glob(s.get_ref())).transpose()?,
-            method: m.method.clone(),
-            path_prefix: m.path_prefix.clone(),
-            headers,
+            rule: rule.clone(),
             cluster,
-            max_timeout: route.max_timeout.as_ref().map(|t| t.get_ref().0),
-            default_timeout: route.default_timeout.as_ref().map(|t| t.get_ref().0),
-            authority: route
-                .authority
-                .as_ref()
-                .map(|a| Authority::try_from(a.get_ref().as_str()))
-                .transpose()?,
-            x_forwarded_for: route.x_forwarded_for,
-            request_edits: route.request_metadata.to_header_edits()?,
-            response_edits: Some(Arc::new(route.response_metadata.to_header_edits()?))
-                .filter(|e| !e.is_empty()),
+            observer,
         })
     }
 
     fn matches(&self, call: &CallInfo) -> bool {
-        self.service
+        self.rule
+            .service
             .as_ref()
             .is_none_or(|re| re.is_match(call.service_name()))
             && self
+                .rule
                 .method
                 .as_deref()
                 .is_none_or(|m| m == call.method_name())
             && self
+                .rule
                 .path_prefix
                 .as_deref()
                 .is_none_or(|p| call.method().starts_with(p))
-            && self.headers.iter().all(|(name, condition)| {
+            && self.rule.headers.iter().all(|(name, condition)| {
                 let value = call.metadata().as_ref().get(name);
                 match condition {
                     HeaderCondition::Exact(exact) => {
@@ -202,10 +149,14 @@ impl Route {
     }
 
     fn target(&self, mut call: CallInfo) -> Result<Target, Status> {
-        let forwarded_for = self.x_forwarded_for.then(|| call.remote_addr()).flatten();
+        let forwarded_for = self
+            .rule
+            .x_forwarded_for
+            .then(|| call.remote_addr())
+            .flatten();
         {
             let headers = call.metadata_mut().as_mut();
-            self.request_edits.apply(headers);
+            self.rule.request_edits.apply(headers);
             if let Some(addr) = forwarded_for {
                 grpcproxy::headers::append_forwarded_for(headers, addr.ip());
             }
@@ -224,16 +175,16 @@ impl Route {
             alternate,
             in_flight,
         } = picked;
-        tracing::trace!(route = %self.name, cluster = %self.cluster.name, endpoint = endpoint.upstream.address(), "routed");
+        tracing::trace!(route = %self.rule.name, cluster = %self.cluster.name, endpoint = endpoint.upstream.address(), "routed");
         let mut target = call
             .forward_to(endpoint.upstream.clone())
-            .timeout_limits(self.max_timeout, self.default_timeout)
+            .timeout_limits(self.rule.max_timeout, self.rule.default_timeout)
             .with_guard(in_flight)
             .with_observer(self.observer.clone() as SharedObserver);
-        if let Some(authority) = &self.authority {
+        if let Some(authority) = &self.rule.authority {
             target = target.authority(authority.clone());
         }
-        if let Some(edits) = &self.response_edits {
+        if let Some(edits) = &self.rule.response_edits {
             target = target.response_metadata(edits.clone());
         }
         if let Some(alternate) = alternate {
@@ -261,25 +212,5 @@ fn refused_record<'a>(call: &'a CallInfo, code: tonic::Code, message: &'a str) -
             .metadata()
             .get("user-agent")
             .and_then(|v| v.to_str().ok()),
-    }
-}
-
-/// A service-name pattern: `*` matches any run of characters, the rest is literal.
-fn glob(pattern: &str) -> Result<Regex, regex::Error> {
-    let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
-    Regex::new(&format!("^{}$", parts.join(".*")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn globs_match_whole_names() {
-        assert!(glob("shop.*").unwrap().is_match("shop.Users"));
-        assert!(!glob("shop.*").unwrap().is_match("shopX.Users"));
-        assert!(glob("*.Health").unwrap().is_match("grpc.health.v1.Health"));
-        assert!(glob("a.B").unwrap().is_match("a.B"));
-        assert!(!glob("a.B").unwrap().is_match("a.BC"));
     }
 }

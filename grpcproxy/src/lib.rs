@@ -13,6 +13,12 @@
 //! - [`RawCodec`]: a tonic codec of raw bytes.
 //! - [`server::serve`]: serve a proxy on its own listener.
 //!
+//! The building blocks the proxy is made of are public for tools that handle gRPC frames
+//! themselves (replay, fuzzing, benchmarks, other proxies): [`frame`] (the 5-byte message
+//! framing), [`headers`] (hop-by-hop rules, `x-forwarded-for`), [`deadline`]
+//! (`grpc-timeout`), [`status`] (reset reasons as gRPC codes), [`codec`] and [`worker`].
+//! How a call goes through the proxy is not: its phases live in a private module.
+//!
 //! Cargo features (all off by default): `nats` (the tap to NATS JetStream,
 //! `mq::NatsQueue`), `tap-file` (the tap to files, `mq::FileQueue`), `wire` (the tap's
 //! protobuf and JSON encoding, `mq::wire`; implied by the other two).

@@ -5,14 +5,25 @@ use std::path::{Path, PathBuf};
 
 /// Why a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
+    /// The file could not be read.
     #[error("{}: cannot read: {reason}", path.display())]
-    Read { path: PathBuf, reason: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (the operating system's words).
+        reason: String,
+    },
+    /// The text is not a valid configuration, at `line`:`column` (both 1-based).
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The line of the problem.
         line: usize,
+        /// The column of the problem.
         column: usize,
+        /// What is wrong.
         message: String,
     },
     /// More than one problem, each on a line of its own.

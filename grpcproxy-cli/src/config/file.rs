@@ -9,11 +9,18 @@ use toml::Spanned;
 
 use super::duration::HumanDuration;
 use super::error::Problem;
+use super::routes::CompiledRoute;
 
-/// The whole file.
+/// The whole file, as [`parse`](super::parse) gives it once it passed every check.
+///
+/// ```
+/// let text = "[[routes]]\ncluster = \"c\"\n[clusters.c]\nendpoints = [\"127.0.0.1:1\"]\n";
+/// let config = grpcproxy_cli::config::parse("proxy.toml".as_ref(), text).unwrap();
+/// assert!(config.redacted_toml().contains("[clusters.c]"));
+/// ```
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Config {
+pub struct Config {
     #[serde(default)]
     pub(crate) server: Server,
     #[serde(default)]
@@ -29,6 +36,9 @@ pub(crate) struct Config {
     pub(crate) access_log: Option<AccessLogConfig>,
     /// The message-queue tap; off if absent.
     pub(crate) tap: Option<Spanned<Tap>>,
+    /// The routes as the router uses them, compiled by [`parse`](super::parse).
+    #[serde(skip)]
+    pub(crate) compiled_routes: Vec<CompiledRoute>,
 }
 
 /// `[tap]`: publish proxied traffic to NATS JetStream or record it to a file.
@@ -459,7 +469,7 @@ pub(crate) struct ClusterTls {
 
 impl Config {
     /// The configuration as TOML with secrets (key paths, metadata values) redacted.
-    pub(crate) fn redacted_toml(&self) -> String {
+    pub fn redacted_toml(&self) -> String {
         const REDACTED: &str = "<redacted>";
         let mut config = self.clone();
         for listener in config.listeners.get_mut() {
@@ -491,8 +501,9 @@ impl Config {
     }
 
     /// The checks serde cannot make: every problem found, not only the first.
-    pub(crate) fn check(&self) -> Result<(), Vec<Problem>> {
+    pub(crate) fn check(&self) -> Result<Vec<CompiledRoute>, Vec<Problem>> {
         let mut problems = Vec::new();
+        let mut compiled_routes = Vec::with_capacity(self.routes.len());
         if self.listeners.get_ref().is_empty() {
             problems.push(Problem::new(
                 self.listeners.span(),
@@ -667,85 +678,12 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(service) = &route.matches.service {
-                if service.get_ref().is_empty() {
-                    problems.push(Problem::new(
-                        service.span(),
-                        format!("routes[{i}].match.service is empty"),
-                    ));
-                }
-            }
-            for (j, header) in route.matches.headers.iter().enumerate() {
-                let conditions = [
-                    header.exact.is_some(),
-                    header.regex.is_some(),
-                    header.present.is_some(),
-                    header.absent.is_some(),
-                ];
-                if conditions.iter().filter(|c| **c).count() != 1 {
-                    problems.push(Problem::new(
-                        header.name.span(),
-                        format!("routes[{i}].match.headers[{j}]: give exactly one of exact, regex, present, absent"),
-                    ));
-                }
-                if http::HeaderName::from_bytes(header.name.get_ref().as_bytes()).is_err() {
-                    problems.push(Problem::new(
-                        header.name.span(),
-                        format!(
-                            "routes[{i}].match.headers[{j}].name: {:?} is not a valid header name",
-                            header.name.get_ref()
-                        ),
-                    ));
-                }
-                if let Some(regex) = &header.regex {
-                    if let Err(e) = regex::Regex::new(regex.get_ref()) {
-                        // regex's message draws a caret over several lines; keep its last line.
-                        let text = e.to_string();
-                        let reason = text
-                            .lines()
-                            .last()
-                            .unwrap_or_default()
-                            .trim_start_matches("error: ");
-                        problems.push(Problem::new(
-                            regex.span(),
-                            format!("routes[{i}].match.headers[{j}].regex: invalid regex {:?}: {reason}", regex.get_ref()),
-                        ));
-                    }
-                }
-            }
-            for (field, timeout) in [
-                ("max_timeout", &route.max_timeout),
-                ("default_timeout", &route.default_timeout),
-            ] {
-                if let Some(timeout) = timeout.as_ref().filter(|t| t.get_ref().0.is_zero()) {
-                    problems.push(Problem::new(
-                        timeout.span(),
-                        format!("routes[{i}].{field}: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave {field} out for no deadline"),
-                    ));
-                }
-            }
-            if let Some(authority) = &route.authority {
-                if http::uri::Authority::try_from(authority.get_ref().as_str()).is_err() {
-                    problems.push(Problem::new(
-                        authority.span(),
-                        format!(
-                            "routes[{i}].authority: {:?} is not a valid authority",
-                            authority.get_ref()
-                        ),
-                    ));
-                }
-            }
-            for (field, edits) in [
-                ("request_metadata", &route.request_metadata),
-                ("response_metadata", &route.response_metadata),
-            ] {
-                if let Err(problem) = edits.check(&format!("routes[{i}].{field}")) {
-                    problems.push(problem);
-                }
+            if let Some(compiled) = route.compile(i, &mut problems) {
+                compiled_routes.push(compiled);
             }
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(compiled_routes)
         } else {
             Err(problems)
         }
@@ -814,68 +752,9 @@ impl RouteMatch {
     }
 }
 
-impl MetadataEdits {
-    fn check(&self, field: &str) -> Result<(), Problem> {
-        if let Some(set) = &self.set {
-            for (key, value) in set.get_ref() {
-                if let Err(why) = check_metadata(key, value) {
-                    return Err(Problem::new(
-                        set.span(),
-                        format!("{field}.set: {key:?} = {value:?}: {why}"),
-                    ));
-                }
-            }
-        }
-        if let Some(remove) = &self.remove {
-            for key in remove.get_ref() {
-                if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
-                    return Err(Problem::new(
-                        remove.span(),
-                        format!("{field}.remove: {key:?} is not a valid metadata key"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The edits as the proxy applies them (call after `check`).
-    pub(crate) fn to_header_edits(&self) -> anyhow::Result<grpcproxy::HeaderEdits> {
-        let mut edits = grpcproxy::HeaderEdits::default();
-        for key in self.remove.iter().flat_map(|r| r.get_ref()) {
-            edits = edits.remove(http::HeaderName::from_bytes(key.as_bytes())?);
-        }
-        for (key, value) in self.set.iter().flat_map(|s| s.get_ref()) {
-            edits = edits.set(
-                http::HeaderName::from_bytes(key.as_bytes())?,
-                http::HeaderValue::from_str(value)?,
-            );
-        }
-        Ok(edits)
-    }
-}
-
 fn is_host_port(endpoint: &str) -> bool {
     match endpoint.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
     }
-}
-
-/// Whether `key = value` may be set as request or response metadata, and why not.
-fn check_metadata(key: &str, value: &str) -> Result<(), &'static str> {
-    let Ok(name) = http::HeaderName::from_bytes(key.as_bytes()) else {
-        return Err("not a valid metadata key (lowercase letters, digits, - _ .)");
-    };
-    match name.as_str() {
-        "grpc-timeout" => {
-            return Err("reserved: the proxy sends the call's deadline; set routes' max_timeout or default_timeout instead")
-        }
-        name if name.starts_with("grpc-") => return Err("reserved: grpc- keys belong to gRPC itself"),
-        _ => {}
-    }
-    if http::HeaderValue::from_str(value).is_err() {
-        return Err("not a valid metadata value (visible ASCII)");
-    }
-    Ok(())
 }

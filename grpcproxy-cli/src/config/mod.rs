@@ -4,11 +4,13 @@
 mod duration;
 mod error;
 mod file;
+mod routes;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use error::ConfigError;
+pub use error::ConfigError;
 pub(crate) use file::*;
+pub(crate) use routes::{CompiledRoute, HeaderCondition};
 
 /// A configuration that parsed and passed every check, with the text it came from.
 #[derive(Debug, Clone)]
@@ -42,15 +44,25 @@ pub(crate) fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 }
 
 /// Parses and checks configuration text; `path` names it in errors.
-pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let config: Config = toml::from_str(text).map_err(|e| {
+///
+/// ```
+/// use std::path::Path;
+///
+/// let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n\
+///             [clusters.c]\nendpoints = [\"127.0.0.1:50052\"]\n";
+/// assert!(grpcproxy_cli::config::parse(Path::new("proxy.toml"), text).is_ok());
+/// let error = grpcproxy_cli::config::parse(Path::new("proxy.toml"), "[[routes]]\n").unwrap_err();
+/// assert!(error.to_string().starts_with("proxy.toml:"));
+/// ```
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let mut config: Config = toml::from_str(text).map_err(|e| {
         let message = match e.span().and_then(|span| key_before(text, span.start)) {
             Some(key) if !names_field(e.message()) => format!("{key}: {}", e.message()),
             _ => e.message().to_owned(),
         };
         ConfigError::at(path, text, e.span(), message)
     })?;
-    config.check().map_err(|problems| {
+    config.compiled_routes = config.check().map_err(|problems| {
         let mut errors: Vec<ConfigError> = problems
             .into_iter()
             .map(|problem| ConfigError::at(path, text, problem.span, problem.message))

@@ -59,20 +59,24 @@ impl MessageLimit {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::boxed::BoxError;
 
-    type FrameResult = Result<Frame<Bytes>, BoxError>;
-
-    #[tokio::test]
-    async fn empty_data_frames_are_skipped() {
-        let frames: Vec<FrameResult> = [&b""[..], b"xy", b"", b"", b"z", b""]
+    /// A body of one DATA frame per chunk.
+    pub(in crate::proxy) fn data_frames(
+        chunks: &[&[u8]],
+    ) -> impl Body<Data = Bytes, Error = BoxError> {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
             .iter()
             .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
             .collect();
-        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-        let mut body = std::pin::pin!(body);
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn empty_data_frames_are_skipped() {
+        let mut body = std::pin::pin!(data_frames(&[b"", b"xy", b"", b"", b"z", b""]));
         let mut seen = Vec::new();
         while let Some(frame) =
             std::future::poll_fn(|cx| poll_skipping_empty_data(body.as_mut(), cx)).await

@@ -117,17 +117,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::messages::tests::data_frames;
     use http_body_util::BodyExt;
-
-    type FrameResult = Result<Frame<Bytes>, BoxError>;
 
     #[tokio::test]
     async fn empty_data_frames_are_not_forwarded() {
-        let frames: Vec<FrameResult> = [&b""[..], b"ab", b"", b"", b"c", b""]
-            .iter()
-            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-            .collect();
-        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let body = data_frames(&[b"", b"ab", b"", b"", b"c", b""]);
         let stats = Arc::new(super::super::ProxyStats::default());
         let request = RequestBody::new(body, CallState::start(&stats), None, false);
         let mut request = std::pin::pin!(request);

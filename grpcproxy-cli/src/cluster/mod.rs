@@ -1,51 +1,28 @@
-//! Clusters: equivalent backends, their health, the balancer that picks one per call, and
-//! the endpoint set that follows DNS.
+//! Clusters: equivalent backends behind one name. The cluster holds its endpoint set
+//! (`set`, following `dns`), picks an endpoint per call (`balance`), learns from each call
+//! (`outlier`) and from active checks (`health`); an `endpoint` is one backend address.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+mod balance;
+mod dns;
+mod endpoint;
+mod health;
+mod outlier;
+mod set;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use grpcproxy::{Http2Settings, Upstream};
+use grpcproxy::Http2Settings;
 use tonic::Code;
 
 use crate::config::{self, Balance, HealthCheck, Outlier};
-
-/// One backend address of a cluster, with its load and health.
-#[derive(Debug)]
-pub(crate) struct Endpoint {
-    pub(crate) upstream: Upstream,
-    in_flight: Arc<AtomicUsize>,
-    /// Passing active health checks (always true without them).
-    checked_healthy: AtomicBool,
-    consecutive_failures: AtomicU32,
-    /// Milliseconds since the cluster's epoch until which the endpoint is ejected.
-    ejected_until: AtomicU64,
-    /// Ejections since it last served well: each one lasts twice as long.
-    recent_ejections: AtomicU32,
-    pub(crate) ejections: AtomicU64,
-}
-
-impl Endpoint {
-    /// Whether it is healthy (checks) and not ejected at `now` (ms since epoch).
-    fn available(&self, now: u64) -> bool {
-        self.checked_healthy.load(Ordering::Relaxed)
-            && self.ejected_until.load(Ordering::Relaxed) <= now
-    }
-}
-
-/// Counts a call in flight on its endpoint until the call is over.
-#[derive(Debug)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub(crate) use endpoint::{Endpoint, InFlight};
+use endpoint::{EndpointFactory, TlsFiles};
+use set::EndpointSet;
 
 /// The balancer's choice for one call.
 #[derive(Debug)]
@@ -54,83 +31,6 @@ pub(crate) struct Picked {
     /// Where the call goes if `endpoint` cannot be reached.
     pub(crate) alternate: Option<Arc<Endpoint>>,
     pub(crate) in_flight: InFlight,
-}
-
-/// The endpoints of a cluster at one moment.
-#[derive(Debug, Default)]
-struct EndpointSet {
-    list: Vec<Arc<Endpoint>>,
-    by_address: HashMap<SocketAddr, usize>,
-}
-
-impl EndpointSet {
-    /// The endpoint whose upstream has `address`. A call reports the very string its
-    /// endpoint's upstream holds, so a small set is searched by pointer, without parsing
-    /// or hashing the address on every call.
-    fn find(&self, address: &str) -> Option<&Arc<Endpoint>> {
-        const SCANNED: usize = 16;
-        if self.list.len() <= SCANNED {
-            let same = |e: &&Arc<Endpoint>| std::ptr::eq(e.upstream.address(), address);
-            if let Some(endpoint) = self.list.iter().find(same) {
-                return Some(endpoint);
-            }
-        }
-        let address: SocketAddr = address.parse().ok()?;
-        self.by_address.get(&address).map(|&i| &self.list[i])
-    }
-}
-
-/// How to make an endpoint for an address: the cluster's connection and TLS settings.
-#[derive(Debug)]
-struct EndpointFactory {
-    cluster: String,
-    tls: Option<TlsFiles>,
-    connections: usize,
-    max_streams_per_connection: usize,
-    max_connections: usize,
-    connect_timeout: Duration,
-    settings: Http2Settings,
-}
-
-#[derive(Debug)]
-struct TlsFiles {
-    ca: Option<Vec<u8>>,
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-    server_name: Option<String>,
-}
-
-impl EndpointFactory {
-    /// An endpoint for `address`, resolved from `host` (the TLS name unless configured).
-    fn make(&self, address: SocketAddr, host: &str) -> anyhow::Result<Endpoint> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut builder = Upstream::builder(&format!("{scheme}://{address}"))?
-            .connections(self.connections)
-            .max_streams_per_connection(self.max_streams_per_connection)
-            .max_connections(self.max_connections)
-            .connect_timeout(self.connect_timeout)
-            .http2(self.settings.clone());
-        if let Some(tls) = &self.tls {
-            if let Some(ca) = &tls.ca {
-                builder = builder.ca_certificates_pem(ca)?;
-            }
-            if let Some((cert, key)) = &tls.identity {
-                builder = builder.client_identity_pem(cert, key)?;
-            }
-            builder = builder.server_name(tls.server_name.as_deref().unwrap_or(host))?;
-        }
-        let upstream = builder
-            .build()
-            .with_context(|| format!("clusters.{}: endpoint {address}", self.cluster))?;
-        Ok(Endpoint {
-            upstream,
-            in_flight: Arc::default(),
-            checked_healthy: AtomicBool::new(true),
-            consecutive_failures: AtomicU32::new(0),
-            ejected_until: AtomicU64::new(0),
-            recent_ejections: AtomicU32::new(0),
-            ejections: AtomicU64::new(0),
-        })
-    }
 }
 
 /// A set of equivalent backends.
@@ -228,18 +128,7 @@ impl Cluster {
             source: Self::source_of(config, limits),
             started: AtomicBool::new(false),
         };
-        let resolved = cluster
-            .entries
-            .iter()
-            .flat_map(|entry| match entry.to_socket_addrs() {
-                Ok(addresses) => addresses.map(|a| (a, host_of(entry).to_owned())).collect(),
-                Err(e) => {
-                    tracing::warn!(cluster = name, endpoint = %entry, error = %e, "cannot resolve endpoint yet");
-                    Vec::new()
-                }
-            })
-            .collect();
-        cluster.update(resolved)?;
+        cluster.update(dns::resolve_now(name, &cluster.entries))?;
         Ok(cluster)
     }
 
@@ -305,27 +194,10 @@ impl Cluster {
     /// Makes `resolved` the endpoint set, keeping the endpoints (connections, health) of
     /// addresses already in it. True if the set changed.
     fn update(&self, resolved: Vec<(SocketAddr, String)>) -> anyhow::Result<bool> {
-        let current = self.set.load();
-        let mut list = Vec::with_capacity(resolved.len());
-        let mut by_address = HashMap::new();
-        for (address, host) in resolved {
-            if by_address.contains_key(&address) {
-                continue;
-            }
-            let endpoint = match current.by_address.get(&address) {
-                Some(&i) => current.list[i].clone(),
-                None => Arc::new(self.factory.make(address, &host)?),
-            };
-            by_address.insert(address, list.len());
-            list.push(endpoint);
-        }
-        let changed = list.len() != current.list.len()
-            || list
-                .iter()
-                .zip(&current.list)
-                .any(|(a, b)| !Arc::ptr_eq(a, b));
-        if changed {
-            self.set.store(Arc::new(EndpointSet { list, by_address }));
+        let next = self.set.load().next(resolved, &self.factory)?;
+        let changed = next.is_some();
+        if let Some(next) = next {
+            self.set.store(Arc::new(next));
         }
         Ok(changed)
     }
@@ -351,37 +223,12 @@ impl Cluster {
             available = endpoints.len();
         }
         let usable = |e: &Endpoint| panic || e.available(now);
-        // The k-th usable endpoint, counting from `start`.
-        let nth = |start: usize, k: usize| {
-            (0..endpoints.len())
-                .map(|i| &endpoints[(start + i) % endpoints.len()])
-                .filter(|e| usable(e))
-                .nth(k)
-        };
-        let (endpoint, alternate) = match (available, self.balance) {
-            (0, _) => return None,
-            (1, _) => (nth(0, 0)?, None),
-            (_, Balance::RoundRobin) => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (nth(start, 0)?, nth(start, 1))
-            }
-            (n, Balance::P2c) => {
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (a, b) = (nth(0, a)?, nth(0, b)?);
-                let load = |e: &Endpoint| e.in_flight.load(Ordering::Relaxed);
-                if load(b) < load(a) {
-                    (b, Some(a))
-                } else {
-                    (a, Some(b))
-                }
-            }
-        };
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (endpoint, alternate) =
+            balance::choose(endpoints, usable, available, self.balance, &self.next)?;
         Some(Picked {
             endpoint: endpoint.clone(),
             alternate: alternate.cloned(),
-            in_flight: InFlight(endpoint.in_flight.clone()),
+            in_flight: InFlight::new(&endpoint.in_flight),
         })
     }
 
@@ -389,68 +236,18 @@ impl Cluster {
     /// count towards ejection; anything else resets the count.
     pub(crate) fn report(&self, backend: &str, status: Code, unreachable: Option<&str>) {
         let set = self.set.load();
-        let find = |address: &str| set.find(address);
-        if let Some(endpoint) = unreachable.and_then(find) {
-            self.failed(endpoint);
-        }
-        if let Some(endpoint) = find(backend) {
-            if status == Code::Unavailable {
-                self.failed(endpoint);
-            } else {
-                // Loads first: most calls succeed, and a store on every call would bounce
-                // the endpoint's cache line between worker threads.
-                if endpoint.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                    endpoint.consecutive_failures.store(0, Ordering::Relaxed);
-                }
-                if endpoint.recent_ejections.load(Ordering::Relaxed) != 0
-                    && endpoint.ejected_until.load(Ordering::Relaxed) <= self.now()
-                {
-                    endpoint.recent_ejections.store(0, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    fn failed(&self, endpoint: &Endpoint) {
-        let threshold = self.outlier.consecutive_failures;
-        if threshold == 0
-            || endpoint
-                .consecutive_failures
-                .fetch_add(1, Ordering::Relaxed)
-                + 1
-                < threshold
-        {
-            return;
-        }
         let now = self.now();
-        if endpoint.ejected_until.load(Ordering::Relaxed) > now {
-            return; // already ejected: calls in flight when it was ejected are still ending
+        let failed = |endpoint| outlier::failed(&self.name, &self.outlier, &set, endpoint, now);
+        if let Some(endpoint) = unreachable.and_then(|address| set.find(address)) {
+            failed(endpoint);
         }
-        // Never the last one: with no endpoint left the cluster would refuse every call for
-        // the whole ejection, even once the backend is back; failing calls say more.
-        let others = self.set.load();
-        if !others
-            .list
-            .iter()
-            .any(|e| !std::ptr::eq(Arc::as_ptr(e), endpoint) && e.available(now))
-        {
-            if endpoint.consecutive_failures.swap(0, Ordering::Relaxed) != 0 {
-                tracing::debug!(cluster = %self.name, endpoint = endpoint.upstream.address(), "not ejecting the last available endpoint");
+        if let Some(endpoint) = set.find(backend) {
+            if status == Code::Unavailable {
+                failed(endpoint);
+            } else {
+                outlier::served(endpoint, now);
             }
-            return;
         }
-        endpoint.consecutive_failures.store(0, Ordering::Relaxed);
-        let doublings = endpoint
-            .recent_ejections
-            .fetch_add(1, Ordering::Relaxed)
-            .min(16);
-        let duration =
-            (self.outlier.base_ejection * 2u32.pow(doublings)).min(self.outlier.max_ejection);
-        endpoint
-            .ejected_until
-            .store(now + duration.as_millis() as u64, Ordering::Relaxed);
-        endpoint.ejections.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(cluster = %self.name, endpoint = endpoint.upstream.address(), ?duration, "endpoint ejected after consecutive failures");
     }
 
     /// Starts the cluster's background work — active health checks of every endpoint, and
@@ -467,13 +264,13 @@ impl Cluster {
             .iter()
             .any(|entry| entry.parse::<SocketAddr>().is_err())
         {
-            tokio::spawn(dns_loop(Arc::downgrade(self), self.dns_refresh));
+            tokio::spawn(dns::refresh_loop(Arc::downgrade(self), self.dns_refresh));
         }
     }
 
     fn check_health_of(self: &Arc<Self>, endpoint: &Arc<Endpoint>) {
         if let Some(check) = self.health_check.clone() {
-            tokio::spawn(health_loop(
+            tokio::spawn(health::health_loop(
                 self.name.clone(),
                 Arc::downgrade(endpoint),
                 check,
@@ -483,16 +280,9 @@ impl Cluster {
 
     /// Resolves every entry again and updates the set; a failed lookup keeps the set.
     async fn refresh(self: &Arc<Self>) {
-        let mut resolved = Vec::new();
-        for entry in &self.entries {
-            match tokio::net::lookup_host(entry.as_str()).await {
-                Ok(addresses) => resolved.extend(addresses.map(|a| (a, host_of(entry).to_owned()))),
-                Err(e) => {
-                    tracing::warn!(cluster = %self.name, endpoint = %entry, error = %e, "DNS refresh failed; keeping the endpoints");
-                    return;
-                }
-            }
-        }
+        let Some(resolved) = dns::resolve(&self.name, &self.entries).await else {
+            return;
+        };
         let before: Vec<_> = self.endpoints().iter().map(Arc::as_ptr).collect();
         match self.update(resolved) {
             Ok(true) => {
@@ -511,92 +301,6 @@ impl Cluster {
                 tracing::warn!(cluster = %self.name, error = %format!("{e:#}"), "cannot use the new endpoints")
             }
         }
-    }
-}
-
-/// The host part of `host:port` (brackets of an IPv6 literal removed).
-fn host_of(entry: &str) -> &str {
-    let host = entry.rsplit_once(':').map_or(entry, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
-async fn dns_loop(cluster: Weak<Cluster>, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        cluster.refresh().await;
-    }
-}
-
-/// `grpc.health.v1.HealthCheckRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckRequest {
-    #[prost(string, tag = "1")]
-    service: String,
-}
-
-/// `grpc.health.v1.HealthCheckResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckResponse {
-    #[prost(int32, tag = "1")]
-    status: i32,
-}
-
-const SERVING: i32 = 1;
-
-/// Checks one endpoint until it leaves the cluster (or the cluster goes).
-async fn health_loop(cluster: String, endpoint: Weak<Endpoint>, check: HealthCheck) {
-    use prost::Message;
-    let request = bytes::Bytes::from(
-        HealthCheckRequest {
-            service: check.service.clone(),
-        }
-        .encode_to_vec(),
-    );
-    let (mut passes, mut failures) = (0u32, 0u32);
-    loop {
-        let Some(endpoint) = endpoint.upgrade() else {
-            return;
-        };
-        let answer = endpoint
-            .upstream
-            .unary(
-                "/grpc.health.v1.Health/Check",
-                request.clone(),
-                check.timeout,
-            )
-            .await;
-        let serving = matches!(&answer, Ok(reply) if HealthCheckResponse::decode(reply.clone()).is_ok_and(|r| r.status == SERVING));
-        if serving {
-            (passes, failures) = (passes + 1, 0);
-        } else {
-            (passes, failures) = (0, failures + 1);
-        }
-        let healthy = endpoint.checked_healthy.load(Ordering::Relaxed);
-        if healthy && failures >= check.unhealthy_threshold {
-            endpoint.checked_healthy.store(false, Ordering::Relaxed);
-            let reason = match &answer {
-                Ok(_) => "not serving".to_owned(),
-                Err(status) => format!("{:?}: {}", status.code(), status.message()),
-            };
-            tracing::warn!(
-                cluster,
-                endpoint = endpoint.upstream.address(),
-                reason,
-                "endpoint marked down by health checks"
-            );
-        } else if !healthy && passes >= check.healthy_threshold {
-            endpoint.checked_healthy.store(true, Ordering::Relaxed);
-            tracing::info!(
-                cluster,
-                endpoint = endpoint.upstream.address(),
-                "endpoint marked up by health checks"
-            );
-        }
-        drop(endpoint);
-        tokio::time::sleep(check.interval).await;
     }
 }
 

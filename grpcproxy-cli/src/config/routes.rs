@@ -1,0 +1,249 @@
+//! Routes as the router uses them, compiled once while the configuration is checked:
+//! header names, regexes, the service glob, the authority and the metadata edits are
+//! parsed here and nowhere else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcproxy::HeaderEdits;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::Authority;
+use regex::Regex;
+
+use super::error::Problem;
+use super::file::{MetadataEdits, Route};
+
+/// One route of the file, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRoute {
+    /// For logs and metrics: the configured name, else `route-N`.
+    pub(crate) name: String,
+    pub(crate) service: Option<Regex>,
+    pub(crate) method: Option<String>,
+    pub(crate) path_prefix: Option<String>,
+    pub(crate) headers: Vec<(HeaderName, HeaderCondition)>,
+    /// The cluster's name (checked to exist).
+    pub(crate) cluster: String,
+    pub(crate) max_timeout: Option<Duration>,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) authority: Option<Authority>,
+    pub(crate) x_forwarded_for: bool,
+    pub(crate) request_edits: HeaderEdits,
+    /// `None` when there is nothing to edit (the common case costs nothing per call).
+    pub(crate) response_edits: Option<Arc<HeaderEdits>>,
+}
+
+/// What a route asks of one request header.
+#[derive(Debug, Clone)]
+pub(crate) enum HeaderCondition {
+    Exact(String),
+    Regex(Regex),
+    Present,
+    Absent,
+}
+
+/// A service-name pattern: `*` matches any run of characters, the rest is literal.
+fn glob(pattern: &str) -> Regex {
+    let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+    Regex::new(&format!("^{}$", parts.join(".*"))).expect("escaped text and .* make a regex")
+}
+
+/// Runs `check` and records its problem, if any; the value when there was none.
+fn checked<T>(problems: &mut Vec<Problem>, check: Result<T, Problem>) -> Option<T> {
+    check.map_err(|problem| problems.push(problem)).ok()
+}
+
+impl Route {
+    /// Compiles route `i`, adding every problem with it to `problems` (then `None`).
+    pub(crate) fn compile(&self, i: usize, problems: &mut Vec<Problem>) -> Option<CompiledRoute> {
+        let before = problems.len();
+        let m = &self.matches;
+        let service = match &m.service {
+            Some(service) if service.get_ref().is_empty() => {
+                problems.push(Problem::new(
+                    service.span(),
+                    format!("routes[{i}].match.service is empty"),
+                ));
+                None
+            }
+            Some(service) => Some(glob(service.get_ref())),
+            None => None,
+        };
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for (j, header) in m.headers.iter().enumerate() {
+            let field = format!("routes[{i}].match.headers[{j}]");
+            let condition = match (&header.exact, &header.regex, header.present, header.absent) {
+                (Some(exact), None, None, None) => Some(HeaderCondition::Exact(exact.clone())),
+                (None, Some(regex), None, None) => checked(
+                    problems,
+                    Regex::new(regex.get_ref()).map_err(|e| {
+                        // regex's message draws a caret over several lines; keep its last line.
+                        let text = e.to_string();
+                        let reason = text
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim_start_matches("error: ");
+                        Problem::new(
+                            regex.span(),
+                            format!(
+                                "{field}.regex: invalid regex {:?}: {reason}",
+                                regex.get_ref()
+                            ),
+                        )
+                    }),
+                )
+                .map(HeaderCondition::Regex),
+                (None, None, Some(present), None) => Some(if present {
+                    HeaderCondition::Present
+                } else {
+                    HeaderCondition::Absent
+                }),
+                (None, None, None, Some(absent)) => Some(if absent {
+                    HeaderCondition::Absent
+                } else {
+                    HeaderCondition::Present
+                }),
+                _ => {
+                    problems.push(Problem::new(
+                        header.name.span(),
+                        format!("{field}: give exactly one of exact, regex, present, absent"),
+                    ));
+                    None
+                }
+            };
+            let name = checked(
+                problems,
+                HeaderName::from_bytes(header.name.get_ref().as_bytes()).map_err(|_| {
+                    Problem::new(
+                        header.name.span(),
+                        format!(
+                            "{field}.name: {:?} is not a valid header name",
+                            header.name.get_ref()
+                        ),
+                    )
+                }),
+            );
+            if let (Some(name), Some(condition)) = (name, condition) {
+                headers.push((name, condition));
+            }
+        }
+        for (field, timeout) in [
+            ("max_timeout", &self.max_timeout),
+            ("default_timeout", &self.default_timeout),
+        ] {
+            if let Some(timeout) = timeout.as_ref().filter(|t| t.get_ref().0.is_zero()) {
+                problems.push(Problem::new(
+                    timeout.span(),
+                    format!("routes[{i}].{field}: \"0s\" would end every call at once with DEADLINE_EXCEEDED; leave {field} out for no deadline"),
+                ));
+            }
+        }
+        let authority = self.authority.as_ref().and_then(|authority| {
+            checked(
+                problems,
+                Authority::try_from(authority.get_ref().as_str()).map_err(|_| {
+                    Problem::new(
+                        authority.span(),
+                        format!(
+                            "routes[{i}].authority: {:?} is not a valid authority",
+                            authority.get_ref()
+                        ),
+                    )
+                }),
+            )
+        });
+        let request_edits = checked(
+            problems,
+            self.request_metadata
+                .compile(&format!("routes[{i}].request_metadata")),
+        );
+        let response_edits = checked(
+            problems,
+            self.response_metadata
+                .compile(&format!("routes[{i}].response_metadata")),
+        );
+        if problems.len() > before {
+            return None;
+        }
+        Some(CompiledRoute {
+            name: self.name.clone().unwrap_or_else(|| format!("route-{i}")),
+            service,
+            method: m.method.clone(),
+            path_prefix: m.path_prefix.clone(),
+            headers,
+            cluster: self.cluster.get_ref().clone(),
+            max_timeout: self.max_timeout.as_ref().map(|t| t.get_ref().0),
+            default_timeout: self.default_timeout.as_ref().map(|t| t.get_ref().0),
+            authority,
+            x_forwarded_for: self.x_forwarded_for,
+            request_edits: request_edits?,
+            response_edits: Some(Arc::new(response_edits?)).filter(|e| !e.is_empty()),
+        })
+    }
+}
+
+impl MetadataEdits {
+    /// The edits as the proxy applies them, or the first problem with them (`field` names
+    /// them in it).
+    fn compile(&self, field: &str) -> Result<HeaderEdits, Problem> {
+        let mut set_entries = Vec::new();
+        if let Some(set) = &self.set {
+            for (key, value) in set.get_ref() {
+                set_entries.push(metadata_entry(key, value).map_err(|why| {
+                    Problem::new(
+                        set.span(),
+                        format!("{field}.set: {key:?} = {value:?}: {why}"),
+                    )
+                })?);
+            }
+        }
+        let mut edits = HeaderEdits::default();
+        if let Some(remove) = &self.remove {
+            for key in remove.get_ref() {
+                let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+                    Problem::new(
+                        remove.span(),
+                        format!("{field}.remove: {key:?} is not a valid metadata key"),
+                    )
+                })?;
+                edits = edits.remove(name);
+            }
+        }
+        for (name, value) in set_entries {
+            edits = edits.set(name, value);
+        }
+        Ok(edits)
+    }
+}
+
+/// `key = value` as metadata to set on requests or responses, or why it may not be.
+fn metadata_entry(key: &str, value: &str) -> Result<(HeaderName, HeaderValue), &'static str> {
+    let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+        return Err("not a valid metadata key (lowercase letters, digits, - _ .)");
+    };
+    match name.as_str() {
+        "grpc-timeout" => {
+            return Err("reserved: the proxy sends the call's deadline; set routes' max_timeout or default_timeout instead")
+        }
+        name if name.starts_with("grpc-") => return Err("reserved: grpc- keys belong to gRPC itself"),
+        _ => {}
+    }
+    let value =
+        HeaderValue::from_str(value).map_err(|_| "not a valid metadata value (visible ASCII)")?;
+    Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob("shop.*").is_match("shop.Users"));
+        assert!(!glob("shop.*").is_match("shopX.Users"));
+        assert!(glob("*.Health").is_match("grpc.health.v1.Health"));
+        assert!(glob("a.B").is_match("a.B"));
+        assert!(!glob("a.B").is_match("a.BC"));
+    }
+}
