@@ -14,7 +14,8 @@ use super::routes::CompiledRoute;
 /// The whole file, as [`parse`](super::parse) gives it once it passed every check.
 ///
 /// ```
-/// let text = "[[routes]]\ncluster = \"c\"\n[clusters.c]\nendpoints = [\"127.0.0.1:1\"]\n";
+/// let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n\
+///             [clusters.c]\nendpoints = [\"127.0.0.1:1\"]\n";
 /// let config = grpcproxy_cli::config::parse("proxy.toml".as_ref(), text).unwrap();
 /// assert!(config.redacted_toml().contains("[clusters.c]"));
 /// ```
