@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grpcproxy::policy::RetryPolicy;
 use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
 
@@ -37,6 +38,8 @@ struct Route {
     rule: CompiledRoute,
     cluster: Arc<Cluster>,
     observer: Arc<RouteObserver>,
+    /// The route's retry policy with its cluster's budget.
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 impl Router {
@@ -111,10 +114,18 @@ impl Route {
             route: rule.name.clone(),
             cluster: cluster.clone(),
         });
+        let retry = rule.retry.clone().map(|policy| {
+            let policy = policy.with_stats(telemetry.retry_stats(&rule.name));
+            Arc::new(match &cluster.retry_budget {
+                Some(budget) => policy.budget(budget.clone()),
+                None => policy,
+            })
+        });
         Ok(Self {
             rule: rule.clone(),
             cluster,
             observer,
+            retry,
         })
     }
 
@@ -189,6 +200,9 @@ impl Route {
         }
         if let Some(alternate) = alternate {
             target = target.alternate(alternate.upstream.clone());
+        }
+        if let Some(retry) = &self.retry {
+            target = target.retry(retry.clone());
         }
         Ok(target)
     }

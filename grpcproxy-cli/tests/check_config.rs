@@ -88,6 +88,22 @@ fn bad_files_are_rejected_with_exact_messages() {
             "4:13: clusters.a.max_connections_per_endpoint (2) is below connections_per_endpoint (4)",
         ),
         (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nretry = {{ on = [\"unavailble\"] }}\n"),
+            "7:16: routes[0].retry.on: \"unavailble\" is not a status code that can be retried (known: cancelled, unknown, invalid_argument, deadline_exceeded, not_found, already_exists, permission_denied, resource_exhausted, failed_precondition, aborted, out_of_range, unimplemented, internal, unavailable, data_loss, unauthenticated)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nretry = {{ on = [\"unavailable\"], attempts = 0 }}\n"),
+            "7:9: routes[0].retry.attempts: 0 tries would never send the call; 1 means no retry",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmax_timeout = \"1s\"\nretry = {{ on = [\"unavailable\"], per_try_timeout = \"2s\" }}\n"),
+            "8:9: routes[0].retry.per_try_timeout (2s) is longer than the route's max_timeout (1s): no try could reach it",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}retry_budget = {{ ratio = 1.5 }}\n"),
+            "5:16: clusters.a.retry_budget.ratio: 1.5 is not a share of the calls (0 to 1)",
+        ),
+        (
             format!("{LISTENER}{CLUSTER}panic_threshold = 101\n"),
             "4:13: clusters.a.panic_threshold: 101 is not a percentage (0 to 100)",
         ),

@@ -45,6 +45,7 @@ pub(crate) struct CallOverrides {
     pub(crate) observer: Option<crate::SharedObserver>,
     pub(crate) alternate: Option<Upstream>,
     pub(crate) response_edits: Option<std::sync::Arc<crate::HeaderEdits>>,
+    pub(crate) retry: Option<std::sync::Arc<crate::policy::RetryPolicy>>,
 }
 
 impl std::fmt::Debug for CallOverrides {
@@ -57,6 +58,7 @@ impl std::fmt::Debug for CallOverrides {
             .field("observer", &self.observer.is_some())
             .field("alternate", &self.alternate)
             .field("response_edits", &self.response_edits)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -121,6 +123,23 @@ impl Target {
     /// balancer passes its second choice.)
     pub fn alternate(mut self, alternate: Upstream) -> Self {
         self.overrides.alternate = Some(alternate);
+        self
+    }
+
+    /// Retries the call under `policy`: a failed try goes again, to the alternate (if any)
+    /// and the upstream in turn.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use grpcproxy::{policy::RetryPolicy, Target, Upstream};
+    /// use tonic::{metadata::MetadataMap, Code};
+    ///
+    /// let policy = Arc::new(RetryPolicy::new([Code::Unavailable], 3));
+    /// let upstream = Upstream::new("http://127.0.0.1:50052").unwrap();
+    /// let target = Target::new(upstream, MetadataMap::new()).retry(policy);
+    /// ```
+    pub fn retry(mut self, policy: std::sync::Arc<crate::policy::RetryPolicy>) -> Self {
+        self.overrides.retry = Some(policy);
         self
     }
 

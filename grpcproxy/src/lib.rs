@@ -60,6 +60,7 @@ mod http2;
 pub mod mq;
 mod observe;
 mod pem;
+pub mod policy;
 mod proxy;
 mod register;
 pub mod server;

@@ -53,6 +53,8 @@ pub(crate) struct Cluster {
     panicking: AtomicBool,
     /// What it was built from, to reuse it across reloads when unchanged.
     pub(crate) source: String,
+    /// The budget the retries of calls to it take from.
+    pub(crate) retry_budget: Option<Arc<grpcproxy::policy::RetryBudget>>,
     started: AtomicBool,
 }
 
@@ -126,6 +128,13 @@ impl Cluster {
             panic_threshold: config.panic_threshold,
             panicking: AtomicBool::new(false),
             source: Self::source_of(config, limits),
+            retry_budget: config.retry_budget.as_ref().map(|b| {
+                let b = b.get_ref();
+                Arc::new(grpcproxy::policy::RetryBudget::new(
+                    b.ratio,
+                    b.min_per_second,
+                ))
+            }),
             started: AtomicBool::new(false),
         };
         cluster.update(dns::resolve_now(name, &cluster.entries))?;

@@ -297,6 +297,59 @@ pub(crate) struct Route {
     /// Edits of the response headers (or trailers-only headers) the client receives.
     #[serde(default)]
     pub(crate) response_metadata: MetadataEdits,
+    /// Retry failed tries (none by default).
+    pub(crate) retry: Option<Spanned<Retry>>,
+}
+
+/// `retry = { ... }` of a route: which statuses are retried and how.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    /// Status codes retried, snake_case (`unavailable`, `resource_exhausted`, ...).
+    pub(crate) on: Spanned<Vec<String>>,
+    /// Tries in all, the first included.
+    #[serde(default = "three")]
+    pub(crate) attempts: u32,
+    /// Each try's own timeout (retried when it fires, if tries remain).
+    #[serde(default, with = "super::duration::option")]
+    pub(crate) per_try_timeout: Option<Duration>,
+    #[serde(default = "twenty_five_ms", with = "super::duration")]
+    pub(crate) backoff: Duration,
+    #[serde(default = "two_fifty_ms", with = "super::duration")]
+    pub(crate) max_backoff: Duration,
+    /// Request bytes kept to send a call again; a larger request is not retried.
+    #[serde(default = "sixty_four_kib")]
+    pub(crate) buffer_bytes: usize,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn twenty_five_ms() -> Duration {
+    Duration::from_millis(25)
+}
+
+fn two_fifty_ms() -> Duration {
+    Duration::from_millis(250)
+}
+
+fn sixty_four_kib() -> usize {
+    64 << 10
+}
+
+/// `retry_budget = { ... }` of a cluster: retries at most `ratio` of the calls plus
+/// `min_per_second`, over 10 s.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryBudget {
+    pub(crate) ratio: f64,
+    #[serde(default = "ten")]
+    pub(crate) min_per_second: u32,
+}
+
+fn ten() -> u32 {
+    10
 }
 
 /// What a route matches; every given condition must hold.
@@ -377,6 +430,8 @@ pub(crate) struct Cluster {
     /// How often endpoint names are resolved again (every address of a name is an endpoint).
     #[serde(default = "thirty_seconds", with = "super::duration")]
     pub(crate) dns_refresh: Duration,
+    /// Limit on the retries of the routes to this cluster (none by default).
+    pub(crate) retry_budget: Option<Spanned<RetryBudget>>,
 }
 
 fn hundred() -> usize {
@@ -553,6 +608,15 @@ impl Config {
                         cluster.panic_threshold
                     ),
                 ));
+            }
+            if let Some(budget) = &cluster.retry_budget {
+                let ratio = budget.get_ref().ratio;
+                if !(0.0..=1.0).contains(&ratio) {
+                    problems.push(Problem::new(
+                        budget.span(),
+                        format!("clusters.{name}.retry_budget.ratio: {ratio} is not a share of the calls (0 to 1)"),
+                    ));
+                }
             }
             if cluster.max_connections_per_endpoint < cluster.connections_per_endpoint {
                 problems.push(Problem::new(

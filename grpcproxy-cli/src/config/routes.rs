@@ -2,16 +2,19 @@
 //! header names, regexes, the service glob, the authority and the metadata edits are
 //! parsed here and nowhere else.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grpcproxy::policy::RetryPolicy;
 use grpcproxy::HeaderEdits;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use regex::Regex;
+use tonic::Code;
 
 use super::error::Problem;
-use super::file::{MetadataEdits, Route};
+use super::file::{MetadataEdits, Retry, Route};
 
 /// One route of the file, compiled.
 #[derive(Debug, Clone)]
@@ -31,6 +34,79 @@ pub(crate) struct CompiledRoute {
     pub(crate) request_edits: HeaderEdits,
     /// `None` when there is nothing to edit (the common case costs nothing per call).
     pub(crate) response_edits: Option<Arc<HeaderEdits>>,
+    /// The retry policy, without the cluster's budget (the router adds it).
+    pub(crate) retry: Option<RetryPolicy>,
+}
+
+/// The status codes a retry policy may name, as the configuration spells them.
+const CODES: [(&str, Code); 16] = [
+    ("cancelled", Code::Cancelled),
+    ("unknown", Code::Unknown),
+    ("invalid_argument", Code::InvalidArgument),
+    ("deadline_exceeded", Code::DeadlineExceeded),
+    ("not_found", Code::NotFound),
+    ("already_exists", Code::AlreadyExists),
+    ("permission_denied", Code::PermissionDenied),
+    ("resource_exhausted", Code::ResourceExhausted),
+    ("failed_precondition", Code::FailedPrecondition),
+    ("aborted", Code::Aborted),
+    ("out_of_range", Code::OutOfRange),
+    ("unimplemented", Code::Unimplemented),
+    ("internal", Code::Internal),
+    ("unavailable", Code::Unavailable),
+    ("data_loss", Code::DataLoss),
+    ("unauthenticated", Code::Unauthenticated),
+];
+
+impl Retry {
+    /// The policy of `retry` (route `i`), or the first problem with it.
+    fn compile(
+        &self,
+        i: usize,
+        span: Range<usize>,
+        max_timeout: Option<Duration>,
+    ) -> Result<RetryPolicy, Problem> {
+        let field = format!("routes[{i}].retry");
+        let mut codes = Vec::new();
+        for name in self.on.get_ref() {
+            let Some((_, code)) = CODES.iter().find(|(known, _)| known == name) else {
+                let known: Vec<&str> = CODES.iter().map(|(name, _)| *name).collect();
+                return Err(Problem::new(
+                    self.on.span(),
+                    format!(
+                        "{field}.on: {name:?} is not a status code that can be retried (known: {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            codes.push(*code);
+        }
+        if self.attempts == 0 {
+            return Err(Problem::new(
+                span,
+                format!("{field}.attempts: 0 tries would never send the call; 1 means no retry"),
+            ));
+        }
+        let mut policy = RetryPolicy::new(codes, self.attempts)
+            .backoff(self.backoff, self.max_backoff)
+            .buffer_bytes(self.buffer_bytes);
+        if let Some(per_try) = self.per_try_timeout {
+            if per_try.is_zero() {
+                return Err(Problem::new(
+                    span,
+                    format!("{field}.per_try_timeout: \"0s\" would end every try at once"),
+                ));
+            }
+            if let Some(max) = max_timeout.filter(|max| per_try > *max) {
+                return Err(Problem::new(
+                    span,
+                    format!("{field}.per_try_timeout ({per_try:?}) is longer than the route's max_timeout ({max:?}): no try could reach it"),
+                ));
+            }
+            policy = policy.per_try_timeout(per_try);
+        }
+        Ok(policy)
+    }
 }
 
 /// What a route asks of one request header.
@@ -163,6 +239,13 @@ impl Route {
             self.response_metadata
                 .compile(&format!("routes[{i}].response_metadata")),
         );
+        let max_timeout = self.max_timeout.as_ref().map(|t| t.get_ref().0);
+        let retry = self.retry.as_ref().and_then(|retry| {
+            checked(
+                problems,
+                retry.get_ref().compile(i, retry.span(), max_timeout),
+            )
+        });
         if problems.len() > before {
             return None;
         }
@@ -179,6 +262,7 @@ impl Route {
             x_forwarded_for: self.x_forwarded_for,
             request_edits: request_edits?,
             response_edits: Some(Arc::new(response_edits?)).filter(|e| !e.is_empty()),
+            retry,
         })
     }
 }

@@ -55,6 +55,7 @@ const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 5] = [
 /// Per-endpoint connection counters and endpoint counts, read at scrape time.
 #[derive(Debug)]
 pub(super) struct UpstreamCollector {
+    pub(super) retries: super::RetryCounts,
     pub(super) clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     pub(super) access_log_dropped: Option<Arc<AtomicU64>>,
     pub(super) tap: Arc<OnceLock<Arc<QueueStats>>>,
@@ -136,6 +137,28 @@ impl Collector for UpstreamCollector {
             ConstGauge::new(i64::from(cluster.in_panic()))
                 .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
+        let retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        if !retries.is_empty() {
+            let mut metric = encoder.encode_descriptor(
+                "retries",
+                "Retries by route: made (retried), or not made for lack of budget, buffer, time, or by the backend's pushback",
+                None,
+                MetricType::Counter,
+            )?;
+            for (route, stats) in retries.iter() {
+                for (result, value) in [
+                    ("retried", stats.retries()),
+                    ("budget", stats.skipped_budget()),
+                    ("buffer", stats.skipped_buffer()),
+                    ("pushback", stats.skipped_pushback()),
+                    ("deadline", stats.skipped_deadline()),
+                ] {
+                    let labels = [("route", route.as_str()), ("result", result)];
+                    ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        drop(retries);
         if let Some(server) = self.server.get() {
             let metric = encoder.encode_descriptor(
                 "client_connections",

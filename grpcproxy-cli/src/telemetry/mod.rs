@@ -9,10 +9,12 @@ mod route;
 pub(crate) use access_log::AccessLog;
 pub(crate) use route::{RouteMetrics, RouteObserver, Unrouted};
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
+use grpcproxy::policy::RetryStats;
 use grpcproxy::server::ServerStats;
 use grpcproxy::{CallRecord, ProxyStats};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,7 +55,12 @@ pub(crate) struct Telemetry {
     tap: Arc<OnceLock<Arc<QueueStats>>>,
     server: Arc<OnceLock<Arc<ServerStats>>>,
     access_log: Option<AccessLog>,
+    /// Retry counts by route name.
+    retries: RetryCounts,
 }
+
+/// Each route's retry counts, by route name.
+pub(super) type RetryCounts = Arc<Mutex<BTreeMap<String, Arc<RetryStats>>>>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -106,7 +113,9 @@ impl Telemetry {
         let dropped = access_log.as_ref().map(|log| log.dropped.clone());
         let tap = Arc::new(OnceLock::new());
         let server = Arc::new(OnceLock::new());
+        let retries = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(UpstreamCollector {
+            retries: retries.clone(),
             clusters: clusters.clone(),
             access_log_dropped: dropped,
             tap: tap.clone(),
@@ -124,7 +133,14 @@ impl Telemetry {
             tap,
             server,
             access_log,
+            retries,
         }
+    }
+
+    /// The retry counts of route `route`, kept across reloads (a counter never goes back).
+    pub(crate) fn retry_stats(&self, route: &str) -> Arc<RetryStats> {
+        let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        retries.entry(route.to_owned()).or_default().clone()
     }
 
     /// Exports the listeners' connection counters (once, before serving).

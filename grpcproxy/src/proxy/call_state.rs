@@ -44,6 +44,8 @@ pub(crate) enum AbortReason {
     ResponseTooLarge = 3,
     ClientGone = 4,
     Idle = 5,
+    /// The last try of a retried call outran the per-try timeout.
+    TryTimeout = 6,
 }
 
 /// One call's shared state: held by the request body (in the pipe to the backend),
@@ -216,6 +218,7 @@ impl CallState {
             3 => Some(AbortReason::ResponseTooLarge),
             4 => Some(AbortReason::ClientGone),
             5 => Some(AbortReason::Idle),
+            6 => Some(AbortReason::TryTimeout),
             _ => None,
         }
     }
@@ -294,6 +297,9 @@ pub(crate) fn abort_status(reason: AbortReason, limit: Option<u32>) -> Status {
         AbortReason::ClientGone => Status::cancelled("the client went away"),
         AbortReason::Idle => {
             Status::deadline_exceeded("stream idle timeout at the proxy: no message either way")
+        }
+        AbortReason::TryTimeout => {
+            Status::deadline_exceeded("per-try timeout at the proxy: every try took too long")
         }
     }
 }

@@ -30,6 +30,7 @@ use tonic::Status;
 use super::call_state::{abort_status, AbortReason, CallState, Observed};
 use super::request_body::RequestBody;
 use super::response_body::{ResponseBody, ResponseGuard};
+use super::retry::Retrying;
 use super::send::{Route, Sent};
 use super::timeouts::{effective_timeout, is_late_error, Bounded};
 use super::{reject, Shared};
@@ -101,13 +102,26 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             }
         };
         let (route, request) = self.build(&call, target, body);
-        let sent = Bounded::new(
-            route.send(request, &call.path, &call.client_authority, call.state()),
-            route.deadline,
-            self.options.stream_idle_timeout,
-            call.state(),
-        )
-        .await;
+        let idle = self.options.stream_idle_timeout;
+        let sent = match &route.retry {
+            None => {
+                let send = route.send(request, &call.path, &call.client_authority, call.state());
+                Bounded::new(send, route.deadline, idle, call.state()).await
+            }
+            Some(retrying) => {
+                let send = route.send_retrying(
+                    retrying,
+                    request,
+                    &call.path,
+                    &call.client_authority,
+                    call.state(),
+                );
+                // Boxed: only calls with a retry policy pay for its state.
+                Bounded::new(Box::pin(send), route.deadline, idle, call.state())
+                    .await
+                    .and_then(|sent| sent)
+            }
+        };
         Ok(self.respond(call, route, sent))
     }
 
@@ -231,6 +245,13 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             RequestBody::new(body, state.clone(), limit, touch)
                 .map_err(|e| Box::new(e) as BoxError),
         );
+        let (retry, body) = match overrides.retry {
+            Some(policy) => {
+                let (retrying, first) = Retrying::new(policy, body, &headers);
+                (Some(Box::new(retrying)), first)
+            }
+            None => (None, body),
+        };
         let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
         *request.version_mut() = Version::HTTP_2;
@@ -246,6 +267,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             authority: overrides.authority,
             response_edits: overrides.response_edits,
             deadline,
+            retry,
         };
         (route, request)
     }

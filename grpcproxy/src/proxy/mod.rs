@@ -7,6 +7,7 @@ mod options;
 mod reject;
 mod request_body;
 mod response_body;
+mod retry;
 mod send;
 mod timeouts;
 
@@ -177,11 +178,9 @@ mod tests {
         let future = proxy.shared.clone().forward(request);
         let size = std::mem::size_of_val(&future);
         println!("per-call future: {size} bytes");
-        let bound = if cfg!(debug_assertions) {
-            99_999
-        } else {
-            3_168
-        };
+        // 3,280 before the call was split into phases (#18), 2,200 after, 2,240 with the
+        // retry step (#19).
+        let bound = 2_240;
         assert!(
             size <= bound,
             "per-call future grew to {size} bytes (bound {bound})"

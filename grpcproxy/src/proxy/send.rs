@@ -27,24 +27,41 @@ pub(super) struct Route {
     pub(super) response_edits: Option<Arc<HeaderEdits>>,
     /// When the call's time is up.
     pub(super) deadline: Option<Instant>,
+    /// How the call is retried, if it is.
+    pub(super) retry: Option<Box<super::retry::Retrying>>,
 }
 
 impl Route {
-    /// Sends `request` and waits for the response head; returns it with the address of the
-    /// backend that answered. A backend that cannot be reached before anything was sent
-    /// passes the request to the alternate, if there is one.
-    pub(super) async fn send(
+    /// Sends `request` to the target's endpoint (see [`send_to`](Self::send_to)). Not
+    /// async itself: the call's future holds the request once.
+    pub(super) fn send<'a>(
+        &'a self,
+        request: Request<BoxBody>,
+        path: &'a PathAndQuery,
+        client_authority: &'a Option<Authority>,
+        call: &'a CallState,
+    ) -> impl std::future::Future<Output = Sent> + 'a {
+        let (to, alternate) = self.endpoints_for(1);
+        self.send_to(to, alternate, request, path, client_authority, call)
+    }
+
+    /// Sends `request` to `upstream` and waits for the response head; returns it with the
+    /// address of the backend that answered. When `upstream` cannot be reached before
+    /// anything was sent, the request goes to `alternate`, if there is one.
+    pub(super) async fn send_to(
         &self,
+        upstream: &Upstream,
+        alternate: Option<&Upstream>,
         request: Request<BoxBody>,
         path: &PathAndQuery,
         client_authority: &Option<Authority>,
         call: &CallState,
     ) -> Sent {
-        let unsent = match self.upstream.try_send(request).await {
-            Ok(response) => return Ok((response, self.upstream.shared_address().clone())),
+        let unsent = match upstream.try_send(request).await {
+            Ok(response) => return Ok((response, upstream.shared_address().clone())),
             Err(unsent) => unsent,
         };
-        let (alternate, error, mut request) = match (&self.alternate, unsent) {
+        let (alternate, error, mut request) = match (alternate, unsent) {
             (
                 Some(alternate),
                 Unsent {
@@ -62,12 +79,24 @@ impl Route {
         );
         call.failed_over(
             alternate.shared_address().clone(),
-            self.upstream.shared_address().clone(),
+            upstream.shared_address().clone(),
         );
         // Boxed: the rare path should not double every call's future.
         match Box::pin(alternate.try_send(request)).await {
             Ok(response) => Ok((response, alternate.shared_address().clone())),
             Err(unsent) => Err(unsent.error),
+        }
+    }
+
+    /// Where try number `attempt` goes, and where it fails over to: the target's endpoint
+    /// and its alternate take turns.
+    pub(super) fn endpoints_for(
+        &self,
+        attempt: u32,
+    ) -> (&crate::Upstream, Option<&crate::Upstream>) {
+        match &self.alternate {
+            Some(alternate) if attempt % 2 == 0 => (alternate, Some(&self.upstream)),
+            alternate => (&self.upstream, alternate.as_ref()),
         }
     }
 }

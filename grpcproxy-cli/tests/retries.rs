@@ -1,0 +1,363 @@
+//! Route retries (`retry = { ... }`) and cluster retry budgets against a scripted HTTP/2
+//! backend that records every try it receives: exact request bytes, the
+//! `grpc-previous-rpc-attempts` each try carries, and when it arrived.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use grpcproxy_testing::raw::{
+    frames_body, grpc_frame, grpc_response, header_map, read_request, RawBackend, RawBody,
+    RawClient,
+};
+use http::{HeaderMap, Response};
+use http_body::Frame;
+
+/// What the backend does with the try at this index (0 for the first call it sees).
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Trailers-only with this `grpc-status` and, optionally, `grpc-retry-pushback-ms`.
+    Fail(&'static str, Option<&'static str>),
+    /// Waits, then fails with UNAVAILABLE.
+    SlowFail(Duration),
+    /// Waits, then echoes.
+    SlowEcho(Duration),
+    /// Echoes the request's bytes, then OK in trailers.
+    Echo,
+}
+
+/// One try as the backend received it.
+#[derive(Debug, Clone)]
+struct Try {
+    at: Instant,
+    body: Bytes,
+    previous_attempts: Option<String>,
+}
+
+/// A backend that answers tries by `script` and records them.
+async fn scripted(script: fn(usize) -> Answer) -> (RawBackend, Arc<Mutex<Vec<Try>>>) {
+    let tries = Arc::new(Mutex::new(Vec::new()));
+    let seen = tries.clone();
+    let backend = RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let at = Instant::now();
+            let previous_attempts = request
+                .headers()
+                .get("grpc-previous-rpc-attempts")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let (body, _) = read_request(request.into_body()).await.unwrap_or_default();
+            let index = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(Try {
+                    at,
+                    body: body.clone(),
+                    previous_attempts,
+                });
+                seen.len() - 1
+            };
+            answer(script(index), body).await
+        }
+    })
+    .await;
+    (backend, tries)
+}
+
+async fn answer(answer: Answer, body: Bytes) -> Response<RawBody> {
+    match answer {
+        Answer::Fail(code, pushback) => trailers_only(code, pushback),
+        Answer::SlowFail(wait) => {
+            tokio::time::sleep(wait).await;
+            trailers_only("14", None)
+        }
+        Answer::SlowEcho(wait) => {
+            tokio::time::sleep(wait).await;
+            echo(body)
+        }
+        Answer::Echo => echo(body),
+    }
+}
+
+fn trailers_only(code: &str, pushback: Option<&str>) -> Response<RawBody> {
+    let mut response = grpc_response(frames_body(Vec::new()));
+    response
+        .headers_mut()
+        .insert("grpc-status", code.parse().unwrap());
+    if let Some(pushback) = pushback {
+        response
+            .headers_mut()
+            .insert("grpc-retry-pushback-ms", pushback.parse().unwrap());
+    }
+    response
+}
+
+fn echo(body: Bytes) -> Response<RawBody> {
+    grpc_response(frames_body(vec![
+        Frame::data(body),
+        Frame::trailers(header_map(&[("grpc-status", "0")])),
+    ]))
+}
+
+/// A config: one route with `retry` to the cluster `backend`, and `cluster_extra` in the
+/// cluster's table.
+fn config(backend: std::net::SocketAddr, retry: &str, cluster_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+name = "r"
+cluster = "backend"
+retry = {retry}
+
+[clusters.backend]
+endpoints = ["{backend}"]
+outlier.consecutive_failures = 0
+{cluster_extra}
+"#
+    )
+}
+
+/// Ten messages of client streaming, and their exact bytes.
+fn ten_messages(size: usize) -> (Vec<Frame<Bytes>>, Bytes) {
+    let mut all = Vec::new();
+    let frames = (0..10u8)
+        .map(|i| {
+            let frame = grpc_frame(false, &vec![b'a' + i; size]);
+            all.extend_from_slice(&frame);
+            Frame::data(frame)
+        })
+        .collect();
+    (frames, Bytes::from(all))
+}
+
+async fn call(
+    proxy: &support::Proxy,
+    frames: Vec<Frame<Bytes>>,
+    headers: HeaderMap,
+) -> grpcproxy_testing::raw::RawResponse {
+    let client = RawClient::connect(proxy.listening[0]).await;
+    client
+        .call("/retry.Test/Stream", headers, frames_body(frames))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_tries_are_retried_with_the_same_bytes_and_the_attempt_count() {
+    let (backend, tries) = scripted(|i| {
+        if i < 2 {
+            Answer::Fail("14", None)
+        } else {
+            Answer::Echo
+        }
+    })
+    .await;
+    let retry = r#"{ on = ["unavailable"], attempts = 3, backoff = "1ms", max_backoff = "5ms" }"#;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let (frames, sent) = ten_messages(30);
+    let response = call(&proxy, frames, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("0"), "{response:?}");
+    assert_eq!(
+        response.data, sent,
+        "the answer of the third try reaches the client"
+    );
+    let tries = tries.lock().unwrap().clone();
+    assert_eq!(tries.len(), 3);
+    for attempt in &tries {
+        assert_eq!(
+            attempt.body, sent,
+            "every try carries the request's exact bytes"
+        );
+    }
+    let previous: Vec<Option<&str>> = tries
+        .iter()
+        .map(|t| t.previous_attempts.as_deref())
+        .collect();
+    assert_eq!(previous, [None, Some("1"), Some("2")]);
+    support::wait_for_metric(
+        proxy.admin.unwrap(),
+        r#"grpcproxy_retries_total{route="r",result="retried"} 2"#,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_not_named_is_not_retried_and_the_last_answer_is_the_clients() {
+    let (backend, tries) = scripted(|_| Answer::Fail("14", None)).await;
+    let retry = r#"{ on = ["resource_exhausted"], attempts = 3, backoff = "1ms" }"#;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let response = call(&proxy, ten_messages(3).0, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("14"));
+    assert_eq!(tries.lock().unwrap().len(), 1);
+
+    // Named but out of tries: three tries, then the backend's own answer.
+    let (backend, tries) = scripted(|_| Answer::Fail("8", None)).await;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let response = call(&proxy, ten_messages(3).0, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("8"));
+    assert!(response.trailers_only);
+    assert_eq!(tries.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_the_buffer_is_not_retried() {
+    let (backend, tries) = scripted(|i| {
+        if i < 1 {
+            Answer::Fail("14", None)
+        } else {
+            Answer::Echo
+        }
+    })
+    .await;
+    // 10 messages of 30 + 5 bytes = 350 bytes, over a 200-byte buffer.
+    let retry = r#"{ on = ["unavailable"], attempts = 3, backoff = "1ms", buffer_bytes = 200 }"#;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let response = call(&proxy, ten_messages(30).0, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("14"));
+    assert_eq!(tries.lock().unwrap().len(), 1);
+    support::wait_for_metric(
+        proxy.admin.unwrap(),
+        r#"grpcproxy_retries_total{route="r",result="buffer"} 1"#,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_pushback_sets_the_wait_or_stops_the_retries() {
+    let (backend, tries) = scripted(|i| {
+        if i < 1 {
+            Answer::Fail("14", Some("200"))
+        } else {
+            Answer::Echo
+        }
+    })
+    .await;
+    let retry = r#"{ on = ["unavailable"], attempts = 3, backoff = "1ms", max_backoff = "1ms" }"#;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let response = call(&proxy, ten_messages(3).0, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("0"));
+    let tries = tries.lock().unwrap().clone();
+    assert_eq!(tries.len(), 2);
+    let waited = tries[1].at - tries[0].at;
+    assert!(
+        waited >= Duration::from_millis(200),
+        "retried after {waited:?}"
+    );
+
+    let (backend, tries) = scripted(|_| Answer::Fail("14", Some("-1"))).await;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let response = call(&proxy, ten_messages(3).0, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("14"));
+    assert_eq!(
+        tries.lock().unwrap().len(),
+        1,
+        "a negative pushback stops retrying"
+    );
+    support::wait_for_metric(
+        proxy.admin.unwrap(),
+        r#"grpcproxy_retries_total{route="r",result="pushback"} 1"#,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_budget_caps_retries_of_an_always_failing_backend() {
+    let (backend, tries) = scripted(|_| Answer::Fail("14", None)).await;
+    let retry = r#"{ on = ["unavailable"], attempts = 3, backoff = "0s", max_backoff = "0s" }"#;
+    let budget = "retry_budget = { ratio = 0.2, min_per_second = 1 }";
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, budget), 1);
+    let client = Arc::new(RawClient::connect(proxy.listening[0]).await);
+    let calls = 1000;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..calls / 8 {
+                let body = frames_body(vec![Frame::data(grpc_frame(false, b"x"))]);
+                let response = client
+                    .call("/retry.Test/Unary", HeaderMap::new(), body)
+                    .await;
+                assert_eq!(response.grpc_status(), Some("14"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let retries = tries.lock().unwrap().len() - calls;
+    // In 10 s: 20 % of the calls, plus 1 per second.
+    assert!(
+        retries <= calls / 5 + 10,
+        "{retries} retries for {calls} calls"
+    );
+    assert!(
+        retries >= calls / 5 - 10,
+        "{retries} retries: the budget was not used"
+    );
+    let body = support::wait_for_metric(
+        proxy.admin.unwrap(),
+        &format!(r#"grpcproxy_retries_total{{route="r",result="retried"}} {retries}"#),
+    );
+    let skipped: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"grpcproxy_retries_total{route="r",result="budget"} "#))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("{calls} calls: {retries} retries made, {skipped} refused by the budget");
+    // A call stops at its first refused retry; only calls that made both retries met none.
+    let skipped = skipped as usize;
+    assert!(
+        skipped >= calls - retries / 2 && skipped <= calls,
+        "{skipped} refused by the budget, {retries} made"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_never_outlive_the_deadline() {
+    let (backend, tries) = scripted(|_| Answer::SlowFail(Duration::from_millis(100))).await;
+    let retry = r#"{ on = ["unavailable"], attempts = 10, backoff = "1ms", max_backoff = "1ms" }"#;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let started = Instant::now();
+    let response = call(
+        &proxy,
+        ten_messages(3).0,
+        header_map(&[("grpc-timeout", "250m")]),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(response.grpc_status(), Some("4"), "{response:?}");
+    assert!(took < Duration::from_millis(450), "the call took {took:?}");
+    assert!(tries.lock().unwrap().len() <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_over_the_per_try_timeout_is_retried() {
+    let (backend, tries) = scripted(|i| {
+        if i < 1 {
+            Answer::SlowEcho(Duration::from_secs(2))
+        } else {
+            Answer::Echo
+        }
+    })
+    .await;
+    let retry =
+        r#"{ on = ["unavailable"], attempts = 2, per_try_timeout = "150ms", backoff = "1ms" }"#;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let started = Instant::now();
+    let (frames, sent) = ten_messages(3);
+    let response = call(&proxy, frames, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("0"), "{response:?}");
+    assert_eq!(response.data, sent);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(tries.lock().unwrap().len(), 2);
+
+    // Every try too slow: DEADLINE_EXCEEDED from the proxy once the last one times out.
+    let (backend, _tries) = scripted(|_| Answer::SlowEcho(Duration::from_secs(2))).await;
+    let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
+    let response = call(&proxy, ten_messages(3).0, HeaderMap::new()).await;
+    assert_eq!(response.grpc_status(), Some("4"));
+}
