@@ -2,16 +2,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::policy::RetryPolicy;
+use grpcproxy::policy::{PeerLimit, RateLimit, RetryPolicy};
 use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
 
-use crate::cluster::{Cluster, Picked};
+use crate::cluster::{Cluster, NoPick, Picked};
 use crate::config::{CompiledRoute, Config, HeaderCondition};
-use crate::telemetry::{RouteObserver, Telemetry};
+use crate::telemetry::{PolicyCounts, RouteObserver, Telemetry};
 
 /// Routes compiled from the configuration.
 #[derive(Debug)]
@@ -40,6 +41,10 @@ struct Route {
     observer: Arc<RouteObserver>,
     /// The route's retry policy with its cluster's budget.
     retry: Option<Arc<RetryPolicy>>,
+    rate_limit: Option<RateLimit>,
+    peer_limit: Option<PeerLimit>,
+    /// What the route's policies did (kept across reloads).
+    counts: Arc<PolicyCounts>,
 }
 
 impl Router {
@@ -114,8 +119,9 @@ impl Route {
             route: rule.name.clone(),
             cluster: cluster.clone(),
         });
+        let counts = telemetry.policy_counts(&rule.name);
         let retry = rule.retry.clone().map(|policy| {
-            let policy = policy.with_stats(telemetry.retry_stats(&rule.name));
+            let policy = policy.with_stats(counts.retries.clone());
             Arc::new(match &cluster.retry_budget {
                 Some(budget) => policy.budget(budget.clone()),
                 None => policy,
@@ -126,6 +132,12 @@ impl Route {
             cluster,
             observer,
             retry,
+            rate_limit: rule
+                .rate_limit
+                .clone()
+                .map(|(per_second, burst, key)| RateLimit::new(per_second, burst, key)),
+            peer_limit: rule.max_in_flight_per_peer.map(PeerLimit::new),
+            counts,
         })
     }
 
@@ -160,6 +172,23 @@ impl Route {
     }
 
     fn target(&self, mut call: CallInfo) -> Result<Target, Status> {
+        // Admission first: a refused call costs no pick and reaches no backend.
+        if let Some(limit) = &self.rate_limit {
+            if let Err(status) = limit.check(&call) {
+                self.counts.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Err(self.refuse(&call, status));
+            }
+        }
+        let peer_guard = match &self.peer_limit {
+            Some(limit) => match limit.acquire(call.remote_addr().map(|a| a.ip())) {
+                Ok(guard) => guard,
+                Err(status) => {
+                    self.counts.peer_limited.fetch_add(1, Ordering::Relaxed);
+                    return Err(self.refuse(&call, status));
+                }
+            },
+            None => None,
+        };
         let forwarded_for = self
             .rule
             .x_forwarded_for
@@ -172,14 +201,22 @@ impl Route {
                 grpcproxy::headers::append_forwarded_for(headers, addr.ip());
             }
         }
-        let Some(picked) = self.cluster.pick() else {
-            let status = Status::unavailable(format!(
-                "no healthy endpoint in cluster {}",
-                self.cluster.name
-            ));
-            self.observer
-                .refused(&refused_record(&call, status.code(), status.message()));
-            return Err(status);
+        let picked = match self.cluster.pick() {
+            Ok(picked) => picked,
+            Err(NoPick::Unavailable) => {
+                let status = Status::unavailable(format!(
+                    "no healthy endpoint in cluster {}",
+                    self.cluster.name
+                ));
+                return Err(self.refuse(&call, status));
+            }
+            Err(NoPick::Full(max)) => {
+                let status = Status::unavailable(format!(
+                    "cluster {} has {max} calls open (max_in_flight): load shed",
+                    self.cluster.name
+                ));
+                return Err(self.refuse(&call, status));
+            }
         };
         let Picked {
             endpoint,
@@ -190,7 +227,7 @@ impl Route {
         let mut target = call
             .forward_to(endpoint.upstream.clone())
             .timeout_limits(self.rule.max_timeout, self.rule.default_timeout)
-            .with_guard(in_flight)
+            .with_guard((in_flight, peer_guard))
             .with_observer(self.observer.clone() as SharedObserver);
         if let Some(authority) = &self.rule.authority {
             target = target.authority(authority.clone());
@@ -205,6 +242,15 @@ impl Route {
             target = target.retry(retry.clone());
         }
         Ok(target)
+    }
+}
+
+impl Route {
+    /// Tells the route's observer of a call the router answers with `status` itself.
+    fn refuse(&self, call: &CallInfo, status: Status) -> Status {
+        self.observer
+            .refused(&refused_record(call, status.code(), status.message()));
+        status
     }
 }
 

@@ -100,6 +100,22 @@ fn bad_files_are_rejected_with_exact_messages() {
             "8:9: routes[0].retry.per_try_timeout (2s) is longer than the route's max_timeout (1s): no try could reach it",
         ),
         (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nrate_limit = {{ per_second = 10, key = \"tenant\" }}\n"),
+            "7:14: routes[0].rate_limit.key: \"tenant\" is not \"route\", \"peer\" or \"header:NAME\"",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nrate_limit = {{ per_second = 0 }}\n"),
+            "7:14: routes[0].rate_limit.per_second: 0 would refuse every call",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmax_in_flight_per_peer = 0\n"),
+            "7:26: routes[0].max_in_flight_per_peer: 0 would refuse every call",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}max_in_flight = 0\n"),
+            "4:13: clusters.a.max_in_flight: 0 would shed every call",
+        ),
+        (
             format!("{LISTENER}{CLUSTER}retry_budget = {{ ratio = 1.5 }}\n"),
             "5:16: clusters.a.retry_budget.ratio: 1.5 is not a share of the calls (0 to 1)",
         ),

@@ -10,7 +10,7 @@ mod outlier;
 mod set;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,17 @@ pub(crate) struct Picked {
     pub(crate) endpoint: Arc<Endpoint>,
     /// Where the call goes if `endpoint` cannot be reached.
     pub(crate) alternate: Option<Arc<Endpoint>>,
-    pub(crate) in_flight: InFlight,
+    /// The call counted on its endpoint and on its cluster.
+    pub(crate) in_flight: (InFlight, InFlight),
+}
+
+/// Why a cluster picked no endpoint for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoPick {
+    /// No endpoint is available.
+    Unavailable,
+    /// The cluster has `max_in_flight` calls open: the call is shed.
+    Full(usize),
 }
 
 /// A set of equivalent backends.
@@ -53,6 +63,10 @@ pub(crate) struct Cluster {
     panicking: AtomicBool,
     /// What it was built from, to reuse it across reloads when unchanged.
     pub(crate) source: String,
+    /// Calls open on the cluster, and the cap on them (calls over it are shed).
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Option<usize>,
+    shed: AtomicU64,
     /// The budget the retries of calls to it take from.
     pub(crate) retry_budget: Option<Arc<grpcproxy::policy::RetryBudget>>,
     started: AtomicBool,
@@ -136,6 +150,9 @@ impl Cluster {
                 ))
             }),
             started: AtomicBool::new(false),
+            in_flight: Arc::default(),
+            max_in_flight: config.max_in_flight,
+            shed: AtomicU64::new(0),
         };
         cluster.update(dns::resolve_now(name, &cluster.entries))?;
         Ok(cluster)
@@ -213,7 +230,13 @@ impl Cluster {
 
     /// Picks the endpoint for one call among the available ones (and an alternate), and
     /// counts the call in flight there; `None` when no endpoint is available.
-    pub(crate) fn pick(&self) -> Option<Picked> {
+    pub(crate) fn pick(&self) -> Result<Picked, NoPick> {
+        if let Some(max) = self.max_in_flight {
+            if self.in_flight.load(Ordering::Relaxed) >= max {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                return Err(NoPick::Full(max));
+            }
+        }
         let now = self.now();
         let set = self.set.load();
         let endpoints = &set.list;
@@ -233,12 +256,21 @@ impl Cluster {
         }
         let usable = |e: &Endpoint| panic || e.available(now);
         let (endpoint, alternate) =
-            balance::choose(endpoints, usable, available, self.balance, &self.next)?;
-        Some(Picked {
+            balance::choose(endpoints, usable, available, self.balance, &self.next)
+                .ok_or(NoPick::Unavailable)?;
+        Ok(Picked {
             endpoint: endpoint.clone(),
             alternate: alternate.cloned(),
-            in_flight: InFlight::new(&endpoint.in_flight),
+            in_flight: (
+                InFlight::new(&endpoint.in_flight),
+                InFlight::new(&self.in_flight),
+            ),
         })
+    }
+
+    /// Calls shed so far (over `max_in_flight`).
+    pub(crate) fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Learns from a finished call: UNAVAILABLE (and a backend that could not be reached)
@@ -444,7 +476,7 @@ mod tests {
         let nowhere = cluster(&["name.invalid:7"]);
         assert!(nowhere.endpoints().is_empty());
         assert!(
-            nowhere.pick().is_none(),
+            nowhere.pick().is_err(),
             "no endpoint: calls get UNAVAILABLE at once"
         );
     }

@@ -299,6 +299,26 @@ pub(crate) struct Route {
     pub(crate) response_metadata: MetadataEdits,
     /// Retry failed tries (none by default).
     pub(crate) retry: Option<Spanned<Retry>>,
+    /// Calls admitted per second (none by default).
+    pub(crate) rate_limit: Option<Spanned<RateLimit>>,
+    /// Calls one client address may have open on this route (none by default).
+    pub(crate) max_in_flight_per_peer: Option<Spanned<usize>>,
+}
+
+/// `rate_limit = { ... }` of a route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimit {
+    pub(crate) per_second: u32,
+    /// Calls admitted at once above the rate (default: `per_second`).
+    pub(crate) burst: Option<u32>,
+    /// `"route"` (all calls), `"peer"` (client address) or `"header:NAME"`.
+    #[serde(default = "route_key")]
+    pub(crate) key: String,
+}
+
+fn route_key() -> String {
+    "route".to_owned()
 }
 
 /// `retry = { ... }` of a route: which statuses are retried and how.
@@ -430,6 +450,8 @@ pub(crate) struct Cluster {
     /// How often endpoint names are resolved again (every address of a name is an endpoint).
     #[serde(default = "thirty_seconds", with = "super::duration")]
     pub(crate) dns_refresh: Duration,
+    /// Calls open at once on the cluster; more are shed with UNAVAILABLE (none by default).
+    pub(crate) max_in_flight: Option<usize>,
     /// Limit on the retries of the routes to this cluster (none by default).
     pub(crate) retry_budget: Option<Spanned<RetryBudget>>,
 }
@@ -607,6 +629,12 @@ impl Config {
                         "clusters.{name}.panic_threshold: {} is not a percentage (0 to 100)",
                         cluster.panic_threshold
                     ),
+                ));
+            }
+            if cluster.max_in_flight == Some(0) {
+                problems.push(Problem::new(
+                    endpoints.span(),
+                    format!("clusters.{name}.max_in_flight: 0 would shed every call"),
                 ));
             }
             if let Some(budget) = &cluster.retry_budget {

@@ -2,11 +2,12 @@
 //! header names, regexes, the service glob, the authority and the metadata edits are
 //! parsed here and nowhere else.
 
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::policy::RetryPolicy;
+use grpcproxy::policy::{RateKey, RetryPolicy};
 use grpcproxy::HeaderEdits;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
@@ -14,7 +15,7 @@ use regex::Regex;
 use tonic::Code;
 
 use super::error::Problem;
-use super::file::{MetadataEdits, Retry, Route};
+use super::file::{MetadataEdits, RateLimit, Retry, Route};
 
 /// One route of the file, compiled.
 #[derive(Debug, Clone)]
@@ -36,6 +37,51 @@ pub(crate) struct CompiledRoute {
     pub(crate) response_edits: Option<Arc<HeaderEdits>>,
     /// The retry policy, without the cluster's budget (the router adds it).
     pub(crate) retry: Option<RetryPolicy>,
+    /// The rate limit: calls per second, burst, key.
+    pub(crate) rate_limit: Option<(NonZeroU32, NonZeroU32, RateKey)>,
+    pub(crate) max_in_flight_per_peer: Option<usize>,
+}
+
+impl RateLimit {
+    /// The limit of route `i`, or the first problem with it.
+    fn compile(
+        &self,
+        i: usize,
+        span: Range<usize>,
+    ) -> Result<(NonZeroU32, NonZeroU32, RateKey), Problem> {
+        let field = format!("routes[{i}].rate_limit");
+        let Some(per_second) = NonZeroU32::new(self.per_second) else {
+            return Err(Problem::new(
+                span,
+                format!("{field}.per_second: 0 would refuse every call"),
+            ));
+        };
+        let Some(burst) = NonZeroU32::new(self.burst.unwrap_or(self.per_second)) else {
+            return Err(Problem::new(
+                span,
+                format!("{field}.burst: 0 would refuse every call"),
+            ));
+        };
+        let key = match self.key.as_str() {
+            "route" => RateKey::Route,
+            "peer" => RateKey::Peer,
+            other => match other
+                .strip_prefix("header:")
+                .map(|name| HeaderName::from_bytes(name.as_bytes()))
+            {
+                Some(Ok(name)) => RateKey::Header(name),
+                _ => {
+                    return Err(Problem::new(
+                        span,
+                        format!(
+                            "{field}.key: {other:?} is not \"route\", \"peer\" or \"header:NAME\""
+                        ),
+                    ))
+                }
+            },
+        };
+        Ok((per_second, burst, key))
+    }
 }
 
 /// The status codes a retry policy may name, as the configuration spells them.
@@ -246,6 +292,20 @@ impl Route {
                 retry.get_ref().compile(i, retry.span(), max_timeout),
             )
         });
+        let rate_limit = self
+            .rate_limit
+            .as_ref()
+            .and_then(|limit| checked(problems, limit.get_ref().compile(i, limit.span())));
+        if let Some(max) = self
+            .max_in_flight_per_peer
+            .as_ref()
+            .filter(|m| *m.get_ref() == 0)
+        {
+            problems.push(Problem::new(
+                max.span(),
+                format!("routes[{i}].max_in_flight_per_peer: 0 would refuse every call"),
+            ));
+        }
         if problems.len() > before {
             return None;
         }
@@ -263,6 +323,8 @@ impl Route {
             request_edits: request_edits?,
             response_edits: Some(Arc::new(response_edits?)).filter(|e| !e.is_empty()),
             retry,
+            rate_limit,
+            max_in_flight_per_peer: self.max_in_flight_per_peer.as_ref().map(|m| *m.get_ref()),
         })
     }
 }

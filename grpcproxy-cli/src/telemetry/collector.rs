@@ -55,7 +55,7 @@ const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 5] = [
 /// Per-endpoint connection counters and endpoint counts, read at scrape time.
 #[derive(Debug)]
 pub(super) struct UpstreamCollector {
-    pub(super) retries: super::RetryCounts,
+    pub(super) policies: super::PolicyCountsByRoute,
     pub(super) clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     pub(super) access_log_dropped: Option<Arc<AtomicU64>>,
     pub(super) tap: Arc<OnceLock<Arc<QueueStats>>>,
@@ -137,15 +137,16 @@ impl Collector for UpstreamCollector {
             ConstGauge::new(i64::from(cluster.in_panic()))
                 .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
-        let retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
-        if !retries.is_empty() {
+        let policies = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        if !policies.is_empty() {
             let mut metric = encoder.encode_descriptor(
                 "retries",
                 "Retries by route: made (retried), or not made for lack of budget, buffer, time, or by the backend's pushback",
                 None,
                 MetricType::Counter,
             )?;
-            for (route, stats) in retries.iter() {
+            for (route, counts) in policies.iter() {
+                let stats = &counts.retries;
                 for (result, value) in [
                     ("retried", stats.retries()),
                     ("budget", stats.skipped_budget()),
@@ -157,8 +158,36 @@ impl Collector for UpstreamCollector {
                     ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
                 }
             }
+            for (name, help, value) in [
+                (
+                    "rate_limited",
+                    "Calls refused by a route's rate limit (RESOURCE_EXHAUSTED)",
+                    (|c: &super::PolicyCounts| c.rate_limited.load(Ordering::Relaxed)) as fn(&super::PolicyCounts) -> u64,
+                ),
+                (
+                    "peer_limited",
+                    "Calls refused because their client had max_in_flight_per_peer calls open (RESOURCE_EXHAUSTED)",
+                    |c| c.peer_limited.load(Ordering::Relaxed),
+                ),
+            ] {
+                let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for (route, counts) in policies.iter() {
+                    ConstCounter::new(value(counts))
+                        .encode(metric.encode_family(&[("route", route.as_str())])?)?;
+                }
+            }
         }
-        drop(retries);
+        drop(policies);
+        let mut metric = encoder.encode_descriptor(
+            "cluster_shed",
+            "Calls refused because their cluster had max_in_flight calls open (UNAVAILABLE)",
+            None,
+            MetricType::Counter,
+        )?;
+        for cluster in clusters.iter() {
+            ConstCounter::new(cluster.shed())
+                .encode(metric.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
         if let Some(server) = self.server.get() {
             let metric = encoder.encode_descriptor(
                 "client_connections",

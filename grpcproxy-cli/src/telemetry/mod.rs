@@ -10,6 +10,7 @@ pub(crate) use access_log::AccessLog;
 pub(crate) use route::{RouteMetrics, RouteObserver, Unrouted};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
@@ -55,12 +56,22 @@ pub(crate) struct Telemetry {
     tap: Arc<OnceLock<Arc<QueueStats>>>,
     server: Arc<OnceLock<Arc<ServerStats>>>,
     access_log: Option<AccessLog>,
-    /// Retry counts by route name.
-    retries: RetryCounts,
+    /// Policy counts by route name.
+    policies: PolicyCountsByRoute,
 }
 
-/// Each route's retry counts, by route name.
-pub(super) type RetryCounts = Arc<Mutex<BTreeMap<String, Arc<RetryStats>>>>;
+/// What a route's policies did, kept across reloads (a counter never goes back).
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCounts {
+    pub(crate) retries: Arc<RetryStats>,
+    /// Calls refused by the route's rate limit.
+    pub(crate) rate_limited: AtomicU64,
+    /// Calls refused because their client had `max_in_flight_per_peer` calls open.
+    pub(crate) peer_limited: AtomicU64,
+}
+
+/// Each route's policy counts, by route name.
+pub(super) type PolicyCountsByRoute = Arc<Mutex<BTreeMap<String, Arc<PolicyCounts>>>>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -113,9 +124,9 @@ impl Telemetry {
         let dropped = access_log.as_ref().map(|log| log.dropped.clone());
         let tap = Arc::new(OnceLock::new());
         let server = Arc::new(OnceLock::new());
-        let retries = Arc::new(Mutex::new(BTreeMap::new()));
+        let policies = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(UpstreamCollector {
-            retries: retries.clone(),
+            policies: policies.clone(),
             clusters: clusters.clone(),
             access_log_dropped: dropped,
             tap: tap.clone(),
@@ -133,14 +144,14 @@ impl Telemetry {
             tap,
             server,
             access_log,
-            retries,
+            policies,
         }
     }
 
-    /// The retry counts of route `route`, kept across reloads (a counter never goes back).
-    pub(crate) fn retry_stats(&self, route: &str) -> Arc<RetryStats> {
-        let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
-        retries.entry(route.to_owned()).or_default().clone()
+    /// The policy counts of route `route`, kept across reloads.
+    pub(crate) fn policy_counts(&self, route: &str) -> Arc<PolicyCounts> {
+        let mut policies = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        policies.entry(route.to_owned()).or_default().clone()
     }
 
     /// Exports the listeners' connection counters (once, before serving).

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod baseline;
+pub mod scripted;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

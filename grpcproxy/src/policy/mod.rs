@@ -1,8 +1,13 @@
-//! Traffic policy a director attaches to a call's [`Target`](crate::Target): when to try it
-//! again ([`RetryPolicy`]) and how many retries a backend group can take ([`RetryBudget`]).
+//! Traffic policy a director applies to calls: when to try a call again ([`RetryPolicy`]),
+//! how many retries a backend group can take ([`RetryBudget`]), how fast calls may come
+//! ([`RateLimit`]) and how many one client may have open ([`PeerLimit`]).
 
 mod budget;
+mod peer_limit;
+mod rate_limit;
 pub(crate) mod retry;
 
 pub use budget::RetryBudget;
+pub use peer_limit::{PeerGuard, PeerLimit};
+pub use rate_limit::{RateKey, RateLimit};
 pub use retry::{RetryPolicy, RetryStats};

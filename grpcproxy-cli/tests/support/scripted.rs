@@ -1,0 +1,97 @@
+//! A scripted HTTP/2 backend that answers each call by its index and records what it
+//! received: exact request bytes, `grpc-previous-rpc-attempts`, arrival time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use grpcproxy_testing::raw::{
+    frames_body, grpc_response, header_map, read_request, RawBackend, RawBody,
+};
+use http::Response;
+use http_body::Frame;
+
+/// What the backend does with the try at this index (0 for the first call it sees).
+#[derive(Clone, Copy)]
+pub enum Answer {
+    /// Trailers-only with this `grpc-status` and, optionally, `grpc-retry-pushback-ms`.
+    Fail(&'static str, Option<&'static str>),
+    /// Waits, then fails with UNAVAILABLE.
+    SlowFail(Duration),
+    /// Waits, then echoes.
+    SlowEcho(Duration),
+    /// Echoes the request's bytes, then OK in trailers.
+    Echo,
+}
+
+/// One try as the backend received it.
+#[derive(Debug, Clone)]
+pub struct Try {
+    pub at: Instant,
+    pub body: Bytes,
+    pub previous_attempts: Option<String>,
+}
+
+/// A backend that answers tries by `script` and records them.
+pub async fn scripted(script: fn(usize) -> Answer) -> (RawBackend, Arc<Mutex<Vec<Try>>>) {
+    let tries = Arc::new(Mutex::new(Vec::new()));
+    let seen = tries.clone();
+    let backend = RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let at = Instant::now();
+            let previous_attempts = request
+                .headers()
+                .get("grpc-previous-rpc-attempts")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let (body, _) = read_request(request.into_body()).await.unwrap_or_default();
+            let index = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(Try {
+                    at,
+                    body: body.clone(),
+                    previous_attempts,
+                });
+                seen.len() - 1
+            };
+            answer(script(index), body).await
+        }
+    })
+    .await;
+    (backend, tries)
+}
+
+async fn answer(answer: Answer, body: Bytes) -> Response<RawBody> {
+    match answer {
+        Answer::Fail(code, pushback) => trailers_only(code, pushback),
+        Answer::SlowFail(wait) => {
+            tokio::time::sleep(wait).await;
+            trailers_only("14", None)
+        }
+        Answer::SlowEcho(wait) => {
+            tokio::time::sleep(wait).await;
+            echo(body)
+        }
+        Answer::Echo => echo(body),
+    }
+}
+
+fn trailers_only(code: &str, pushback: Option<&str>) -> Response<RawBody> {
+    let mut response = grpc_response(frames_body(Vec::new()));
+    response
+        .headers_mut()
+        .insert("grpc-status", code.parse().unwrap());
+    if let Some(pushback) = pushback {
+        response
+            .headers_mut()
+            .insert("grpc-retry-pushback-ms", pushback.parse().unwrap());
+    }
+    response
+}
+
+fn echo(body: Bytes) -> Response<RawBody> {
+    grpc_response(frames_body(vec![
+        Frame::data(body),
+        Frame::trailers(header_map(&[("grpc-status", "0")])),
+    ]))
+}
