@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::policy::{PeerLimit, RateLimit, RetryPolicy};
+use grpcproxy::policy::{HedgePolicy, PeerLimit, RateLimit, RetryPolicy};
 use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
 
@@ -41,6 +41,7 @@ struct Route {
     observer: Arc<RouteObserver>,
     /// The route's retry policy with its cluster's budget.
     retry: Option<Arc<RetryPolicy>>,
+    hedge: Option<Arc<HedgePolicy>>,
     rate_limit: Option<RateLimit>,
     peer_limit: Option<PeerLimit>,
     /// What the route's policies did (kept across reloads).
@@ -132,6 +133,9 @@ impl Route {
             cluster,
             observer,
             retry,
+            hedge: rule.hedge.map(|(delay, max)| {
+                Arc::new(HedgePolicy::new(delay, max).with_stats(counts.hedges.clone()))
+            }),
             rate_limit: rule
                 .rate_limit
                 .clone()
@@ -240,6 +244,9 @@ impl Route {
         }
         if let Some(retry) = &self.retry {
             target = target.retry(retry.clone());
+        }
+        if let Some(hedge) = &self.hedge {
+            target = target.hedge(hedge.clone());
         }
         Ok(target)
     }

@@ -116,6 +116,14 @@ fn bad_files_are_rejected_with_exact_messages() {
             "4:13: clusters.a.max_in_flight: 0 would shed every call",
         ),
         (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nretry = {{ on = [\"unavailable\"] }}\nhedge = {{ delay = \"50ms\" }}\n"),
+            "8:9: routes[0]: give retry or hedge, not both (a hedged call is already sent more than once)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nhedge = {{ delay = \"p100\" }}\n"),
+            "7:9: routes[0].hedge.delay: \"p100\" is not a percentile between p0 and p100 (such as \"p95\")",
+        ),
+        (
             format!("{LISTENER}{CLUSTER}retry_budget = {{ ratio = 1.5 }}\n"),
             "5:16: clusters.a.retry_budget.ratio: 1.5 is not a share of the calls (0 to 1)",
         ),

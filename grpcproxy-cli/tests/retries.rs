@@ -274,3 +274,90 @@ async fn a_try_over_the_per_try_timeout_is_retried() {
     let response = call(&proxy, ten_messages(3).0, HeaderMap::new()).await;
     assert_eq!(response.grpc_status(), Some("4"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_answer_from_the_fast_endpoint_and_cancel_the_slow_one() {
+    use support::scripted::scripted_counting_cancels;
+    let (slow, slow_tries, slow_cancelled) =
+        scripted_counting_cancels(|_| Answer::SlowEcho(Duration::from_secs(2))).await;
+    let (fast, fast_tries, _) = scripted_counting_cancels(|_| Answer::Echo).await;
+    let config = format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+name = "r"
+cluster = "pair"
+hedge = {{ delay = "50ms", max = 2 }}
+
+[clusters.pair]
+endpoints = ["{}", "{}"]
+balance = "round_robin"
+outlier.consecutive_failures = 0
+"#,
+        slow.addr(),
+        fast.addr()
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let client = Arc::new(RawClient::connect(proxy.listening[0]).await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            for _ in 0..25 {
+                let started = Instant::now();
+                let body = frames_body(vec![Frame::data(grpc_frame(false, b"hedge me"))]);
+                let response = client
+                    .call("/retry.Test/Unary", HeaderMap::new(), body)
+                    .await;
+                assert_eq!(response.grpc_status(), Some("0"), "{response:?}");
+                assert_eq!(response.data, grpc_frame(false, b"hedge me"));
+                took.push(started.elapsed());
+            }
+            took
+        }));
+    }
+    let mut took = Vec::new();
+    for task in tasks {
+        took.extend(task.await.unwrap());
+    }
+    took.sort();
+    let p99 = took[took.len() * 99 / 100 - 1];
+    eprintln!(
+        "200 hedged calls: p50 {:?}, p99 {p99:?}",
+        took[took.len() / 2]
+    );
+    assert!(
+        p99 < Duration::from_millis(400),
+        "p99 {p99:?}: the slow endpoint's 2 s show"
+    );
+    let slow_seen = slow_tries.lock().unwrap().len();
+    assert!(
+        slow_seen > 0,
+        "round robin sends first tries to the slow endpoint too"
+    );
+    assert_eq!(
+        fast_tries.lock().unwrap().len(),
+        200,
+        "every call answered by the fast one"
+    );
+    // The slow backend saw every one of its calls cancelled (RST_STREAM).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while slow_cancelled.load(std::sync::atomic::Ordering::SeqCst) < slow_seen {
+        assert!(
+            Instant::now() < deadline,
+            "the slow backend saw {} cancels of {slow_seen}",
+            slow_cancelled.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    support::wait_for_metric(
+        proxy.admin.unwrap(),
+        &format!(r#"grpcproxy_hedges_total{{route="r",result="cancelled"}} {slow_seen}"#),
+    );
+}

@@ -46,6 +46,7 @@ pub(crate) struct CallOverrides {
     pub(crate) alternate: Option<Upstream>,
     pub(crate) response_edits: Option<std::sync::Arc<crate::HeaderEdits>>,
     pub(crate) retry: Option<std::sync::Arc<crate::policy::RetryPolicy>>,
+    pub(crate) hedge: Option<std::sync::Arc<crate::policy::HedgePolicy>>,
 }
 
 impl std::fmt::Debug for CallOverrides {
@@ -59,6 +60,7 @@ impl std::fmt::Debug for CallOverrides {
             .field("alternate", &self.alternate)
             .field("response_edits", &self.response_edits)
             .field("retry", &self.retry)
+            .field("hedge", &self.hedge)
             .finish()
     }
 }
@@ -140,6 +142,23 @@ impl Target {
     /// ```
     pub fn retry(mut self, policy: std::sync::Arc<crate::policy::RetryPolicy>) -> Self {
         self.overrides.retry = Some(policy);
+        self
+    }
+
+    /// Hedges the call under `policy` (idempotent methods only): more tries go out while
+    /// none has answered, the first answer wins. Takes the place of a retry policy.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use grpcproxy::{policy::{HedgeDelay, HedgePolicy}, Target, Upstream};
+    /// use tonic::metadata::MetadataMap;
+    ///
+    /// let policy = Arc::new(HedgePolicy::new(HedgeDelay::Fixed(Duration::from_millis(50)), 2));
+    /// let upstream = Upstream::new("http://127.0.0.1:50052").unwrap();
+    /// let target = Target::new(upstream, MetadataMap::new()).hedge(policy);
+    /// ```
+    pub fn hedge(mut self, policy: std::sync::Arc<crate::policy::HedgePolicy>) -> Self {
+        self.overrides.hedge = Some(policy);
         self
     }
 

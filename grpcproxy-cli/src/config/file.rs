@@ -299,10 +299,35 @@ pub(crate) struct Route {
     pub(crate) response_metadata: MetadataEdits,
     /// Retry failed tries (none by default).
     pub(crate) retry: Option<Spanned<Retry>>,
+    /// Hedge calls (idempotent methods only; none by default).
+    pub(crate) hedge: Option<Spanned<Hedge>>,
     /// Calls admitted per second (none by default).
     pub(crate) rate_limit: Option<Spanned<RateLimit>>,
     /// Calls one client address may have open on this route (none by default).
     pub(crate) max_in_flight_per_peer: Option<Spanned<usize>>,
+}
+
+/// `hedge = { ... }` of a route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Hedge {
+    /// The wait before each hedge: a duration, or a percentile of the route's recent
+    /// latency such as `"p95"`.
+    pub(crate) delay: String,
+    /// Tries in all, the first included.
+    #[serde(default = "two_tries")]
+    pub(crate) max: u32,
+    /// With a percentile delay: the least wait (and the wait until enough calls were seen).
+    #[serde(default = "twenty_ms", with = "super::duration")]
+    pub(crate) min_delay: Duration,
+}
+
+fn two_tries() -> u32 {
+    2
+}
+
+fn twenty_ms() -> Duration {
+    Duration::from_millis(20)
 }
 
 /// `rate_limit = { ... }` of a route.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::policy::{RateKey, RetryPolicy};
+use grpcproxy::policy::{HedgeDelay, RateKey, RetryPolicy};
 use grpcproxy::HeaderEdits;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
@@ -15,7 +15,7 @@ use regex::Regex;
 use tonic::Code;
 
 use super::error::Problem;
-use super::file::{MetadataEdits, RateLimit, Retry, Route};
+use super::file::{Hedge, MetadataEdits, RateLimit, Retry, Route};
 
 /// One route of the file, compiled.
 #[derive(Debug, Clone)]
@@ -37,9 +37,49 @@ pub(crate) struct CompiledRoute {
     pub(crate) response_edits: Option<Arc<HeaderEdits>>,
     /// The retry policy, without the cluster's budget (the router adds it).
     pub(crate) retry: Option<RetryPolicy>,
+    /// The hedge policy.
+    pub(crate) hedge: Option<(HedgeDelay, u32)>,
     /// The rate limit: calls per second, burst, key.
     pub(crate) rate_limit: Option<(NonZeroU32, NonZeroU32, RateKey)>,
     pub(crate) max_in_flight_per_peer: Option<usize>,
+}
+
+impl Hedge {
+    /// The delay and tries of route `i`, or the first problem with them.
+    fn compile(&self, i: usize, span: Range<usize>) -> Result<(HedgeDelay, u32), Problem> {
+        let field = format!("routes[{i}].hedge");
+        let delay = match self.delay.strip_prefix('p').map(str::parse::<f64>) {
+            Some(Ok(percentile)) if percentile > 0.0 && percentile < 100.0 => {
+                HedgeDelay::Percentile {
+                    percentile,
+                    floor: self.min_delay,
+                }
+            }
+            Some(_) => {
+                return Err(Problem::new(
+                    span,
+                    format!(
+                    "{field}.delay: {:?} is not a percentile between p0 and p100 (such as \"p95\")",
+                    self.delay
+                ),
+                ))
+            }
+            None => match super::duration::parse(&self.delay) {
+                Ok(delay) => HedgeDelay::Fixed(delay),
+                Err(why) => return Err(Problem::new(span, format!("{field}.delay: {why}"))),
+            },
+        };
+        if self.max < 2 {
+            return Err(Problem::new(
+                span,
+                format!(
+                    "{field}.max: {} tries would never hedge; give 2 or more",
+                    self.max
+                ),
+            ));
+        }
+        Ok((delay, self.max))
+    }
 }
 
 impl RateLimit {
@@ -292,6 +332,15 @@ impl Route {
                 retry.get_ref().compile(i, retry.span(), max_timeout),
             )
         });
+        let hedge = self.hedge.as_ref().and_then(|hedge| {
+            if self.retry.is_some() {
+                problems.push(Problem::new(
+                    hedge.span(),
+                    format!("routes[{i}]: give retry or hedge, not both (a hedged call is already sent more than once)"),
+                ));
+            }
+            checked(problems, hedge.get_ref().compile(i, hedge.span()))
+        });
         let rate_limit = self
             .rate_limit
             .as_ref()
@@ -323,6 +372,7 @@ impl Route {
             request_edits: request_edits?,
             response_edits: Some(Arc::new(response_edits?)).filter(|e| !e.is_empty()),
             retry,
+            hedge,
             rate_limit,
             max_in_flight_per_peer: self.max_in_flight_per_peer.as_ref().map(|m| *m.get_ref()),
         })

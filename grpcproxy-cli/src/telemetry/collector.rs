@@ -158,6 +158,23 @@ impl Collector for UpstreamCollector {
                     ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
                 }
             }
+            let mut metric = encoder.encode_descriptor(
+                "hedges",
+                "Hedged calls by route: tries sent after the first, answers won by a hedge, tries cancelled because another answered first",
+                None,
+                MetricType::Counter,
+            )?;
+            for (route, counts) in policies.iter() {
+                let stats = &counts.hedges;
+                for (result, value) in [
+                    ("sent", stats.hedges()),
+                    ("won", stats.won()),
+                    ("cancelled", stats.cancelled()),
+                ] {
+                    let labels = [("route", route.as_str()), ("result", result)];
+                    ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                }
+            }
             for (name, help, value) in [
                 (
                     "rate_limited",

@@ -1,6 +1,7 @@
 //! A scripted HTTP/2 backend that answers each call by its index and records what it
 //! received: exact request bytes, `grpc-previous-rpc-attempts`, arrival time.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,10 +35,33 @@ pub struct Try {
 
 /// A backend that answers tries by `script` and records them.
 pub async fn scripted(script: fn(usize) -> Answer) -> (RawBackend, Arc<Mutex<Vec<Try>>>) {
+    let (backend, tries, _) = scripted_counting_cancels(script).await;
+    (backend, tries)
+}
+
+/// Counts itself when dropped before `done`: a call the client (the proxy) cancelled.
+struct CancelCount(Arc<AtomicUsize>, bool);
+
+impl Drop for CancelCount {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Like [`scripted`], also counting the calls cancelled before they were answered (the
+/// backend's handler dropped on RST_STREAM).
+pub async fn scripted_counting_cancels(
+    script: fn(usize) -> Answer,
+) -> (RawBackend, Arc<Mutex<Vec<Try>>>, Arc<AtomicUsize>) {
     let tries = Arc::new(Mutex::new(Vec::new()));
+    let cancelled = Arc::new(AtomicUsize::new(0));
     let seen = tries.clone();
+    let counter = cancelled.clone();
     let backend = RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
         let seen = seen.clone();
+        let mut guard = CancelCount(counter.clone(), false);
         async move {
             let at = Instant::now();
             let previous_attempts = request
@@ -54,11 +78,13 @@ pub async fn scripted(script: fn(usize) -> Answer) -> (RawBackend, Arc<Mutex<Vec
                 });
                 seen.len() - 1
             };
-            answer(script(index), body).await
+            let response = answer(script(index), body).await;
+            guard.1 = true;
+            response
         }
     })
     .await;
-    (backend, tries)
+    (backend, tries, cancelled)
 }
 
 async fn answer(answer: Answer, body: Bytes) -> Response<RawBody> {

@@ -28,9 +28,9 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::call_state::{abort_status, AbortReason, CallState, Observed};
+use super::replay::{Resend, ResendPolicy};
 use super::request_body::RequestBody;
 use super::response_body::{ResponseBody, ResponseGuard};
-use super::retry::Retrying;
 use super::send::{Route, Sent};
 use super::timeouts::{effective_timeout, is_late_error, Bounded};
 use super::{reject, Shared};
@@ -103,14 +103,14 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         };
         let (route, request) = self.build(&call, target, body);
         let idle = self.options.stream_idle_timeout;
-        let sent = match &route.retry {
+        let sent = match &route.resend {
             None => {
                 let send = route.send(request, &call.path, &call.client_authority, call.state());
                 Bounded::new(send, route.deadline, idle, call.state()).await
             }
-            Some(retrying) => {
-                let send = route.send_retrying(
-                    retrying,
+            Some(resend) => {
+                let send = route.send_again(
+                    resend,
                     request,
                     &call.path,
                     &call.client_authority,
@@ -245,10 +245,16 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             RequestBody::new(body, state.clone(), limit, touch)
                 .map_err(|e| Box::new(e) as BoxError),
         );
-        let (retry, body) = match overrides.retry {
+        // A hedge policy wins over a retry policy: a method is one or the other (gRPC A6).
+        let resend = match (overrides.hedge, overrides.retry) {
+            (Some(hedge), _) => Some(ResendPolicy::Hedge(hedge)),
+            (None, Some(retry)) => Some(ResendPolicy::Retry(retry)),
+            (None, None) => None,
+        };
+        let (resend, body) = match resend {
             Some(policy) => {
-                let (retrying, first) = Retrying::new(policy, body, &headers);
-                (Some(Box::new(retrying)), first)
+                let (resend, first) = Resend::new(policy, body, &headers);
+                (Some(Box::new(resend)), first)
             }
             None => (None, body),
         };
@@ -267,7 +273,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             authority: overrides.authority,
             response_edits: overrides.response_edits,
             deadline,
-            retry,
+            resend,
         };
         (route, request)
     }

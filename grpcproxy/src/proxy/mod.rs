@@ -2,9 +2,11 @@
 
 mod call_state;
 mod forward;
+mod hedge;
 mod messages;
 mod options;
 mod reject;
+mod replay;
 mod request_body;
 mod response_body;
 mod retry;
