@@ -1,7 +1,9 @@
-//! Routes as the router uses them, compiled once while the configuration is checked:
+//! `[[routes]]` as written in the file, and as the router uses them: compiled once while
+//! the configuration is checked:
 //! header names, regexes, the service glob, the authority and the metadata edits are
 //! parsed here and nowhere else.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::sync::Arc;
@@ -14,8 +16,192 @@ use http::uri::Authority;
 use regex::Regex;
 use tonic::Code;
 
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::duration::HumanDuration;
 use super::error::Problem;
-use super::file::{Hedge, MetadataEdits, RateLimit, Retry, Route};
+
+/// `[[routes]]`: the first route whose match fits the call sends it to its cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    /// A name for logs and metrics (default: `route-N`).
+    pub(crate) name: Option<String>,
+    #[serde(default, rename = "match")]
+    pub(crate) matches: RouteMatch,
+    /// The cluster calls go to.
+    pub(crate) cluster: Spanned<String>,
+    /// Cap on the call's deadline.
+    pub(crate) max_timeout: Option<Spanned<HumanDuration>>,
+    /// Deadline for calls that send no `grpc-timeout`.
+    pub(crate) default_timeout: Option<Spanned<HumanDuration>>,
+    /// `:authority` sent to the backend (default: the client's).
+    pub(crate) authority: Option<Spanned<String>>,
+    /// Append the client's address to `x-forwarded-for`.
+    #[serde(default)]
+    pub(crate) x_forwarded_for: bool,
+    #[serde(default)]
+    pub(crate) request_metadata: MetadataEdits,
+    /// Edits of the response headers (or trailers-only headers) the client receives.
+    #[serde(default)]
+    pub(crate) response_metadata: MetadataEdits,
+    /// Retry failed tries (none by default).
+    pub(crate) retry: Option<Spanned<Retry>>,
+    /// Hedge calls (idempotent methods only; none by default).
+    pub(crate) hedge: Option<Spanned<Hedge>>,
+    /// Calls admitted per second (none by default).
+    pub(crate) rate_limit: Option<Spanned<RateLimit>>,
+    /// Calls one client address may have open on this route (none by default).
+    pub(crate) max_in_flight_per_peer: Option<Spanned<usize>>,
+}
+
+/// `hedge = { ... }` of a route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Hedge {
+    /// The wait before each hedge: a duration, or a percentile of the route's recent
+    /// latency such as `"p95"`.
+    pub(crate) delay: String,
+    /// Tries in all, the first included.
+    #[serde(default = "two_tries")]
+    pub(crate) max: u32,
+    /// With a percentile delay: the least wait (and the wait until enough calls were seen).
+    #[serde(default = "twenty_ms", with = "super::duration")]
+    pub(crate) min_delay: Duration,
+}
+
+fn two_tries() -> u32 {
+    2
+}
+
+fn twenty_ms() -> Duration {
+    Duration::from_millis(20)
+}
+
+/// `rate_limit = { ... }` of a route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimit {
+    pub(crate) per_second: u32,
+    /// Calls admitted at once above the rate (default: `per_second`).
+    pub(crate) burst: Option<u32>,
+    /// `"route"` (all calls), `"peer"` (client address) or `"header:NAME"`.
+    #[serde(default = "route_key")]
+    pub(crate) key: String,
+}
+
+fn route_key() -> String {
+    "route".to_owned()
+}
+
+/// `retry = { ... }` of a route: which statuses are retried and how.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    /// Status codes retried, snake_case (`unavailable`, `resource_exhausted`, ...).
+    pub(crate) on: Spanned<Vec<String>>,
+    /// Tries in all, the first included.
+    #[serde(default = "three")]
+    pub(crate) attempts: u32,
+    /// Each try's own timeout (retried when it fires, if tries remain).
+    #[serde(default, with = "super::duration::option")]
+    pub(crate) per_try_timeout: Option<Duration>,
+    #[serde(default = "twenty_five_ms", with = "super::duration")]
+    pub(crate) backoff: Duration,
+    #[serde(default = "two_fifty_ms", with = "super::duration")]
+    pub(crate) max_backoff: Duration,
+    /// Request bytes kept to send a call again; a larger request is not retried.
+    #[serde(default = "sixty_four_kib")]
+    pub(crate) buffer_bytes: usize,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn twenty_five_ms() -> Duration {
+    Duration::from_millis(25)
+}
+
+fn two_fifty_ms() -> Duration {
+    Duration::from_millis(250)
+}
+
+fn sixty_four_kib() -> usize {
+    64 << 10
+}
+
+/// What a route matches; every given condition must hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteMatch {
+    /// Service name, exact or with `*` wildcards (`shop.*`).
+    pub(crate) service: Option<Spanned<String>>,
+    /// Method name within the service, exact.
+    pub(crate) method: Option<String>,
+    /// Prefix of the path `/pkg.Service/Method`.
+    pub(crate) path_prefix: Option<String>,
+    #[serde(default)]
+    pub(crate) headers: Vec<HeaderMatch>,
+}
+
+/// A condition on one request header: exactly one of `exact`, `regex`, `present`, `absent`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderMatch {
+    pub(crate) name: Spanned<String>,
+    pub(crate) exact: Option<String>,
+    pub(crate) regex: Option<Spanned<String>>,
+    pub(crate) present: Option<bool>,
+    pub(crate) absent: Option<bool>,
+}
+
+/// Request metadata edits a route applies before forwarding.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetadataEdits {
+    /// Entries to add or replace.
+    pub(crate) set: Option<Spanned<BTreeMap<String, String>>>,
+    /// Keys to remove.
+    pub(crate) remove: Option<Spanned<Vec<String>>>,
+}
+
+impl RouteMatch {
+    /// No condition, or only `service = "*"`.
+    pub(super) fn matches_everything(&self) -> bool {
+        self.service.as_ref().is_none_or(|s| s.get_ref() == "*")
+            && self.method.is_none()
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| p == "/" || p.is_empty())
+            && self.headers.is_empty()
+    }
+
+    /// The same conditions as `other` (header conditions compared as written).
+    pub(super) fn same_conditions(&self, other: &RouteMatch) -> bool {
+        let service = |m: &RouteMatch| m.service.as_ref().map(|s| s.get_ref().clone());
+        let headers = |m: &RouteMatch| {
+            m.headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.get_ref().to_ascii_lowercase(),
+                        h.exact.clone(),
+                        h.regex.as_ref().map(|r| r.get_ref().clone()),
+                        h.present,
+                        h.absent,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        service(self) == service(other)
+            && self.method == other.method
+            && self.path_prefix == other.path_prefix
+            && headers(self) == headers(other)
+    }
+}
 
 /// One route of the file, compiled.
 #[derive(Debug, Clone)]

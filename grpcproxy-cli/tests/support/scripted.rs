@@ -42,6 +42,12 @@ pub async fn scripted(script: fn(usize) -> Answer) -> (RawBackend, Arc<Mutex<Vec
 /// Counts itself when dropped before `done`: a call the client (the proxy) cancelled.
 struct CancelCount(Arc<AtomicUsize>, bool);
 
+impl CancelCount {
+    fn done(&mut self) {
+        self.1 = true;
+    }
+}
+
 impl Drop for CancelCount {
     fn drop(&mut self) {
         if !self.1 {
@@ -79,7 +85,7 @@ pub async fn scripted_counting_cancels(
                 seen.len() - 1
             };
             let response = answer(script(index), body).await;
-            guard.1 = true;
+            guard.done();
             response
         }
     })

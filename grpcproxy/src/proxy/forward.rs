@@ -28,7 +28,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::call_state::{abort_status, AbortReason, CallState, Observed};
-use super::replay::{Resend, ResendPolicy};
+use super::replay::{Destination, Resend, ResendPolicy};
 use super::request_body::RequestBody;
 use super::response_body::{ResponseBody, ResponseGuard};
 use super::send::{Route, Sent};
@@ -67,6 +67,29 @@ fn malformed_method(path: &str) -> Status {
     Status::unimplemented(format!(
         "malformed method name {path:?}: expected /package.Service/Method"
     ))
+}
+
+/// Sends `request` under the call's retry or hedge policy; a last try cut by the
+/// per-try timeout ends the call with [`AbortReason::TryTimeout`].
+async fn send_again(
+    route: &Route,
+    resend: &Resend,
+    first: Request<BoxBody>,
+    path: &PathAndQuery,
+    client_authority: &Option<Authority>,
+    call: &CallState,
+) -> Result<Sent, AbortReason> {
+    match &resend.policy {
+        ResendPolicy::Retry(policy) => {
+            route
+                .send_retrying(resend, policy, first, path, client_authority, call)
+                .await
+        }
+        ResendPolicy::Hedge(policy) => {
+            let sent = route.send_hedged(resend, policy, first, path, client_authority, call);
+            Ok(sent.await)
+        }
+    }
 }
 
 /// A trailers-only response carrying `status`.
@@ -109,7 +132,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 Bounded::new(send, route.deadline, idle, call.state()).await
             }
             Some(resend) => {
-                let send = route.send_again(
+                let send = send_again(
+                    &route,
                     resend,
                     request,
                     &call.path,
@@ -253,7 +277,12 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         };
         let (resend, body) = match resend {
             Some(policy) => {
-                let (resend, first) = Resend::new(policy, body, &headers);
+                let destination = Destination {
+                    path: call.path.clone(),
+                    authority: overrides.authority.clone(),
+                    client_authority: call.client_authority.clone(),
+                };
+                let (resend, first) = Resend::new(policy, body, &headers, destination);
                 (Some(Box::new(resend)), first)
             }
             None => (None, body),

@@ -13,7 +13,6 @@ use http::{Method, Request, Version};
 use http_body::{Body, Frame};
 use tokio::time::Instant;
 
-use super::send::Route;
 use crate::boxed::{BoxBody, BoxError};
 use crate::deadline::format_timeout;
 use crate::policy::{HedgePolicy, RetryPolicy};
@@ -226,11 +225,28 @@ pub(super) struct Resend {
     pub(super) policy: ResendPolicy,
     pub(super) replay: Replay,
     headers: HeaderMap,
+    path: PathAndQuery,
+    /// The `:authority` the director chose, and the client's.
+    authority: Option<Authority>,
+    client_authority: Option<Authority>,
+}
+
+/// Where the tries of a call go: its path, and the authorities each try's URI is made with.
+#[derive(Debug)]
+pub(super) struct Destination {
+    pub(super) path: PathAndQuery,
+    pub(super) authority: Option<Authority>,
+    pub(super) client_authority: Option<Authority>,
 }
 
 impl Resend {
     /// The state of a call sent under `policy`, and the first try's request body.
-    pub(super) fn new(policy: ResendPolicy, body: BoxBody, headers: &HeaderMap) -> (Self, BoxBody) {
+    pub(super) fn new(
+        policy: ResendPolicy,
+        body: BoxBody,
+        headers: &HeaderMap,
+        destination: Destination,
+    ) -> (Self, BoxBody) {
         let limit = match &policy {
             ResendPolicy::Retry(retry) => retry.buffer_limit(),
             ResendPolicy::Hedge(_) => HEDGE_BUFFER,
@@ -241,26 +257,28 @@ impl Resend {
             policy,
             replay,
             headers: headers.clone(),
+            path: destination.path,
+            authority: destination.authority,
+            client_authority: destination.client_authority,
         };
         (resend, BoxBody::new(first))
     }
 }
 
-impl Route {
-    /// The request of try number `attempt` (a retry or a hedge) to `to`: the client's metadata with
-    /// `grpc-previous-rpc-attempts` and the time left as `grpc-timeout`.
+impl Resend {
+    /// The request of try number `attempt` (a retry or a hedge) to `to`: the client's
+    /// metadata with `grpc-previous-rpc-attempts` and the time left until `deadline` as
+    /// `grpc-timeout`.
     pub(super) fn request_for(
         &self,
-        resend: &Resend,
         to: &crate::Upstream,
         body: ReplayBody,
         attempt: u32,
-        path: &PathAndQuery,
-        client_authority: &Option<Authority>,
+        deadline: Option<Instant>,
     ) -> Request<BoxBody> {
-        let mut headers = resend.headers.clone();
+        let mut headers = self.headers.clone();
         headers.insert(PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
-        if let Some(deadline) = self.deadline {
+        if let Some(deadline) = deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
         }
@@ -268,9 +286,9 @@ impl Route {
         *request.method_mut() = Method::POST;
         *request.version_mut() = Version::HTTP_2;
         *request.uri_mut() = to.request_uri(
-            path.clone(),
+            self.path.clone(),
             self.authority.clone(),
-            client_authority.clone(),
+            self.client_authority.clone(),
         );
         *request.headers_mut() = headers;
         request

@@ -119,7 +119,7 @@ impl Route {
             tokio::time::sleep(wait).await;
             attempt += 1;
             let (to, _) = self.endpoints_for(attempt);
-            request = self.request_for(resend, to, body, attempt, path, client_authority);
+            request = resend.request_for(to, body, attempt, self.deadline);
         }
     }
 }

@@ -8,8 +8,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::call_state::{AbortReason, CallState};
-use super::replay::{Resend, ResendPolicy};
+use super::call_state::CallState;
 use crate::boxed::BoxBody;
 use crate::upstream::{Unsent, UpstreamBody};
 use crate::{HeaderEdits, Upstream, UpstreamError};
@@ -44,28 +43,6 @@ impl Route {
     ) -> impl std::future::Future<Output = Sent> + 'a {
         let (to, alternate) = self.endpoints_for(1);
         self.send_to(to, alternate, request, path, client_authority, call)
-    }
-
-    /// Sends `request` under the call's retry or hedge policy; a last try cut by the
-    /// per-try timeout ends the call with [`AbortReason::TryTimeout`].
-    pub(super) async fn send_again(
-        &self,
-        resend: &Resend,
-        first: Request<BoxBody>,
-        path: &PathAndQuery,
-        client_authority: &Option<Authority>,
-        call: &CallState,
-    ) -> Result<Sent, AbortReason> {
-        match &resend.policy {
-            ResendPolicy::Retry(policy) => {
-                self.send_retrying(resend, policy, first, path, client_authority, call)
-                    .await
-            }
-            ResendPolicy::Hedge(policy) => {
-                let sent = self.send_hedged(resend, policy, first, path, client_authority, call);
-                Ok(sent.await)
-            }
-        }
     }
 
     /// Sends `request` to `upstream` and waits for the response head; returns it with the
