@@ -3,7 +3,8 @@
 # the profile says"): grpcproxy with one worker thread runs under valgrind, the bench
 # backend and load generator run natively, unary 16 B at 8 connections x 32 streams.
 # Counters are zeroed after a warm-up, so start-up is not counted.
-# Usage: bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
+# Usage: [ROUTE_EXTRA='retry = {...}'] bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
+# (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs)
 # Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves
 # the profile in $OUT (default /tmp/grpcproxy-callgrind) for callgrind_annotate.
 set -euo pipefail
@@ -29,6 +30,7 @@ worker_threads = 1
 address = "127.0.0.1:$proxy_port"
 [[routes]]
 cluster = "backend"
+${ROUTE_EXTRA:-}
 [clusters.backend]
 endpoints = ["127.0.0.1:$backend_port"]
 EOF

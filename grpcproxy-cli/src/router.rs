@@ -73,7 +73,14 @@ impl Router {
         let routes = config
             .compiled_routes
             .iter()
-            .map(|rule| Route::build(rule, &clusters, telemetry))
+            .map(|rule| {
+                Route::build(
+                    rule,
+                    &clusters,
+                    telemetry,
+                    config.limits.max_methods_per_route,
+                )
+            })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             routes,
@@ -109,13 +116,14 @@ impl Route {
         rule: &CompiledRoute,
         clusters: &HashMap<String, Arc<Cluster>>,
         telemetry: &Arc<Telemetry>,
+        max_methods: usize,
     ) -> anyhow::Result<Self> {
         let cluster = clusters
             .get(&rule.cluster)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("unknown cluster {}", rule.cluster))?;
         let observer = Arc::new(RouteObserver {
-            metrics: telemetry.route_metrics(&rule.name, &cluster.name),
+            metrics: telemetry.route_metrics(&rule.name, &cluster.name, max_methods),
             telemetry: telemetry.clone(),
             route: rule.name.clone(),
             cluster: cluster.clone(),

@@ -213,6 +213,19 @@ impl RawClient {
     /// Connects to `addr` with cleartext HTTP/2.
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Self::handshake(stream).await
+    }
+
+    /// Connects to `addr` from the local address `from` (another loopback address, such
+    /// as 127.0.0.2, to be another client to the proxy).
+    pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        Self::handshake(stream).await
+    }
+
+    async fn handshake(stream: tokio::net::TcpStream) -> Self {
         stream.set_nodelay(true).unwrap();
         let socket = stream.into_std().unwrap();
         let handle = socket.try_clone().unwrap();

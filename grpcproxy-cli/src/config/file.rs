@@ -232,6 +232,9 @@ pub(crate) struct Limits {
     /// `DEADLINE_EXCEEDED` ("0s", the default: never; quiet watch streams are legitimate).
     #[serde(with = "super::duration")]
     pub(crate) stream_idle_timeout: Duration,
+    /// Distinct methods a route counts by name in `grpcproxy_requests_total`; calls of
+    /// further methods are counted as `method="other"` (clients choose method names).
+    pub(crate) max_methods_per_route: usize,
 }
 
 impl Default for Limits {
@@ -246,6 +249,7 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::ZERO,
+            max_methods_per_route: 256,
         }
     }
 }

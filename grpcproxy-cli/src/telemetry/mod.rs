@@ -208,7 +208,12 @@ impl Telemetry {
     }
 
     /// One route's metric handles, resolved once so that a call only bumps atomics.
-    pub(crate) fn route_metrics(&self, route: &str, cluster: &str) -> RouteMetrics {
+    pub(crate) fn route_metrics(
+        &self,
+        route: &str,
+        cluster: &str,
+        max_methods: usize,
+    ) -> RouteMetrics {
         let labels = RouteLabels {
             route: route.to_owned(),
             cluster: cluster.to_owned(),
@@ -219,6 +224,7 @@ impl Telemetry {
             response_bytes: self.response_bytes.get_or_create(&labels).clone(),
             requests: self.requests.clone(),
             by_method: RwLock::default(),
+            max_methods,
             labels,
         }
     }
@@ -253,13 +259,13 @@ mod tests {
     #[test]
     fn route_metrics_count_by_method_and_status_across_rebuilds() {
         let telemetry = Telemetry::new(None);
-        let before = telemetry.route_metrics("r", "c");
+        let before = telemetry.route_metrics("r", "c", 256);
         before.record(&call("/a.S/M", Code::Ok));
         before.record(&call("/a.S/M", Code::Ok));
         before.record(&call("/a.S/M", Code::Unavailable));
         before.record(&call("/a.S/N", Code::Unauthenticated));
         // A reload builds the route again: its counters continue the same series.
-        let after = telemetry.route_metrics("r", "c");
+        let after = telemetry.route_metrics("r", "c", 256);
         after.record(&call("/a.S/M", Code::Ok));
         let text = telemetry.render(&ProxyStats::default());
         for line in [
@@ -269,6 +275,28 @@ mod tests {
             r#"grpcproxy_request_duration_seconds_count{route="r",cluster="c"} 5"#,
             r#"grpcproxy_request_bytes_total{route="r",cluster="c"} 50"#,
             r#"grpcproxy_response_bytes_total{route="r",cluster="c"} 500"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("grpcproxy_requests_total{").count(),
+            3,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn methods_past_the_cap_are_counted_as_other() {
+        let telemetry = Telemetry::new(None);
+        let metrics = telemetry.route_metrics("r", "c", 2);
+        for method in ["/a.S/A", "/a.S/B", "/a.S/C", "/a.S/D", "/a.S/A"] {
+            metrics.record(&call(method, Code::Ok));
+        }
+        let text = telemetry.render(&ProxyStats::default());
+        for line in [
+            r#"grpcproxy_requests_total{route="r",cluster="c",method="/a.S/A",grpc_status="0"} 2"#,
+            r#"grpcproxy_requests_total{route="r",cluster="c",method="/a.S/B",grpc_status="0"} 1"#,
+            r#"grpcproxy_requests_total{route="r",cluster="c",method="other",grpc_status="0"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -27,7 +27,12 @@ pub(crate) struct RouteMetrics {
     pub(super) response_bytes: Counter,
     pub(super) requests: Family<CallLabels, Counter>,
     pub(super) by_method: RwLock<HashMap<Box<str>, MethodCounters>>,
+    /// Methods counted by name; the calls of further ones count as `other`.
+    pub(super) max_methods: usize,
 }
+
+/// The `method` label of calls beyond a route's `max_methods_per_route`.
+const OTHER: &str = "other";
 
 impl RouteMetrics {
     pub(super) fn record(&self, call: &CallRecord<'_>) {
@@ -58,6 +63,12 @@ impl RouteMetrics {
             .by_method
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        // Method names are the client's to choose: past the cap, one label for the rest.
+        let method = if by_method.len() >= self.max_methods && !by_method.contains_key(method) {
+            OTHER
+        } else {
+            method
+        };
         let counters = by_method
             .entry(method.into())
             .or_insert_with(|| std::array::from_fn(|_| OnceLock::new()));

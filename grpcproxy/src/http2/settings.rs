@@ -67,6 +67,22 @@ impl Http2Settings {
 }
 
 impl Http2Settings {
+    /// These settings for a connection that carries up to `streams` calls of different
+    /// clients at once (a backend connection): its window is raised to hold every stream's
+    /// window, so that calls whose clients stopped reading (their data waits in the proxy,
+    /// up to one stream window each) never stall the connection's other calls. What the
+    /// proxy may hold stays bounded by the stream window per call; the budget for small
+    /// DATA frames stays that of the configured connection window.
+    pub(crate) fn isolating_streams(&self, streams: usize) -> Self {
+        let needed = u64::from(self.initial_stream_window_size) * streams as u64;
+        let window = needed.clamp(u64::from(self.initial_connection_window_size), MAX_WINDOW);
+        Self {
+            data_frame_budget: Some(self.resolved_data_frame_budget()),
+            initial_connection_window_size: window as u32,
+            ..self.clone()
+        }
+    }
+
     /// An h2 client builder for backend connections: these settings, and what hyper's
     /// client sets for the rest (bounded per-stream send buffers, no server push).
     pub(crate) fn client_builder(&self) -> h2::client::Builder {
@@ -104,6 +120,9 @@ impl Http2Settings {
         builder
     }
 }
+
+/// The largest HTTP/2 flow-control window (2^31 - 1).
+const MAX_WINDOW: u64 = (1 << 31) - 1;
 
 /// Streams a connection may reset for errors of its own before it is closed (hyper's
 /// default on both sides).

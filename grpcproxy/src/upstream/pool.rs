@@ -172,7 +172,10 @@ impl FailureLog {
 }
 
 impl Pool {
-    pub(crate) fn new(endpoint: Endpoint, size: PoolSize) -> Self {
+    pub(crate) fn new(mut endpoint: Endpoint, size: PoolSize) -> Self {
+        endpoint.settings = endpoint
+            .settings
+            .isolating_streams(size.streams_per_connection.max(1));
         Self {
             endpoint,
             size: PoolSize {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Two proxy configurations side by side against one bench backend: grpcproxy-bench load
+# alternates between them (unary 16 B, 8 connections x 32 streams), ROUNDS times, and
+# prints each round and the medians of calls/s and CPU per call (the proxy's utime+stime
+# over the round, divided by its calls). Release binaries.
+# Usage: bash scripts/side-by-side.sh EXTRA_A EXTRA_B [ROUNDS] [SECONDS]
+#   EXTRA_x: TOML added to the route table ("" for none), e.g.
+#   'retry = { on = ["unavailable"], attempts = 3 }'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra_a=$1
+extra_b=$2
+rounds=${3:-5}
+seconds=${4:-5}
+proxy=${GRPCPROXY:-target/release/grpcproxy}
+bench=${BENCH:-target/release/grpcproxy-bench}
+dir=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2; exit 1
+}
+backend_port=$(port)
+"$bench" backend --listen "127.0.0.1:$backend_port" >"$dir/backend.log" 2>&1 &
+pids+=($!)
+wait_port "$backend_port"
+declare -A addr pid
+for side in a b; do
+  p=$(port)
+  extra=$extra_a
+  [ "$side" = b ] && extra=$extra_b
+  cat >"$dir/$side.toml" <<EOF
+[[listeners]]
+address = "127.0.0.1:$p"
+[[routes]]
+cluster = "backend"
+$extra
+[clusters.backend]
+endpoints = ["127.0.0.1:$backend_port"]
+EOF
+  "$proxy" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
+  pids+=($!)
+  pid[$side]=$!
+  addr[$side]="127.0.0.1:$p"
+  wait_port "$p"
+done
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks=$(getconf CLK_TCK)
+for side in a b; do : >"$dir/$side.results"; done
+for round in $(seq 1 "$rounds"); do
+  for side in a b; do
+    before=$(cpu "${pid[$side]}")
+    report=$("$bench" load --target "${addr[$side]}" --connections 8 --streams 32 --warmup 1s --duration "${seconds}s")
+    after=$(cpu "${pid[$side]}")
+    python3 - "$side" "$round" "$before" "$after" "$ticks" "$report" >>"$dir/$side.results" <<'PY'
+import json, sys
+side, rnd, before, after, ticks, report = sys.argv[1:]
+r = json.loads(report)
+calls = r["ops"] + r["ops_per_sec"] * 1.0  # the warm-up second's calls count towards CPU
+cpu_us = (float(after) - float(before)) / float(ticks) * 1e6 / calls
+print(f"{r['ops_per_sec']:.0f} {cpu_us:.2f} {r['errors']}")
+PY
+    echo "round $round $side: $(tail -1 "$dir/$side.results")" >&2
+  done
+done
+python3 - "$dir/a.results" "$dir/b.results" <<'PY'
+import statistics, sys
+rows = [[list(map(float, l.split())) for l in open(p)] for p in sys.argv[1:]]
+med = [(statistics.median(r[0] for r in side), statistics.median(r[1] for r in side)) for side in rows]
+for name, (ops, cpu) in zip("ab", med):
+    print(f"{name}: median {ops:,.0f} calls/s, {cpu:.2f} us CPU per call, errors {sum(r[2] for r in rows['ab'.index(name)]):.0f}")
+print(f"b/a: {med[1][0] / med[0][0]:.3f} calls/s, {med[1][1] / med[0][1]:.3f} CPU per call")
+PY
