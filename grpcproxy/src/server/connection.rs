@@ -122,6 +122,16 @@ impl<S: CallService> Connection<S> {
             })
             .await;
             match event {
+                Event::Stream(_, mut reply) if streams.flooding() => {
+                    // A rapid-reset flood: its calls would reach backends as HEADERS and
+                    // RST_STREAM and trip their limits on connections every client shares.
+                    reply.send_reset(h2::Reason::REFUSED_STREAM);
+                    if !closing {
+                        tracing::debug!(peer = ?peer, "client resets its streams as soon as they open; closing the connection (ENHANCE_YOUR_CALM)");
+                        closing = true;
+                        connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    }
+                }
                 Event::Stream(request, reply) => {
                     let (parts, recv) = request.into_parts();
                     let mut request = Request::from_parts(parts, RecvBody::new(recv));

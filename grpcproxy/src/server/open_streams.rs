@@ -1,7 +1,8 @@
-//! Counting a connection's open streams, for its idle timeout: plain atomics, so a stream
-//! opening or closing wakes nothing and touches no timer.
+//! Counting a connection's open streams, for its idle timeout, and the streams its client
+//! reset as soon as they opened (a rapid-reset flood): plain atomics, so a stream opening
+//! or closing wakes nothing and touches no timer.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,18 @@ pub(super) struct StreamCount {
     started: std::time::Instant,
     /// When the last stream closed, in milliseconds since `started`.
     idle_since_ms: AtomicU64,
+    /// Streams accepted, and those the client reset within [`RAPID`] of opening, before
+    /// the proxy answered.
+    accepted: AtomicU32,
+    rapid_resets: AtomicU32,
 }
+
+/// A reset this soon after its stream opened, before any answer, is a flood's, not a
+/// user's change of mind (a person cancels after hundreds of milliseconds).
+const RAPID: Duration = Duration::from_millis(50);
+
+/// Rapid resets a connection may make before its share of them is judged.
+const RAPID_RESETS_ALLOWED: u32 = 10;
 
 impl StreamCount {
     pub(super) fn new() -> Self {
@@ -21,7 +33,18 @@ impl StreamCount {
             open: AtomicUsize::new(0),
             started: std::time::Instant::now(),
             idle_since_ms: AtomicU64::new(0),
+            accepted: AtomicU32::new(0),
+            rapid_resets: AtomicU32::new(0),
         }
+    }
+
+    /// Whether the client resets its streams as soon as they open: more than
+    /// [`RAPID_RESETS_ALLOWED`] such resets, and at least half its streams. Its calls may
+    /// already have reached backends, whose own rapid-reset limits would then close the
+    /// connections every client shares.
+    pub(super) fn flooding(&self) -> bool {
+        let rapid = self.rapid_resets.load(Ordering::Relaxed);
+        rapid > RAPID_RESETS_ALLOWED && rapid * 2 >= self.accepted.load(Ordering::Relaxed)
     }
 
     /// When the connection becomes idle for `timeout`, if no stream opens before; `None`
@@ -39,12 +62,20 @@ impl StreamCount {
 
 /// One open stream of a connection, counted until dropped.
 #[derive(Debug)]
-pub(super) struct OpenStream(Arc<StreamCount>);
+pub(super) struct OpenStream(Arc<StreamCount>, std::time::Instant);
 
 impl OpenStream {
     pub(super) fn new(streams: &Arc<StreamCount>) -> Self {
         streams.open.fetch_add(1, Ordering::AcqRel);
-        Self(streams.clone())
+        streams.accepted.fetch_add(1, Ordering::Relaxed);
+        Self(streams.clone(), std::time::Instant::now())
+    }
+
+    /// The client reset the stream before the proxy answered it.
+    pub(super) fn reset_before_answer(&self) {
+        if self.1.elapsed() < RAPID {
+            self.0.rapid_resets.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -55,5 +86,24 @@ impl Drop for OpenStream {
             let ms = streams.started.elapsed().as_millis() as u64;
             streams.idle_since_ms.store(ms, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(streams: usize, reset_at_once: usize) -> bool {
+        let count = Arc::new(StreamCount::new());
+        let open: Vec<OpenStream> = (0..streams).map(|_| OpenStream::new(&count)).collect();
+        open.iter().take(reset_at_once).for_each(OpenStream::reset_before_answer);
+        count.flooding()
+    }
+
+    #[test]
+    fn a_flood_is_many_rapid_resets_and_most_of_the_streams() {
+        assert!(connection(20, 11), "11 rapid resets of 20 streams");
+        assert!(!connection(20, 10), "up to 10 are allowed");
+        assert!(!connection(30, 11), "11 of 30 streams is a minority");
     }
 }

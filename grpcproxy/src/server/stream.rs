@@ -33,7 +33,7 @@ pin_project! {
         // Ready when the server's drain times out: the call ends with UNAVAILABLE.
         #[pin]
         cut: Cut,
-        _open: OpenStream,
+        open: OpenStream,
     }
 }
 
@@ -54,7 +54,7 @@ impl<F, B> StreamTask<F, B> {
             reply,
             state: State::Waiting { response },
             cut,
-            _open: open,
+            open,
         }
     }
 }
@@ -83,7 +83,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut me = self.project();
-        if poll_call(me.reply, me.state.as_mut(), cx).is_ready() {
+        if poll_call(me.reply, me.state.as_mut(), me.open, cx).is_ready() {
             return Poll::Ready(());
         }
         // Waiting on the backend or the client: the drain timeout may cut in (registered
@@ -113,6 +113,7 @@ where
 fn poll_call<F, B>(
     reply: &mut SendResponse<Bytes>,
     mut state: Pin<&mut State<F, B>>,
+    open: &OpenStream,
     cx: &mut Context<'_>,
 ) -> Poll<()>
 where
@@ -127,12 +128,15 @@ where
                 Poll::Ready(Ok(response)) => response,
                 Poll::Ready(Err(never)) => match never {},
                 // Still waiting for the service: a client's RST_STREAM ends the call.
-                Poll::Pending => return reply.poll_reset(cx).map(|_| ()),
+                Poll::Pending => {
+                    return reply.poll_reset(cx).map(|_| open.reset_before_answer());
+                }
             },
         };
         // The client may have reset the stream while the answer was being made (its
         // deadline and the proxy's expire together): then there is no one to answer.
         if reply.poll_reset(cx).is_ready() {
+            open.reset_before_answer();
             return Poll::Ready(());
         }
         let (mut head, body) = response.into_parts();
