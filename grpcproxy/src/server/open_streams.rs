@@ -96,7 +96,9 @@ mod tests {
     fn connection(streams: usize, reset_at_once: usize) -> bool {
         let count = Arc::new(StreamCount::new());
         let open: Vec<OpenStream> = (0..streams).map(|_| OpenStream::new(&count)).collect();
-        open.iter().take(reset_at_once).for_each(OpenStream::reset_before_answer);
+        open.iter()
+            .take(reset_at_once)
+            .for_each(OpenStream::reset_before_answer);
         count.flooding()
     }
 
