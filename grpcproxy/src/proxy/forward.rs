@@ -31,6 +31,7 @@ use super::call_state::{abort_status, AbortReason, CallState, Observed};
 use super::replay::{Destination, Resend, ResendPolicy};
 use super::request_body::RequestBody;
 use super::response_body::{ResponseBody, ResponseGuard};
+use super::retry;
 use super::send::{Route, Sent};
 use super::timeouts::{effective_timeout, is_late_error, Bounded};
 use super::{reject, Shared};
@@ -69,29 +70,6 @@ fn malformed_method(path: &str) -> Status {
     ))
 }
 
-/// Sends `request` under the call's retry or hedge policy; a last try cut by the
-/// per-try timeout ends the call with [`AbortReason::TryTimeout`].
-async fn send_again(
-    route: &Route,
-    resend: &Resend,
-    first: Request<BoxBody>,
-    path: &PathAndQuery,
-    client_authority: &Option<Authority>,
-    call: &CallState,
-) -> Result<Sent, AbortReason> {
-    match &resend.policy {
-        ResendPolicy::Retry(policy) => {
-            route
-                .send_retrying(resend, policy, first, path, client_authority, call)
-                .await
-        }
-        ResendPolicy::Hedge(policy) => {
-            let sent = route.send_hedged(resend, policy, first, path, client_authority, call);
-            Ok(sent.await)
-        }
-    }
-}
-
 /// A trailers-only response carrying `status`.
 fn status_response(status: Status) -> Response<ResponseBody> {
     status.into_http()
@@ -125,25 +103,66 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             }
         };
         let (route, request) = self.build(&call, target, body);
-        let idle = self.options.stream_idle_timeout;
-        let sent = match &route.resend {
-            None => {
-                let send = route.send(request, &call.path, &call.client_authority, call.state());
-                Bounded::new(send, route.deadline, idle, call.state()).await
-            }
-            Some(resend) => {
-                let send = send_again(
-                    &route,
-                    resend,
-                    request,
-                    &call.path,
-                    &call.client_authority,
+        let sent = match route
+            .resend
+            .as_ref()
+            .map(|resend| (resend, resend.policy()))
+        {
+            Some((resend, ResendPolicy::Hedge(policy))) => {
+                let (path, authority) = (&call.path, &call.client_authority);
+                let send =
+                    route.send_hedged(resend, policy, request, path, authority, call.state());
+                // Boxed: only hedged calls pay for the race's state.
+                Bounded::new(
+                    Box::pin(send),
+                    route.deadline,
+                    self.options.stream_idle_timeout,
                     call.state(),
-                );
-                // Boxed: only calls with a retry policy pay for its state.
-                Bounded::new(Box::pin(send), route.deadline, idle, call.state())
-                    .await
-                    .and_then(|sent| sent)
+                )
+                .await
+            }
+            _ => {
+                // The first try, on the common path; a retry policy's per-try timeout
+                // bounds it, and only a call that needs another try pays for more.
+                let first_deadline = retry::first_try(&route);
+                let send = route.send(request, &call.path, &call.client_authority, call.state());
+                let first = Bounded::new(
+                    send,
+                    first_deadline,
+                    self.options.stream_idle_timeout,
+                    call.state(),
+                )
+                .await;
+                match route
+                    .resend
+                    .as_ref()
+                    .and_then(|r| Some((r, r.retry_policy()?)))
+                {
+                    Some((resend, policy)) => match retry::after_first(first, route.deadline) {
+                        Ok(tried) if retry::may_retry(policy, &tried) => {
+                            let (path, authority) = (&call.path, &call.client_authority);
+                            let again = route.retry_after(
+                                resend,
+                                policy,
+                                tried,
+                                path,
+                                authority,
+                                call.state(),
+                            );
+                            Bounded::new(
+                                Box::pin(again),
+                                route.deadline,
+                                self.options.stream_idle_timeout,
+                                call.state(),
+                            )
+                            .await
+                            .and_then(|sent| sent)
+                        }
+                        Ok(tried) => tried.ok_or(AbortReason::TryTimeout),
+                        Err(reason) => Err(reason),
+                    },
+                    None => first,
+                }
             }
         };
         Ok(self.respond(call, route, sent))
@@ -283,7 +302,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                     client_authority: call.client_authority.clone(),
                 };
                 let (resend, first) = Resend::new(policy, body, &headers, destination);
-                (Some(Box::new(resend)), first)
+                (Some(resend), first)
             }
             None => (None, body),
         };

@@ -60,7 +60,7 @@ impl Route {
                 Event::Done(attempt, _, Ok(answer)) => {
                     // The first answer wins: the other tries' request streams fail, and
                     // dropping their futures resets their backend streams.
-                    resend.replay.keep_only(attempt);
+                    resend.keep_only(attempt);
                     policy.stats().settled(attempt, racing.len() - 1);
                     policy.answered_after(started.elapsed());
                     return Ok(answer);
@@ -78,7 +78,7 @@ impl Route {
                 Event::Hedge => true,
             };
             if hedge_now {
-                let Some(body) = resend.replay.body_alongside(sent + 1) else {
+                let Some(body) = resend.body_alongside(sent + 1) else {
                     // The request outgrew what is kept: no more hedges; wait for the rest.
                     sent = policy.max();
                     continue;

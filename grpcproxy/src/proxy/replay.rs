@@ -50,35 +50,87 @@ struct Recording {
     waiters: Vec<Waker>,
 }
 
-/// The request of a call that may be retried: each try gets a [`ReplayBody`].
+/// A call sent more than once: its request, kept as it goes, its metadata and policy, all in
+/// one allocation shared with every try's [`ReplayBody`].
 #[derive(Clone)]
-pub(super) struct Replay(Arc<Mutex<Recording>>);
+pub(super) struct Resend(Arc<Shared>);
 
-impl std::fmt::Debug for Replay {
+struct Shared {
+    recording: Mutex<Recording>,
+    policy: ResendPolicy,
+    headers: HeaderMap,
+    path: PathAndQuery,
+    /// The `:authority` the director chose, and the client's.
+    authority: Option<Authority>,
+    client_authority: Option<Authority>,
+}
+
+impl std::fmt::Debug for Resend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Replay")
+        f.debug_struct("Resend")
+            .field("policy", &self.0.policy)
+            .finish_non_exhaustive()
     }
 }
 
-impl Replay {
-    /// Keeps up to `limit` bytes of `body` as it is sent.
-    pub(super) fn new(body: BoxBody, limit: usize) -> Self {
-        Self(Arc::new(Mutex::new(Recording {
-            inner: body,
-            kept: Vec::new(),
-            taken: 0,
-            bytes: 0,
-            limit,
-            overflowed: false,
-            failed: false,
-            ended: false,
-            only: None,
-            waiters: Vec::new(),
-        })))
+/// Where the tries of a call go: its path, and the authorities each try's URI is made with.
+#[derive(Debug)]
+pub(super) struct Destination {
+    pub(super) path: PathAndQuery,
+    pub(super) authority: Option<Authority>,
+    pub(super) client_authority: Option<Authority>,
+}
+
+impl Resend {
+    /// The state of a call sent under `policy`, and the first try's request body.
+    pub(super) fn new(
+        policy: ResendPolicy,
+        body: BoxBody,
+        headers: &HeaderMap,
+        destination: Destination,
+    ) -> (Self, BoxBody) {
+        let limit = match &policy {
+            ResendPolicy::Retry(retry) => retry.buffer_limit(),
+            ResendPolicy::Hedge(_) => HEDGE_BUFFER,
+        };
+        let resend = Self(Arc::new(Shared {
+            recording: Mutex::new(Recording {
+                inner: body,
+                kept: Vec::new(),
+                taken: 0,
+                bytes: 0,
+                limit,
+                overflowed: false,
+                failed: false,
+                ended: false,
+                only: None,
+                waiters: Vec::new(),
+            }),
+            policy,
+            headers: headers.clone(),
+            path: destination.path,
+            authority: destination.authority,
+            client_authority: destination.client_authority,
+        }));
+        let first = resend.body_alongside(1).expect("a new recording is whole");
+        (resend, BoxBody::new(first))
+    }
+
+    /// How the call is sent more than once.
+    pub(super) fn policy(&self) -> &ResendPolicy {
+        &self.0.policy
+    }
+
+    /// The retry policy, when the call is retried (rather than hedged).
+    pub(super) fn retry_policy(&self) -> Option<&Arc<RetryPolicy>> {
+        match &self.0.policy {
+            ResendPolicy::Retry(policy) => Some(policy),
+            ResendPolicy::Hedge(_) => None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Recording> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.recording.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The body of try number `attempt` (1 for the first); the bodies of earlier tries fail
@@ -101,7 +153,7 @@ impl Replay {
             return None;
         }
         Some(ReplayBody {
-            replay: self.clone(),
+            resend: self.clone(),
             attempt,
             next: 0,
         })
@@ -121,11 +173,40 @@ impl Replay {
         let recording = self.lock();
         !recording.overflowed && !recording.failed
     }
+
+    /// The request of try number `attempt` (a retry or a hedge) to `to`: the client's
+    /// metadata with `grpc-previous-rpc-attempts` and the time left until `deadline` as
+    /// `grpc-timeout`.
+    pub(super) fn request_for(
+        &self,
+        to: &crate::Upstream,
+        body: ReplayBody,
+        attempt: u32,
+        deadline: Option<Instant>,
+    ) -> Request<BoxBody> {
+        let shared = &self.0;
+        let mut headers = shared.headers.clone();
+        headers.insert(PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
+        }
+        let mut request = Request::new(BoxBody::new(body));
+        *request.method_mut() = Method::POST;
+        *request.version_mut() = Version::HTTP_2;
+        *request.uri_mut() = to.request_uri(
+            shared.path.clone(),
+            shared.authority.clone(),
+            shared.client_authority.clone(),
+        );
+        *request.headers_mut() = headers;
+        request
+    }
 }
 
 /// One try's request body: the kept frames, then the rest of the client's body.
 pub(super) struct ReplayBody {
-    replay: Replay,
+    resend: Resend,
     attempt: u32,
     /// The next frame this try sends, counted from the request's first.
     next: usize,
@@ -145,7 +226,7 @@ impl Body for ReplayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let mut recording = this.replay.lock();
+        let mut recording = this.resend.lock();
         if recording.only.is_some_and(|only| only != this.attempt) {
             return Poll::Ready(Some(Err(superseded())));
         }
@@ -205,7 +286,7 @@ impl Body for ReplayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        let recording = self.replay.lock();
+        let recording = self.resend.lock();
         recording.only.is_none_or(|only| only == self.attempt)
             && self.next >= recording.taken
             && (recording.ended || recording.inner.is_end_stream())
@@ -219,87 +300,23 @@ pub(super) enum ResendPolicy {
     Hedge(Arc<HedgePolicy>),
 }
 
-/// What a call sent more than once keeps: its request, kept as it goes, and its metadata.
-#[derive(Debug)]
-pub(super) struct Resend {
-    pub(super) policy: ResendPolicy,
-    pub(super) replay: Replay,
-    headers: HeaderMap,
-    path: PathAndQuery,
-    /// The `:authority` the director chose, and the client's.
-    authority: Option<Authority>,
-    client_authority: Option<Authority>,
-}
-
-/// Where the tries of a call go: its path, and the authorities each try's URI is made with.
-#[derive(Debug)]
-pub(super) struct Destination {
-    pub(super) path: PathAndQuery,
-    pub(super) authority: Option<Authority>,
-    pub(super) client_authority: Option<Authority>,
-}
-
-impl Resend {
-    /// The state of a call sent under `policy`, and the first try's request body.
-    pub(super) fn new(
-        policy: ResendPolicy,
-        body: BoxBody,
-        headers: &HeaderMap,
-        destination: Destination,
-    ) -> (Self, BoxBody) {
-        let limit = match &policy {
-            ResendPolicy::Retry(retry) => retry.buffer_limit(),
-            ResendPolicy::Hedge(_) => HEDGE_BUFFER,
-        };
-        let replay = Replay::new(body, limit);
-        let first = replay.body_alongside(1).expect("a new recording is whole");
-        let resend = Self {
-            policy,
-            replay,
-            headers: headers.clone(),
-            path: destination.path,
-            authority: destination.authority,
-            client_authority: destination.client_authority,
-        };
-        (resend, BoxBody::new(first))
-    }
-}
-
-impl Resend {
-    /// The request of try number `attempt` (a retry or a hedge) to `to`: the client's
-    /// metadata with `grpc-previous-rpc-attempts` and the time left until `deadline` as
-    /// `grpc-timeout`.
-    pub(super) fn request_for(
-        &self,
-        to: &crate::Upstream,
-        body: ReplayBody,
-        attempt: u32,
-        deadline: Option<Instant>,
-    ) -> Request<BoxBody> {
-        let mut headers = self.headers.clone();
-        headers.insert(PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
-        if let Some(deadline) = deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
-        }
-        let mut request = Request::new(BoxBody::new(body));
-        *request.method_mut() = Method::POST;
-        *request.version_mut() = Version::HTTP_2;
-        *request.uri_mut() = to.request_uri(
-            self.path.clone(),
-            self.authority.clone(),
-            self.client_authority.clone(),
-        );
-        *request.headers_mut() = headers;
-        request
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proxy::messages::tests::data_frames;
     use http_body_util::BodyExt;
+
+    fn recording(chunks: &[&[u8]], limit: usize) -> Resend {
+        let policy = RetryPolicy::new([], 2).buffer_bytes(limit);
+        let destination = Destination {
+            path: PathAndQuery::from_static("/a.S/M"),
+            authority: None,
+            client_authority: None,
+        };
+        let body = BoxBody::new(data_frames(chunks));
+        let policy = ResendPolicy::Retry(Arc::new(policy));
+        Resend::new(policy, body, &HeaderMap::new(), destination).0
+    }
 
     async fn collect(body: ReplayBody) -> Result<Vec<Bytes>, BoxError> {
         let mut body = std::pin::pin!(body);
@@ -312,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_sends_the_same_frames_and_supersedes_the_first_try() {
-        let replay = Replay::new(BoxBody::new(data_frames(&[b"ab", b"cd"])), 1024);
+        let replay = recording(&[b"ab", b"cd"], 1024);
         let mut first = replay.body_for(1).unwrap();
         let frame = std::pin::pin!(&mut first).frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), &b"ab"[..]);
@@ -326,7 +343,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_over_the_buffer_cannot_be_sent_again() {
-        let replay = Replay::new(BoxBody::new(data_frames(&[b"abc", b"def"])), 4);
+        let replay = recording(&[b"abc", b"def"], 4);
         let first = replay.body_for(1).unwrap();
         assert_eq!(collect(first).await.unwrap().len(), 2);
         assert!(!replay.replayable());

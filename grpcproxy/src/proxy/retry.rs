@@ -3,7 +3,6 @@
 
 use http::header::{HeaderMap, HeaderName};
 use http::uri::{Authority, PathAndQuery};
-use http::Request;
 use http_body::Body;
 use tokio::time::Instant;
 use tonic::Code;
@@ -11,7 +10,6 @@ use tonic::Code;
 use super::call_state::{AbortReason, CallState};
 use super::replay::Resend;
 use super::send::{Route, Sent};
-use crate::boxed::BoxBody;
 use crate::policy::retry::Skipped;
 use crate::policy::RetryPolicy;
 
@@ -42,44 +40,78 @@ fn pushback(headers: &HeaderMap) -> Option<Result<std::time::Duration, ()>> {
     })
 }
 
+/// The status a try ended with, and the answer's headers when it was trailers-only; `None`
+/// when the answer goes to the client whatever the policy (response headers came).
+fn outcome(tried: &Option<Sent>) -> Option<(Code, Option<&HeaderMap>)> {
+    match tried {
+        None => Some((Code::DeadlineExceeded, None)),
+        Some(Ok((response, _))) if response.body().is_end_stream() => {
+            Some((status_of(response.headers())?, Some(response.headers())))
+        }
+        Some(Ok(_)) => None,
+        Some(Err(error)) => Some((error.to_status().code(), None)),
+    }
+}
+
+/// Starts the first try of a call on `route`: counts the call towards its retry budget,
+/// and says when the try is up (the call's deadline, or sooner the per-try timeout).
+pub(super) fn first_try(route: &Route) -> Option<Instant> {
+    let Some(policy) = route.resend.as_ref().and_then(Resend::retry_policy) else {
+        return route.deadline;
+    };
+    if let Some(budget) = policy.retry_budget() {
+        budget.deposit();
+    }
+    let per_try = policy.try_timeout().map(|t| Instant::now() + t);
+    match (route.deadline, per_try) {
+        (Some(deadline), Some(per_try)) => Some(deadline.min(per_try)),
+        (deadline, per_try) => deadline.or(per_try),
+    }
+}
+
+/// The first try as the retry step sees it: its answer, or `None` when the per-try timeout
+/// (not the call's deadline) cut it; the call's own end otherwise.
+pub(super) fn after_first(
+    first: Result<Sent, AbortReason>,
+    deadline: Option<Instant>,
+) -> Result<Option<Sent>, AbortReason> {
+    match first {
+        Ok(sent) => Ok(Some(sent)),
+        Err(AbortReason::Deadline) if deadline.is_none_or(|d| Instant::now() < d) => Ok(None),
+        Err(reason) => Err(reason),
+    }
+}
+
+/// Whether `policy` would try again after a try that ended with `tried` (`None`: cut by
+/// the per-try timeout). Cheap, and allocation-free: asked after every first try.
+pub(super) fn may_retry(policy: &RetryPolicy, tried: &Option<Sent>) -> bool {
+    policy.attempts() > 1
+        && match outcome(tried) {
+            Some((code, _)) => tried.is_none() || policy.retries_on(code),
+            None => false,
+        }
+}
+
 impl Route {
-    /// Sends `request` and, while the policy allows, sends it again to the next endpoint.
-    /// The last try's answer is the call's; a last try cut by the per-try timeout ends the
-    /// call with [`AbortReason::TryTimeout`].
-    pub(super) async fn send_retrying(
+    /// After try `attempt` ended with `tried` (`None`: cut by the per-try timeout), sends
+    /// the call again while the policy allows; the last try's answer is the call's, and a
+    /// last try cut by the per-try timeout ends the call with [`AbortReason::TryTimeout`].
+    /// The first try runs on the common path (`forward`): only a call that fails comes here.
+    pub(super) async fn retry_after(
         &self,
         resend: &Resend,
         policy: &RetryPolicy,
-        first: Request<BoxBody>,
+        mut tried: Option<Sent>,
         path: &PathAndQuery,
         client_authority: &Option<Authority>,
         call: &CallState,
     ) -> Result<Sent, AbortReason> {
-        if let Some(budget) = policy.retry_budget() {
-            budget.deposit();
-        }
-        let mut request = first;
         let mut attempt = 1;
         loop {
-            let (to, alternate) = self.endpoints_for(attempt);
-            let send = self.send_to(to, alternate, request, path, client_authority, call);
-            let tried = match policy.try_timeout() {
-                Some(timeout) => tokio::time::timeout(timeout, send).await.ok(),
-                None => Some(send.await),
-            };
-            let (code, headers) = match &tried {
-                None => (Code::DeadlineExceeded, None),
-                Some(Ok((response, _))) if response.body().is_end_stream() => {
-                    match status_of(response.headers()) {
-                        Some(code) => (code, Some(response.headers())),
-                        None => return Ok(tried.expect("matched Some")),
-                    }
-                }
-                // Response headers: the answer goes to the client as it comes.
-                Some(Ok(_)) => return Ok(tried.expect("matched Some")),
-                Some(Err(error)) => (error.to_status().code(), None),
-            };
             let finish = |tried: Option<Sent>| tried.ok_or(AbortReason::TryTimeout);
+            let Some((code, headers)) = outcome(&tried) else {
+                return finish(tried); // response headers: the answer goes to the client
+            };
             let retryable = tried.is_none() || policy.retries_on(code);
             if !retryable || attempt >= policy.attempts() || call.abort_reason().is_some() {
                 return finish(tried);
@@ -94,7 +126,7 @@ impl Route {
             };
             let skipped = if self.deadline.is_some_and(|d| Instant::now() + wait >= d) {
                 Some(Skipped::Deadline)
-            } else if !resend.replay.replayable() {
+            } else if !resend.replayable() {
                 Some(Skipped::Buffer)
             } else if policy.retry_budget().is_some_and(|b| !b.try_withdraw()) {
                 Some(Skipped::Budget)
@@ -103,7 +135,7 @@ impl Route {
             };
             // From here the earlier try's request stream fails (and is reset).
             let next_body = match skipped {
-                None => resend.replay.body_for(attempt + 1).ok_or(Skipped::Buffer),
+                None => resend.body_for(attempt + 1).ok_or(Skipped::Buffer),
                 Some(why) => Err(why),
             };
             let body = match next_body {
@@ -118,8 +150,13 @@ impl Route {
             drop(tried); // an answer not taken: its backend stream is released
             tokio::time::sleep(wait).await;
             attempt += 1;
-            let (to, _) = self.endpoints_for(attempt);
-            request = resend.request_for(to, body, attempt, self.deadline);
+            let (to, alternate) = self.endpoints_for(attempt);
+            let request = resend.request_for(to, body, attempt, self.deadline);
+            let send = self.send_to(to, alternate, request, path, client_authority, call);
+            tried = match policy.try_timeout() {
+                Some(timeout) => tokio::time::timeout(timeout, send).await.ok(),
+                None => Some(send.await),
+            };
         }
     }
 }

@@ -28,7 +28,7 @@ pub(super) struct Route {
     /// When the call's time is up.
     pub(super) deadline: Option<Instant>,
     /// How the call is sent more than once (retries, hedges), if it is.
-    pub(super) resend: Option<Box<super::replay::Resend>>,
+    pub(super) resend: Option<super::replay::Resend>,
 }
 
 impl Route {
