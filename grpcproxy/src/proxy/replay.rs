@@ -29,10 +29,35 @@ enum Kept {
     Trailers(HeaderMap),
 }
 
+/// The frames kept, the first one inline: a unary request (one DATA frame) is kept without
+/// an allocation of its own.
+#[derive(Default)]
+struct KeptFrames {
+    first: Option<Kept>,
+    rest: Vec<Kept>,
+}
+
+impl KeptFrames {
+    fn get(&self, i: usize) -> Option<&Kept> {
+        match i {
+            0 => self.first.as_ref(),
+            i => self.rest.get(i - 1),
+        }
+    }
+
+    fn push(&mut self, frame: Kept) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push(frame);
+        }
+    }
+}
+
 /// The client's request body, with what it yielded so far kept for the next try.
 struct Recording {
     inner: BoxBody,
-    kept: Vec<Kept>,
+    kept: KeptFrames,
     /// Frames taken from `inner` so far.
     taken: usize,
     bytes: usize,
@@ -96,7 +121,7 @@ impl Resend {
         let resend = Self(Arc::new(Shared {
             recording: Mutex::new(Recording {
                 inner: body,
-                kept: Vec::new(),
+                kept: KeptFrames::default(),
                 taken: 0,
                 bytes: 0,
                 limit,
@@ -277,7 +302,7 @@ impl Body for ReplayBody {
             };
             if recording.bytes > recording.limit {
                 recording.overflowed = true;
-                recording.kept = Vec::new();
+                recording.kept = KeptFrames::default();
             } else {
                 recording.kept.push(kept);
             }
