@@ -14,24 +14,7 @@ use http_body::Frame;
 use support::scripted::{scripted, Answer};
 
 fn config(backend: std::net::SocketAddr, route_extra: &str, cluster_extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-name = "r"
-cluster = "backend"
-{route_extra}
-
-[clusters.backend]
-endpoints = ["{backend}"]
-{cluster_extra}
-"#
-    )
+    support::one_route_config("backend", &[backend], route_extra, cluster_extra)
 }
 
 async fn unary(client: &RawClient, headers: HeaderMap) -> RawResponse {

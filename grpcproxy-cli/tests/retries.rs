@@ -11,29 +11,17 @@ use bytes::Bytes;
 use grpcproxy_testing::raw::{frames_body, grpc_frame, header_map, RawClient};
 use http::HeaderMap;
 use http_body::Frame;
-use support::scripted::{scripted, Answer};
+use support::scripted::{fails_then_echoes, scripted, Answer};
 
-/// A config: one route with `retry` to the cluster `backend`, and `cluster_extra` in the
-/// cluster's table.
+/// A config: one route `r` with `retry = {retry}` to the cluster `backend`, and
+/// `cluster_extra` in the cluster's table (passive ejection off: failures are the point).
 fn config(backend: std::net::SocketAddr, retry: &str, cluster_extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-name = "r"
-cluster = "backend"
-retry = {retry}
-
-[clusters.backend]
-endpoints = ["{backend}"]
-outlier.consecutive_failures = 0
-{cluster_extra}
-"#
+    let cluster_extra = format!("outlier.consecutive_failures = 0\n{cluster_extra}");
+    support::one_route_config(
+        "backend",
+        &[backend],
+        &format!("retry = {retry}"),
+        &cluster_extra,
     )
 }
 
@@ -63,14 +51,7 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_tries_are_retried_with_the_same_bytes_and_the_attempt_count() {
-    let (backend, tries) = scripted(|i| {
-        if i < 2 {
-            Answer::Fail("14", None)
-        } else {
-            Answer::Echo
-        }
-    })
-    .await;
+    let (backend, tries) = scripted(fails_then_echoes::<2>).await;
     let retry = r#"{ on = ["unavailable"], attempts = 3, backoff = "1ms", max_backoff = "5ms" }"#;
     let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
     let (frames, sent) = ten_messages(30);
@@ -119,14 +100,7 @@ async fn a_status_not_named_is_not_retried_and_the_last_answer_is_the_clients() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_the_buffer_is_not_retried() {
-    let (backend, tries) = scripted(|i| {
-        if i < 1 {
-            Answer::Fail("14", None)
-        } else {
-            Answer::Echo
-        }
-    })
-    .await;
+    let (backend, tries) = scripted(fails_then_echoes::<1>).await;
     // 10 messages of 30 + 5 bytes = 350 bytes, over a 200-byte buffer.
     let retry = r#"{ on = ["unavailable"], attempts = 3, backoff = "1ms", buffer_bytes = 200 }"#;
     let (proxy, _file) = support::start_with_config(&config(backend.addr(), retry, ""), 1);
@@ -281,26 +255,11 @@ async fn hedges_answer_from_the_fast_endpoint_and_cancel_the_slow_one() {
     let (slow, slow_tries, slow_cancelled) =
         scripted_counting_cancels(|_| Answer::SlowEcho(Duration::from_secs(2))).await;
     let (fast, fast_tries, _) = scripted_counting_cancels(|_| Answer::Echo).await;
-    let config = format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-name = "r"
-cluster = "pair"
-hedge = {{ delay = "50ms", max = 2 }}
-
-[clusters.pair]
-endpoints = ["{}", "{}"]
-balance = "round_robin"
-outlier.consecutive_failures = 0
-"#,
-        slow.addr(),
-        fast.addr()
+    let config = support::one_route_config(
+        "pair",
+        &[slow.addr(), fast.addr()],
+        r#"hedge = { delay = "50ms", max = 2 }"#,
+        "balance = \"round_robin\"\noutlier.consecutive_failures = 0",
     );
     let (proxy, _file) = support::start_with_config(&config, 1);
     let client = Arc::new(RawClient::connect(proxy.listening[0]).await);

@@ -126,19 +126,7 @@ async fn p99_from_another_client(proxy: std::net::SocketAddr, n: usize) -> Optio
 }
 
 fn config(backend: std::net::SocketAddr, route_extra: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-cluster = "backend"
-{route_extra}
-
-[clusters.backend]
-endpoints = ["{backend}"]
-"#
-    )
+    support::one_route_config("backend", &[backend], route_extra, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

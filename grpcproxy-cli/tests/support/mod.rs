@@ -85,6 +85,27 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
 /// A config with an admin listener and one listener, every call routed to the cluster
 /// `backend` of one endpoint; then `extra` (more sections, such as `[limits]`).
 pub fn one_backend_config(backend: impl std::fmt::Display, extra: &str) -> String {
+    config_text("", "backend", &[backend.to_string()], extra)
+}
+
+/// A config with an admin listener, one listener, and one route named `r` (with
+/// `route_extra` in its table) to the cluster `cluster` of `endpoints` (with
+/// `cluster_extra`).
+pub fn one_route_config(
+    cluster: &str,
+    endpoints: &[SocketAddr],
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+    let route = format!("name = \"r\"\n{route_extra}");
+    config_text(&route, cluster, &endpoints, cluster_extra)
+}
+
+/// Admin, one listener, one route (`route` in its table) to `cluster`, then the cluster's
+/// table (its endpoints, then `cluster_extra`).
+fn config_text(route: &str, cluster: &str, endpoints: &[String], cluster_extra: &str) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     format!(
         r#"
 [admin]
@@ -94,11 +115,13 @@ address = "127.0.0.1:0"
 address = "127.0.0.1:0"
 
 [[routes]]
-cluster = "backend"
+cluster = "{cluster}"
+{route}
 
-[clusters.backend]
-endpoints = ["{backend}"]
-{extra}"#
+[clusters.{cluster}]
+endpoints = [{}]
+{cluster_extra}"#,
+        endpoints.join(", ")
     )
 }
 

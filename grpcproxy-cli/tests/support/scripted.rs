@@ -25,6 +25,15 @@ pub enum Answer {
     Echo,
 }
 
+/// The script of a backend that fails its first `N` calls with UNAVAILABLE, then echoes.
+pub fn fails_then_echoes<const N: usize>(i: usize) -> Answer {
+    if i < N {
+        Answer::Fail("14", None)
+    } else {
+        Answer::Echo
+    }
+}
+
 /// One try as the backend received it.
 #[derive(Debug, Clone)]
 pub struct Try {
