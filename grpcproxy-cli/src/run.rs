@@ -233,6 +233,9 @@ pub(crate) async fn run(
         max_connections: limits.max_connections,
         tls: None,
         idle_timeout: Some(limits.idle_timeout).filter(|t| !t.is_zero()),
+        max_connection_age: config.server.max_connection_age,
+        max_connection_age_jitter: config.server.max_connection_age_jitter,
+        max_connection_age_grace: config.server.max_connection_age_grace,
         stats: Arc::default(),
     };
     telemetry.set_server(server_options.stats.clone());

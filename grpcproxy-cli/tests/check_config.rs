@@ -124,6 +124,14 @@ fn bad_files_are_rejected_with_exact_messages() {
             "7:9: routes[0].hedge.delay: \"p100\" is not a percentile between p0 and p100 (such as \"p95\")",
         ),
         (
+            format!("{LISTENER}[server]\nmax_connection_age = \"0s\"\n"),
+            "1:1: server.max_connection_age: \"0s\" would close every connection at once; leave it out to keep connections",
+        ),
+        (
+            format!("{LISTENER}[server]\nmax_connection_age_jitter = 1.5\n"),
+            "1:1: server.max_connection_age_jitter: 1.5 is not a fraction below 1 (0.1 is ±10 %)",
+        ),
+        (
             format!("{LISTENER}{CLUSTER}retry_budget = {{ ratio = 1.5 }}\n"),
             "5:16: clusters.a.retry_budget.ratio: 1.5 is not a share of the calls (0 to 1)",
         ),

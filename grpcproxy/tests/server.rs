@@ -287,3 +287,92 @@ async fn a_service_that_is_not_ready_yet_is_waited_for() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// A backend that answers each call after `wait`, echoing its request.
+async fn slow_echo(wait: Duration) -> RawBackend {
+    RawBackend::start(
+        move |request: http::Request<hyper::body::Incoming>| async move {
+            let (body, _) = read_request(request.into_body()).await.unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            grpc_response(grpcproxy_testing::raw::frames_body(vec![
+                http_body::Frame::data(body),
+                http_body::Frame::trailers(grpcproxy_testing::raw::header_map(&[(
+                    "grpc-status",
+                    "0",
+                )])),
+            ]))
+        },
+    )
+    .await
+}
+
+fn aged(age: Duration, grace: Option<Duration>) -> ServerOptions {
+    ServerOptions {
+        drain_timeout: Duration::from_secs(1),
+        max_connection_age: Some(age),
+        max_connection_age_jitter: 0.0,
+        max_connection_age_grace: grace,
+        ..ServerOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_age_is_closed_after_its_calls_finish() {
+    let backend = slow_echo(Duration::from_millis(600)).await;
+    let options = aged(Duration::from_millis(300), None);
+    let stats = options.stats.clone();
+    let proxy = serve_proxy_with(&backend.url(), ProxyOptions::default(), options).await;
+    let client = grpcproxy_testing::raw::RawClient::connect(proxy.addr).await;
+    let started = std::time::Instant::now();
+    let frame = grpcproxy_testing::raw::grpc_frame(false, b"aged");
+    let body = grpcproxy_testing::raw::frames_body(vec![http_body::Frame::data(frame.clone())]);
+    let response = client.call("/a.S/M", http::HeaderMap::new(), body).await;
+    assert_eq!(
+        response.grpc_status(),
+        Some("0"),
+        "the call in flight at the GOAWAY finishes"
+    );
+    assert_eq!(response.data, frame);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    for _ in 0..100 {
+        if client.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        client.is_closed(),
+        "the client was told to go (GOAWAY) at 300 ms"
+    );
+    assert_eq!(stats.connections_aged(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_age_grace_are_cut() {
+    let backend = slow_echo(Duration::from_secs(3)).await;
+    let options = aged(Duration::from_millis(200), Some(Duration::from_millis(200)));
+    let proxy = serve_proxy_with(&backend.url(), ProxyOptions::default(), options).await;
+    let client = grpcproxy_testing::raw::RawClient::connect(proxy.addr).await;
+    let started = std::time::Instant::now();
+    let body = grpcproxy_testing::raw::frames_body(vec![http_body::Frame::data(
+        grpcproxy_testing::raw::grpc_frame(false, b"too slow"),
+    )]);
+    // The connection is dropped under the call: the client sees an error (RawClient
+    // panics on a failed send) or a failed status, never the answer.
+    let call =
+        tokio::spawn(async move { client.call("/a.S/M", http::HeaderMap::new(), body).await });
+    let outcome = call.await;
+    let took = started.elapsed();
+    match outcome {
+        Err(failed) => assert!(failed.is_panic()),
+        Ok(response) => assert_ne!(response.grpc_status(), Some("0"), "{response:?}"),
+    }
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(2),
+        "cut after {took:?}: age 200 ms + grace 200 ms"
+    );
+    assert!(
+        support::all_streams_closed(&proxy.stats).await,
+        "the backend call ended too"
+    );
+}

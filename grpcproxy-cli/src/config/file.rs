@@ -191,6 +191,15 @@ pub(crate) struct Server {
     /// with it (`SO_REUSEPORT`): for a hand-off from an old process to a new one. Off: the
     /// process fails at start with "address in use".
     pub(crate) reuse_port: bool,
+    /// Close (GOAWAY) each client connection this long after it opened, so that clients
+    /// reconnect and spread over replicas behind an L4 balancer. Default: never.
+    #[serde(with = "super::duration::option")]
+    pub(crate) max_connection_age: Option<Duration>,
+    /// Spread of the age (0.1: within ±10 %).
+    pub(crate) max_connection_age_jitter: f64,
+    /// How long calls on an aged connection may still run; default: until they finish.
+    #[serde(with = "super::duration::option")]
+    pub(crate) max_connection_age_grace: Option<Duration>,
 }
 
 impl Default for Server {
@@ -200,6 +209,9 @@ impl Default for Server {
             watch_config: false,
             worker_threads: None,
             reuse_port: false,
+            max_connection_age: None,
+            max_connection_age_jitter: 0.1,
+            max_connection_age_grace: None,
         }
     }
 }
@@ -470,6 +482,23 @@ impl Config {
                 self.listeners.span(),
                 "listeners: at least one listener is needed",
             ));
+        }
+        let server = &self.server;
+        // `[server]` keeps no positions: these name the key instead.
+        if server.max_connection_age.is_some_and(|age| age.is_zero()) {
+            problems.push(Problem {
+                span: None,
+                message: "server.max_connection_age: \"0s\" would close every connection at once; leave it out to keep connections".into(),
+            });
+        }
+        if !(0.0..1.0).contains(&server.max_connection_age_jitter) {
+            problems.push(Problem {
+                span: None,
+                message: format!(
+                    "server.max_connection_age_jitter: {} is not a fraction below 1 (0.1 is ±10 %)",
+                    server.max_connection_age_jitter
+                ),
+            });
         }
         for (name, cluster) in &self.clusters {
             let endpoints = &cluster.endpoints;

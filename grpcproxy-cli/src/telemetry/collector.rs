@@ -220,6 +220,13 @@ impl Collector for UpstreamCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(server.connections_accepted()).encode(metric)?;
+            let metric = encoder.encode_descriptor(
+                "client_connections_aged",
+                "Client connections closed (GOAWAY) at server.max_connection_age",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(server.connections_aged()).encode(metric)?;
         }
         if let Some(dropped) = &self.access_log_dropped {
             let metric = encoder.encode_descriptor(

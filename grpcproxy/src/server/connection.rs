@@ -30,6 +30,11 @@ pub(super) struct Connection<S> {
     pub(super) cut: tokio_util::sync::CancellationToken,
     pub(super) handshake_timeout: Duration,
     pub(super) idle_timeout: Option<Duration>,
+    /// When the connection is closed for its age (jitter applied), and the grace its calls
+    /// get then.
+    pub(super) age: Option<(Duration, Option<Duration>)>,
+    /// Where connections closed for their age are counted.
+    pub(super) aged: Arc<super::ServerStats>,
     /// PING interval and how long an answer may take.
     pub(super) keepalive: Option<(Duration, Duration)>,
 }
@@ -47,6 +52,10 @@ enum Event {
     Drain,
     /// No stream for the idle timeout.
     Idle,
+    /// The connection reached its maximum age.
+    Aged,
+    /// The grace after its GOAWAY is over.
+    GraceOver,
     /// A keepalive PING went unanswered for this long.
     Silent(Duration),
 }
@@ -98,6 +107,12 @@ impl<S: CallService> Connection<S> {
         let mut keepalive = pin!(keepalive);
         let mut idle = pin!(idle(&streams, self.idle_timeout));
         let mut drain = pin!(self.drain_signal.wait_for(|drain| *drain));
+        // The age timer, then (re-armed) the grace timer; never without an age.
+        let (age, grace) = self
+            .age
+            .map_or((None, None), |(age, grace)| (Some(age), grace));
+        let mut age_timer = pin!(age.map(tokio::time::sleep));
+        let mut aged = false;
         let mut closing = false;
         loop {
             let event = poll_fn(|cx| {
@@ -107,6 +122,11 @@ impl<S: CallService> Connection<S> {
                     }
                     if idle.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Event::Idle);
+                    }
+                }
+                if let Some(timer) = age_timer.as_mut().as_pin_mut() {
+                    if timer.poll(cx).is_ready() {
+                        return Poll::Ready(if aged { Event::GraceOver } else { Event::Aged });
                     }
                 }
                 if let Some(keepalive) = keepalive.as_mut().as_pin_mut() {
@@ -148,6 +168,25 @@ impl<S: CallService> Connection<S> {
                     tracing::debug!(peer = ?peer, "closing an idle client connection");
                     closing = true;
                     connection.graceful_shutdown();
+                }
+                Event::Aged => {
+                    tracing::debug!(peer = ?peer, "closing a client connection at its maximum age");
+                    self.aged.aged();
+                    aged = true;
+                    if !closing {
+                        closing = true;
+                        connection.graceful_shutdown();
+                    }
+                    match grace {
+                        Some(grace) => age_timer.set(Some(tokio::time::sleep(grace))),
+                        None => age_timer.set(None),
+                    }
+                }
+                Event::GraceOver => {
+                    // Dropping the connection fails its streams: their calls end as
+                    // cancelled, their backend streams are reset.
+                    tracing::debug!(peer = ?peer, "maximum connection age grace over; closing the connection");
+                    return;
                 }
                 Event::Silent(after) => {
                     // Dropping the connection fails its streams: their calls end as

@@ -56,6 +56,17 @@ pub struct ServerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Close (GOAWAY) a client connection that has had no open stream for this long.
     pub idle_timeout: Option<Duration>,
+    /// Close (GOAWAY) a client connection this long after it opened, whatever it carries:
+    /// its client reconnects, and behind an L4 balancer lands on whichever replica the
+    /// balancer picks (a new replica gets its share). In-flight calls finish, for up to
+    /// `max_connection_age_grace`. `None` (the default): connections live on.
+    pub max_connection_age: Option<Duration>,
+    /// Spread of the age, as a fraction (0.1: each connection's age is drawn within ±10 %),
+    /// so that connections opened together do not all close together.
+    pub max_connection_age_jitter: f64,
+    /// How long calls on an aged connection may still run after its GOAWAY; then the
+    /// connection closes. `None`: until they finish.
+    pub max_connection_age_grace: Option<Duration>,
     /// Where the server counts its connections; clone the `Arc` first to read them.
     pub stats: Arc<ServerStats>,
 }
@@ -74,6 +85,7 @@ pub struct ServerOptions {
 pub struct ServerStats {
     open: AtomicUsize,
     accepted: AtomicU64,
+    aged: AtomicU64,
 }
 
 impl ServerStats {
@@ -85,6 +97,15 @@ impl ServerStats {
     /// Client connections accepted since the server started.
     pub fn connections_accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Client connections closed because they reached `max_connection_age`.
+    pub fn connections_aged(&self) -> u64 {
+        self.aged.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn aged(&self) {
+        self.aged.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -115,6 +136,9 @@ impl Default for ServerOptions {
             max_connections: 10_000,
             tls: None,
             idle_timeout: Some(Duration::from_secs(3600)),
+            max_connection_age: None,
+            max_connection_age_jitter: 0.1,
+            max_connection_age_grace: None,
             stats: Arc::default(),
         }
     }
@@ -193,6 +217,14 @@ pub async fn serve<S: CallService>(
             cut: cut.clone(),
             handshake_timeout: options.preface_timeout,
             idle_timeout: options.idle_timeout,
+            age: options.max_connection_age.map(|age| {
+                let jitter = options.max_connection_age_jitter.clamp(0.0, 1.0);
+                (
+                    age.mul_f64(1.0 + jitter * (2.0 * fastrand::f64() - 1.0)),
+                    options.max_connection_age_grace,
+                )
+            }),
+            aged: options.stats.clone(),
             keepalive,
         };
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
