@@ -298,7 +298,7 @@ pub(crate) async fn run(
                 router: current,
                 listener_tls,
             },
-            telemetry,
+            telemetry.clone(),
             admin.clone(),
         )))
     } else {
@@ -315,6 +315,9 @@ pub(crate) async fn run(
     let _ = stop.send(true);
     workers.join().await?;
     tap.flush(config.server.drain_timeout).await;
+    telemetry
+        .flush_access_log(config.server.drain_timeout)
+        .await;
     tracing::info!(
         live_streams = proxy.stats().live_streams(),
         "grpcproxy stopped"

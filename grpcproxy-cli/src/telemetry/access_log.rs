@@ -10,8 +10,15 @@ use tokio::sync::mpsc;
 /// JSON-lines access log, written by a background task; the call path never waits on it.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
-    lines: mpsc::Sender<String>,
+    lines: mpsc::Sender<Entry>,
     pub(super) dropped: Arc<AtomicU64>,
+}
+
+/// What the writer thread gets: a line, or a request to say when all before it is written.
+#[derive(Debug)]
+enum Entry {
+    Line(String),
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 impl AccessLog {
@@ -27,16 +34,24 @@ impl AccessLog {
                     .open(path)?,
             )
         };
-        let (lines, mut rx) = mpsc::channel::<String>(8192);
+        let (lines, mut rx) = mpsc::channel::<Entry>(8192);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                while let Some(line) = rx.blocking_recv() {
-                    if out.write_all(line.as_bytes()).is_err() {
-                        break;
-                    }
-                    if rx.is_empty() {
-                        let _ = out.flush();
+                while let Some(entry) = rx.blocking_recv() {
+                    match entry {
+                        Entry::Line(line) => {
+                            if out.write_all(line.as_bytes()).is_err() {
+                                break;
+                            }
+                            if rx.is_empty() {
+                                let _ = out.flush();
+                            }
+                        }
+                        Entry::Flush(done) => {
+                            let _ = out.flush();
+                            let _ = done.send(());
+                        }
                     }
                 }
             })?;
@@ -64,8 +79,21 @@ impl AccessLog {
         })
         .to_string();
         line.push('\n');
-        if self.lines.try_send(line).is_err() {
+        if self.lines.try_send(Entry::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Waits (up to `within`) until every line logged so far is written and flushed: at
+    /// exit, so the last calls are not lost with the process. False if it took longer.
+    pub(crate) async fn flush(&self, within: std::time::Duration) -> bool {
+        let (done, written) = std::sync::mpsc::channel();
+        let queued = tokio::time::timeout(within, self.lines.send(Entry::Flush(done))).await;
+        if !matches!(queued, Ok(Ok(()))) {
+            return false;
+        }
+        tokio::task::spawn_blocking(move || written.recv_timeout(within).is_ok())
+            .await
+            .unwrap_or(false)
     }
 }

@@ -149,6 +149,15 @@ impl Telemetry {
         }
     }
 
+    /// Writes out what the access log still holds (at exit), waiting up to `within`.
+    pub(crate) async fn flush_access_log(&self, within: std::time::Duration) {
+        if let Some(log) = &self.access_log {
+            if !log.flush(within).await {
+                tracing::warn!("access log not flushed in time; its last lines may be lost");
+            }
+        }
+    }
+
     /// The policy counts of route `route`, kept across reloads.
     pub(crate) fn policy_counts(&self, route: &str) -> Arc<PolicyCounts> {
         let mut policies = self.policies.lock().unwrap_or_else(|e| e.into_inner());
@@ -283,6 +292,20 @@ mod tests {
             3,
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flushed_access_log_holds_every_line_logged_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = super::AccessLog::open(path.to_str().unwrap()).unwrap();
+        for _ in 0..5000 {
+            log.write("r", "c", &call("/a.S/M", Code::Ok));
+        }
+        assert!(log.flush(Duration::from_secs(5)).await);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5000, "lines lost before the flush returned");
+        assert_eq!(log.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]
