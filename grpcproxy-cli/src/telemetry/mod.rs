@@ -304,7 +304,11 @@ mod tests {
         }
         assert!(log.flush(Duration::from_secs(5)).await);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 5000, "lines lost before the flush returned");
+        assert_eq!(
+            text.lines().count(),
+            5000,
+            "lines lost before the flush returned"
+        );
         assert_eq!(log.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
