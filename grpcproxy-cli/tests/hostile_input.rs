@@ -282,7 +282,7 @@ async fn empty_data_frames_from_clients_never_reach_the_shared_backend_connectio
     // Every client's calls share the proxy's backend connection, so forwarded empty frames
     // from a few clients would add up there and cut everyone's calls. (h2 drops them on
     // receipt, and the proxy skips empty frames from any body too: a unit test in
-    // grpcproxy's body.rs covers that part.)
+    // grpcproxy's proxy/messages.rs covers that part.)
     let (backend, seen) = recording_backend().await;
     let (proxy, _file) =
         support::start_with_config(&support::one_backend_config(backend.addr(), ""), 1);

@@ -124,7 +124,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             _ => {
                 // The first try, on the common path; a retry policy's per-try timeout
                 // bounds it, and only a call that needs another try pays for more.
-                let first_deadline = retry::first_try(&route);
+                let first_deadline = retry::start_first_try(&route);
                 let send = route.send(request, &call.path, &call.client_authority, call.state());
                 let first = Bounded::new(
                     send,

@@ -55,7 +55,7 @@ fn outcome(tried: &Option<Sent>) -> Option<(Code, Option<&HeaderMap>)> {
 
 /// Starts the first try of a call on `route`: counts the call towards its retry budget,
 /// and says when the try is up (the call's deadline, or sooner the per-try timeout).
-pub(super) fn first_try(route: &Route) -> Option<Instant> {
+pub(super) fn start_first_try(route: &Route) -> Option<Instant> {
     let Some(policy) = route.resend.as_ref().and_then(Resend::retry_policy) else {
         return route.deadline;
     };
