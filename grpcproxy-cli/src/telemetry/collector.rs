@@ -19,7 +19,7 @@ use crate::cluster::{Cluster, Endpoint};
 type EndpointValue = fn(&Cluster, &Endpoint) -> u64;
 
 /// The per-endpoint metrics: name, help, counter (else gauge), value.
-const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 5] = [
+const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 6] = [
     (
         "upstream_connects",
         "Connections made to backends",
@@ -31,6 +31,12 @@ const PER_ENDPOINT: [(&str, &str, bool, EndpointValue); 5] = [
         "Failed connection attempts to backends",
         true,
         |_, e| e.upstream.stats().connect_failures,
+    ),
+    (
+        "upstream_connections_rotated",
+        "Backend connections that took no new calls after the proxy reset 5 streams on them that the backend had not yet shown it accepted (a rapid-reset flood passing through)",
+        true,
+        |_, e| e.upstream.stats().rotated,
     ),
     (
         "upstream_connections",

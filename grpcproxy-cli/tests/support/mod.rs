@@ -175,6 +175,15 @@ pub fn wait_for_log(proxy: &Proxy, text: &str) -> String {
     }
 }
 
+/// The log lines so far that contain `text` (every line read now is gone).
+pub fn logged(proxy: &Proxy, text: &str) -> Vec<String> {
+    proxy
+        .logs
+        .try_iter()
+        .filter(|line| line.contains(text))
+        .collect()
+}
+
 pub fn wait_exit(proxy: &mut Proxy, within: Duration) -> ExitStatus {
     let deadline = Instant::now() + within;
     loop {

@@ -152,7 +152,15 @@ impl<S: CallService> Connection<S> {
                         connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                     }
                 }
-                Event::Stream(request, reply) => {
+                Event::Stream(request, mut reply) => {
+                    // Reset before the proxy took it (the flood's HEADERS and RST_STREAM
+                    // came in one read): it never becomes a call, and it counts at once
+                    // toward the rule above, before its siblings' calls reach a backend.
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if reply.poll_reset(&mut cx).is_ready() {
+                        streams.reset_before_start();
+                        continue;
+                    }
                     let (parts, recv) = request.into_parts();
                     let mut request = Request::from_parts(parts, RecvBody::new(recv));
                     request.extensions_mut().insert(self.info.clone());

@@ -14,9 +14,12 @@ pub(super) struct StreamCount {
     started: std::time::Instant,
     /// When the last stream closed, in milliseconds since `started`.
     idle_since_ms: AtomicU64,
-    /// Streams accepted, and those the client reset within [`RAPID`] of opening, before
-    /// the proxy answered.
-    accepted: AtomicU32,
+    /// Streams ended, and those the client reset within [`RAPID`] of opening, before the
+    /// proxy answered. Ended, not accepted: under load a stream's reset is seen some time
+    /// after the stream was accepted, and the flood's share must not be diluted by the
+    /// streams it opened meanwhile (Envoy judges premature resets among closed streams
+    /// too).
+    ended: AtomicU32,
     rapid_resets: AtomicU32,
 }
 
@@ -33,18 +36,25 @@ impl StreamCount {
             open: AtomicUsize::new(0),
             started: std::time::Instant::now(),
             idle_since_ms: AtomicU64::new(0),
-            accepted: AtomicU32::new(0),
+            ended: AtomicU32::new(0),
             rapid_resets: AtomicU32::new(0),
         }
     }
 
     /// Whether the client resets its streams as soon as they open: more than
-    /// [`RAPID_RESETS_ALLOWED`] such resets, and at least half its streams. Its calls may
+    /// [`RAPID_RESETS_ALLOWED`] such resets, and at least half of its streams that ended. Its calls may
     /// already have reached backends, whose own rapid-reset limits would then close the
     /// connections every client shares.
     pub(super) fn flooding(&self) -> bool {
         let rapid = self.rapid_resets.load(Ordering::Relaxed);
-        rapid > RAPID_RESETS_ALLOWED && rapid * 2 >= self.accepted.load(Ordering::Relaxed)
+        rapid > RAPID_RESETS_ALLOWED && rapid * 2 >= self.ended.load(Ordering::Relaxed)
+    }
+
+    /// The client reset a stream before the proxy accepted it: a stream that ended reset
+    /// as soon as it opened, though never open as a call.
+    pub(super) fn reset_before_start(&self) {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        self.rapid_resets.fetch_add(1, Ordering::Relaxed);
     }
 
     /// When the connection becomes idle for `timeout`, if no stream opens before; `None`
@@ -67,7 +77,6 @@ pub(super) struct OpenStream(Arc<StreamCount>, std::time::Instant);
 impl OpenStream {
     pub(super) fn new(streams: &Arc<StreamCount>) -> Self {
         streams.open.fetch_add(1, Ordering::AcqRel);
-        streams.accepted.fetch_add(1, Ordering::Relaxed);
         Self(streams.clone(), std::time::Instant::now())
     }
 
@@ -82,6 +91,7 @@ impl OpenStream {
 impl Drop for OpenStream {
     fn drop(&mut self) {
         let streams = &self.0;
+        streams.ended.fetch_add(1, Ordering::Relaxed);
         if streams.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             let ms = streams.started.elapsed().as_millis() as u64;
             streams.idle_since_ms.store(ms, Ordering::Release);
@@ -93,19 +103,38 @@ impl Drop for OpenStream {
 mod tests {
     use super::*;
 
-    fn connection(streams: usize, reset_at_once: usize) -> bool {
+    /// A connection whose `streams` streams ended, `reset_at_once` of them reset as soon
+    /// as they opened and `before_start` more before the proxy took them: a flood?
+    fn connection(streams: usize, reset_at_once: usize, before_start: usize) -> bool {
         let count = Arc::new(StreamCount::new());
         let open: Vec<OpenStream> = (0..streams).map(|_| OpenStream::new(&count)).collect();
         open.iter()
             .take(reset_at_once)
             .for_each(OpenStream::reset_before_answer);
+        (0..before_start).for_each(|_| count.reset_before_start());
+        drop(open);
         count.flooding()
     }
 
     #[test]
-    fn a_flood_is_many_rapid_resets_and_most_of_the_streams() {
-        assert!(connection(20, 11), "11 rapid resets of 20 streams");
-        assert!(!connection(20, 10), "up to 10 are allowed");
-        assert!(!connection(30, 11), "11 of 30 streams is a minority");
+    fn a_flood_is_many_rapid_resets_and_most_of_the_ended_streams() {
+        assert!(connection(20, 11, 0), "11 rapid resets of 20 streams");
+        assert!(!connection(20, 10, 0), "up to 10 are allowed");
+        assert!(!connection(30, 11, 0), "11 of 30 streams is a minority");
+        assert!(
+            connection(0, 0, 11),
+            "11 streams reset before they were taken"
+        );
+        assert!(connection(10, 5, 6), "11 of 16");
+    }
+
+    #[test]
+    fn streams_still_open_do_not_dilute_a_flood() {
+        let count = Arc::new(StreamCount::new());
+        let _open: Vec<OpenStream> = (0..100).map(|_| OpenStream::new(&count)).collect();
+        let reset: Vec<OpenStream> = (0..11).map(|_| OpenStream::new(&count)).collect();
+        reset.iter().for_each(OpenStream::reset_before_answer);
+        drop(reset);
+        assert!(count.flooding(), "11 of the 11 streams that ended");
     }
 }

@@ -1,7 +1,7 @@
 //! One HTTP/2 connection to a backend, driven by h2 directly: its handshake, the task that
 //! runs it (with keepalive PINGs), and whether it still takes new calls.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,20 +15,49 @@ use crate::Http2Settings;
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
     sender: SendRequest<Bytes>,
-    /// False once the connection task ended or the connection refused a new stream
-    /// (GOAWAY, a connection error): the pool then makes a new one.
-    usable: Arc<AtomicBool>,
+    state: Arc<State>,
 }
+
+/// What the clones of one connection share.
+#[derive(Debug)]
+struct State {
+    /// False once the connection task ended or the connection refused a new stream
+    /// (GOAWAY, a connection error), or it was rotated: the pool then makes a new one.
+    usable: AtomicBool,
+    /// Streams the proxy reset before their answer that the backend may not have accepted
+    /// yet: those opened after the last stream it answered.
+    unconfirmed_resets: AtomicU32,
+    /// The newest stream (by id) the proxy reset before its answer.
+    last_reset: AtomicU32,
+    /// The pool's count of connections rotated for unconfirmed resets.
+    rotated: Arc<AtomicU64>,
+}
+
+/// Unconfirmed resets a connection carries before it is rotated. HTTP/2 servers limit the
+/// resets of streams still in their accept queue per connection (hyper and tonic: 20) and
+/// close the whole connection past the limit (GOAWAY ENHANCE_YOUR_CALM), failing every
+/// call on it: rotating below that limit means a rapid-reset flood that slips past the
+/// client side can never trip it.
+const UNCONFIRMED_RESETS: u32 = 5;
 
 impl Connection {
     /// Whether new calls may still use this connection.
     pub(crate) fn is_usable(&self) -> bool {
-        self.usable.load(Ordering::Relaxed)
+        self.state.usable.load(Ordering::Relaxed)
     }
 
     /// Stops handing this connection to new calls (it keeps serving the calls it has).
     pub(crate) fn retire(&self) {
-        self.usable.store(false, Ordering::Relaxed);
+        self.state.usable.store(false, Ordering::Relaxed);
+    }
+
+    /// A guard for the call whose response is `response`: dropped unanswered, it counts
+    /// as an unconfirmed reset (see [`Unanswered`]).
+    pub(crate) fn unanswered(&self, response: &h2::client::ResponseFuture) -> Unanswered {
+        Unanswered {
+            state: Some(self.state.clone()),
+            id: response.stream_id().into(),
+        }
     }
 
     /// A handle to open one stream with.
@@ -38,12 +67,14 @@ impl Connection {
 }
 
 /// Runs the HTTP/2 handshake over `io` and spawns the task that drives the connection,
-/// counted in `open` until it ends.
+/// counted in `open` until it ends; if it is rotated for unconfirmed resets, `rotated`
+/// counts it.
 pub(crate) async fn handshake<T>(
     address: &Arc<str>,
     settings: &Http2Settings,
     io: T,
     open: &Arc<AtomicUsize>,
+    rotated: &Arc<AtomicU64>,
 ) -> Result<Connection, UpstreamError>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -53,7 +84,12 @@ where
         .handshake::<T, Bytes>(io)
         .await
         .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
-    let usable = Arc::new(AtomicBool::new(true));
+    let state = Arc::new(State {
+        usable: AtomicBool::new(true),
+        unconfirmed_resets: AtomicU32::new(0),
+        last_reset: AtomicU32::new(0),
+        rotated: rotated.clone(),
+    });
     let keepalive = settings.keep_alive_interval.and_then(|interval| {
         let pings = connection.ping_pong()?;
         Some(crate::http2::keepalive(
@@ -62,7 +98,7 @@ where
             settings.keep_alive_timeout,
         ))
     });
-    let running = Running::new(open.clone(), usable.clone());
+    let running = Running::new(open.clone(), state.clone());
     let address = address.clone();
     tokio::spawn(async move {
         let _running = running;
@@ -83,31 +119,144 @@ where
             Err(e) if e.is_go_away() && e.is_library() => {
                 tracing::warn!(backend = %address, error = %e, "closed a backend connection that broke an HTTP/2 limit");
             }
+            // The backend closed it for an error of the proxy's (a limit broken): every
+            // call on it failed.
+            Err(e)
+                if e.is_go_away() && e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) =>
+            {
+                tracing::warn!(backend = %address, error = %e, "the backend closed a connection with GOAWAY");
+            }
             Err(e) => {
                 tracing::debug!(backend = %address, error = %e, "backend connection closed with an error");
             }
             Ok(()) => {}
         }
     });
-    Ok(Connection { sender, usable })
+    Ok(Connection { sender, state })
+}
+
+/// A stream opened on a connection, until its answer (the response head, or the backend's
+/// own error) comes. Dropped before, the proxy reset it (the client cancelled, a deadline
+/// passed, a hedge won) while the backend may not have accepted it yet; the connection
+/// counts it until the backend answers a stream opened after it (servers accept streams in
+/// order, so that one's answer means this one was accepted). At [`UNCONFIRMED_RESETS`] the
+/// connection is rotated: it serves its calls to the end and takes no new ones; the next
+/// call gets a new connection. The backend's limit is then never reached however many
+/// resets pass through, at the cost of one new backend connection per
+/// [`UNCONFIRMED_RESETS`] of them at worst.
+#[derive(Debug)]
+pub(crate) struct Unanswered {
+    state: Option<Arc<State>>,
+    id: u32,
+}
+
+impl Unanswered {
+    /// The backend answered the stream: every stream opened before it was accepted.
+    pub(crate) fn answered(mut self) {
+        if let Some(state) = self.state.take() {
+            if self.id > state.last_reset.load(Ordering::Relaxed) {
+                state.unconfirmed_resets.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The backend ended the stream itself (an error of its own): no reset of the proxy's.
+    pub(crate) fn ended_by_backend(mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        state.last_reset.fetch_max(self.id, Ordering::Relaxed);
+        if state.unconfirmed_resets.fetch_add(1, Ordering::Relaxed) + 1 >= UNCONFIRMED_RESETS
+            && state.usable.swap(false, Ordering::Relaxed)
+        {
+            state.rotated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Counts one backend connection as open until its task ends, then marks it unusable.
 struct Running {
     open: Arc<AtomicUsize>,
-    usable: Arc<AtomicBool>,
+    state: Arc<State>,
 }
 
 impl Running {
-    fn new(open: Arc<AtomicUsize>, usable: Arc<AtomicBool>) -> Self {
+    fn new(open: Arc<AtomicUsize>, state: Arc<State>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
-        Self { open, usable }
+        Self { open, state }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.usable.store(false, Ordering::Relaxed);
+        self.state.usable.store(false, Ordering::Relaxed);
         self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> Arc<State> {
+        Arc::new(State {
+            usable: AtomicBool::new(true),
+            unconfirmed_resets: AtomicU32::new(0),
+            last_reset: AtomicU32::new(0),
+            rotated: Arc::default(),
+        })
+    }
+
+    fn stream(state: &Arc<State>, id: u32) -> Unanswered {
+        Unanswered {
+            state: Some(state.clone()),
+            id,
+        }
+    }
+
+    fn rotated(state: &State) -> bool {
+        let rotated = state.rotated.load(Ordering::Relaxed);
+        assert_eq!(rotated == 1, !state.usable.load(Ordering::Relaxed));
+        rotated == 1
+    }
+
+    #[test]
+    fn a_connection_is_rotated_at_its_unconfirmed_resets() {
+        let state = state();
+        (1..UNCONFIRMED_RESETS).for_each(|i| drop(stream(&state, 2 * i + 1)));
+        assert!(!rotated(&state));
+        drop(stream(&state, 101));
+        assert!(rotated(&state));
+        drop(stream(&state, 103));
+        assert_eq!(state.rotated.load(Ordering::Relaxed), 1, "rotated once");
+    }
+
+    #[test]
+    fn an_answer_to_a_later_stream_confirms_the_resets_before_it() {
+        let state = state();
+        (1..UNCONFIRMED_RESETS).for_each(|i| drop(stream(&state, 2 * i + 1)));
+        // An answer to a stream opened before the last reset confirms nothing.
+        stream(&state, 1).answered();
+        drop(stream(&state, 51));
+        assert!(rotated(&state));
+
+        let state = self::state();
+        (1..UNCONFIRMED_RESETS).for_each(|i| drop(stream(&state, 2 * i + 1)));
+        stream(&state, 41).answered();
+        (1..UNCONFIRMED_RESETS).for_each(|i| drop(stream(&state, 41 + 2 * i)));
+        assert!(!rotated(&state));
+    }
+
+    #[test]
+    fn streams_the_backend_ended_are_no_resets() {
+        let state = state();
+        (0..2 * UNCONFIRMED_RESETS).for_each(|i| stream(&state, 2 * i + 1).ended_by_backend());
+        assert!(!rotated(&state));
     }
 }

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::Body;
 
 use super::body::UpstreamBody;
-use super::connection::Connection;
+use super::connection::{Connection, Unanswered};
 use super::in_flight::InFlight;
 use crate::boxed::{BoxBody, BoxError};
 use crate::http2::{Pipe, RecvBody};
@@ -107,12 +107,23 @@ pub(crate) fn start(
     Ok(response)
 }
 
-/// Waits for the response head of a started call.
+/// Waits for the response head of a started call; `unanswered` counts a reset of the
+/// proxy's (this future dropped, or the stream reset by the request's pipe) before it comes.
 pub(crate) async fn response(
     response: ResponseFuture,
     in_flight: InFlight,
+    unanswered: Unanswered,
 ) -> Result<Response<UpstreamBody>, h2::Error> {
-    let response = response.await?;
+    let response = match response.await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.is_remote() || !e.is_reset() {
+                unanswered.ended_by_backend();
+            }
+            return Err(e);
+        }
+    };
+    unanswered.answered();
     Ok(response.map(|recv| UpstreamBody::Pool {
         body: RecvBody::new(recv),
         _in_flight: in_flight,

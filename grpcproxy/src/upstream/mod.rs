@@ -106,6 +106,7 @@ impl Upstream {
                     .connect_failures
                     .load(std::sync::atomic::Ordering::Relaxed),
                 open_connections: pool.open.load(std::sync::atomic::Ordering::Relaxed),
+                rotated: pool.rotated.load(std::sync::atomic::Ordering::Relaxed),
             },
             Transport::Channel { .. } => UpstreamStats::default(),
         }
@@ -194,13 +195,14 @@ impl Upstream {
             };
             let failed = match exchange::start(&connection, request) {
                 Ok(response) => {
-                    return match exchange::response(response, in_flight).await {
+                    let unanswered = connection.unanswered(&response);
+                    return match exchange::response(response, in_flight, unanswered).await {
                         Ok(response) => Ok(response),
                         Err(e) => Err(Unsent {
                             error: self.request_error(e),
                             request: None,
                         }),
-                    }
+                    };
                 }
                 Err(NotStarted::Closed(back, _)) if !retried => {
                     retried = true;
@@ -370,6 +372,11 @@ pub struct UpstreamStats {
     pub connect_failures: u64,
     /// Connections open now (closed ones, by either side, are no longer counted).
     pub open_connections: usize,
+    /// Connections that took no more calls after the proxy reset 5 streams on them before
+    /// the backend answered any later stream (a rapid-reset flood passing through): HTTP/2
+    /// servers close a connection that carries too many resets of streams they have not
+    /// accepted yet, failing every call on it.
+    pub rotated: u64,
 }
 
 /// Configures an [`Upstream`]: connections, timeouts, HTTP/2 settings, TLS.

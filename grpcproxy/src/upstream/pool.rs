@@ -113,6 +113,8 @@ pub(crate) struct Pool {
     pub(crate) connect_failures: std::sync::atomic::AtomicU64,
     /// Connections whose task is still running (handshake done, not yet closed).
     pub(crate) open: Arc<AtomicUsize>,
+    /// Connections rotated after carrying young resets (see `connection::YoungStream`).
+    pub(crate) rotated: Arc<std::sync::atomic::AtomicU64>,
     /// Rate limit of the warnings about failed connects.
     failure_log: FailureLog,
 }
@@ -189,6 +191,7 @@ impl Pool {
             connect_failures: Default::default(),
             failure_log: FailureLog::new(),
             open: Default::default(),
+            rotated: Default::default(),
         }
     }
 
@@ -261,12 +264,14 @@ impl Pool {
             tcp.set_nodelay(true)
                 .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Connect, e))?;
             match &endpoint.tls {
-                None => handshake(&address, &endpoint.settings, tcp, &self.open).await,
+                None => {
+                    handshake(&address, &endpoint.settings, tcp, &self.open, &self.rotated).await
+                }
                 Some((connector, name)) => {
                     let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
                         UpstreamError::new(address.clone(), UpstreamErrorKind::Tls, e)
                     })?;
-                    handshake(&address, &endpoint.settings, tls, &self.open).await
+                    handshake(&address, &endpoint.settings, tls, &self.open, &self.rotated).await
                 }
             }
         };
