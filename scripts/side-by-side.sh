@@ -3,9 +3,12 @@
 # alternates between them (unary 16 B, 8 connections x 32 streams), ROUNDS times, and
 # prints each round and the medians of calls/s and CPU per call (the proxy's utime+stime
 # over the round, divided by its calls). Release binaries.
-# Usage: bash scripts/side-by-side.sh EXTRA_A EXTRA_B [ROUNDS] [SECONDS]
+# Usage: [SHADOW_BACKEND=1] bash scripts/side-by-side.sh EXTRA_A EXTRA_B [ROUNDS] [SECONDS]
 #   EXTRA_x: TOML added to the route table ("" for none), e.g.
 #   'retry = { on = ["unavailable"], attempts = 3 }'
+#   SHADOW_BACKEND=1: a second bench backend, as cluster "shadow" in both configs (for
+#   'mirror = { cluster = "shadow", percent = 100 }').
+# At the end: each proxy's peak RSS (VmHWM) and its grpcproxy_mirror_calls_total lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra_a=$1
@@ -30,12 +33,24 @@ backend_port=$(port)
 "$bench" backend --listen "127.0.0.1:$backend_port" >"$dir/backend.log" 2>&1 &
 pids+=($!)
 wait_port "$backend_port"
-declare -A addr pid
+shadow_cluster=""
+if [ "${SHADOW_BACKEND:-}" = 1 ]; then
+  shadow_port=$(port)
+  "$bench" backend --listen "127.0.0.1:$shadow_port" >"$dir/shadow.log" 2>&1 &
+  pids+=($!)
+  wait_port "$shadow_port"
+  shadow_cluster="[clusters.shadow]
+endpoints = [\"127.0.0.1:$shadow_port\"]"
+fi
+declare -A addr pid admin
 for side in a b; do
   p=$(port)
+  a=$(port)
   extra=$extra_a
   [ "$side" = b ] && extra=$extra_b
   cat >"$dir/$side.toml" <<EOF
+[admin]
+address = "127.0.0.1:$a"
 [[listeners]]
 address = "127.0.0.1:$p"
 [[routes]]
@@ -43,11 +58,13 @@ cluster = "backend"
 $extra
 [clusters.backend]
 endpoints = ["127.0.0.1:$backend_port"]
+$shadow_cluster
 EOF
   "$proxy" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
   pids+=($!)
   pid[$side]=$!
   addr[$side]="127.0.0.1:$p"
+  admin[$side]="127.0.0.1:$a"
   wait_port "$p"
 done
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -68,6 +85,10 @@ print(f"{r['ops_per_sec']:.0f} {cpu_us:.2f} {r['errors']}")
 PY
     echo "round $round $side: $(tail -1 "$dir/$side.results")" >&2
   done
+done
+for side in a b; do
+  echo "$side: peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/${pid[$side]}/status")" >&2
+  python3 -c "import urllib.request,sys; [print('$side:', l) for l in urllib.request.urlopen('http://${admin[$side]}/metrics').read().decode().splitlines() if l.startswith('grpcproxy_mirror_calls_total')]" >&2
 done
 python3 - "$dir/a.results" "$dir/b.results" <<'PY'
 import statistics, sys

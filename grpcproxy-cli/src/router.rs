@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcproxy::policy::{HedgePolicy, PeerLimit, RateLimit, RetryPolicy};
+use grpcproxy::policy::{
+    HedgePolicy, Mirror, MirrorPolicy, MirrorResult, PeerLimit, RateLimit, RetryPolicy,
+};
 use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
 
@@ -44,6 +46,8 @@ struct Route {
     hedge: Option<Arc<HedgePolicy>>,
     rate_limit: Option<RateLimit>,
     peer_limit: Option<PeerLimit>,
+    /// The mirror policy and the shadow cluster.
+    mirror: Option<(Arc<MirrorPolicy>, Arc<Cluster>)>,
     /// What the route's policies did (kept across reloads).
     counts: Arc<PolicyCounts>,
 }
@@ -136,9 +140,23 @@ impl Route {
                 None => policy,
             })
         });
+        let mirror = match &rule.mirror {
+            Some(mirror) => {
+                let shadow = clusters
+                    .get(&mirror.cluster)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("unknown mirror cluster {}", mirror.cluster))?;
+                Some((
+                    Arc::new(mirror.policy(&rule.name, counts.mirrors.clone())),
+                    shadow,
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
             rule: rule.clone(),
             cluster,
+            mirror,
             observer,
             retry,
             hedge: rule.hedge.map(|(delay, max)| {
@@ -255,6 +273,16 @@ impl Route {
         }
         if let Some(hedge) = &self.hedge {
             target = target.hedge(hedge.clone());
+        }
+        if let Some((policy, shadow)) = self.mirror.as_ref().filter(|(p, _)| p.sample()) {
+            match shadow.pick() {
+                Ok(picked) => {
+                    let mirror = Mirror::new(policy.clone(), picked.endpoint.upstream.clone());
+                    target = target.mirror(mirror.with_guard(picked.in_flight));
+                }
+                // No shadow endpoint to take it: counted, the primary goes on.
+                Err(_) => policy.stats().record(MirrorResult::Error),
+            }
         }
         Ok(target)
     }

@@ -124,6 +124,26 @@ fn bad_files_are_rejected_with_exact_messages() {
             "7:9: routes[0].hedge.delay: \"p100\" is not a percentile between p0 and p100 (such as \"p95\")",
         ),
         (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmirror = {{ cluster = \"v2\", percent = 10 }}\n"),
+            "7:10: routes[0].mirror.cluster: no cluster named \"v2\" (defined: a)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmirror = {{ cluster = \"a\", percent = 150 }}\n"),
+            "7:10: routes[0].mirror.percent: 150 is not a share above 0 and up to 100",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmirror = {{ cluster = \"a\", percent = 0 }}\n"),
+            "7:10: routes[0].mirror.percent: 0 is not a share above 0 and up to 100",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmirror = {{ cluster = \"a\", percent = 5, max_in_flight = 0 }}\n"),
+            "7:10: routes[0].mirror.max_in_flight: 0 would drop every mirrored call",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmirror = {{ cluster = \"a\", percent = 5, sample = 1 }}\n"),
+            "7:40: unknown field `sample`, expected one of `cluster`, `percent`, `compare`, `buffer_bytes`, `compare_bytes`, `max_in_flight`, `timeout`, `log_differences`",
+        ),
+        (
             format!("{LISTENER}[server]\nmax_connection_age = \"0s\"\n"),
             "1:1: server.max_connection_age: \"0s\" would close every connection at once; leave it out to keep connections",
         ),

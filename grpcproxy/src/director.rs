@@ -47,6 +47,7 @@ pub(crate) struct CallOverrides {
     pub(crate) response_edits: Option<std::sync::Arc<crate::HeaderEdits>>,
     pub(crate) retry: Option<std::sync::Arc<crate::policy::RetryPolicy>>,
     pub(crate) hedge: Option<std::sync::Arc<crate::policy::HedgePolicy>>,
+    pub(crate) mirror: Option<crate::policy::Mirror>,
 }
 
 impl std::fmt::Debug for CallOverrides {
@@ -61,6 +62,7 @@ impl std::fmt::Debug for CallOverrides {
             .field("response_edits", &self.response_edits)
             .field("retry", &self.retry)
             .field("hedge", &self.hedge)
+            .field("mirror", &self.mirror)
             .finish()
     }
 }
@@ -159,6 +161,26 @@ impl Target {
     /// ```
     pub fn hedge(mut self, policy: std::sync::Arc<crate::policy::HedgePolicy>) -> Self {
         self.overrides.hedge = Some(policy);
+        self
+    }
+
+    /// Mirrors the call (see [`MirrorPolicy`](crate::policy::MirrorPolicy)): it also goes
+    /// to the mirror's shadow backend, whose answer never reaches the client. The director
+    /// decides which calls (e.g. [`MirrorPolicy::sample`](crate::policy::MirrorPolicy::sample)).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use grpcproxy::policy::{Mirror, MirrorPolicy};
+    /// use grpcproxy::{Target, Upstream};
+    /// use tonic::metadata::MetadataMap;
+    ///
+    /// let policy = Arc::new(MirrorPolicy::new(100.0).compare(true));
+    /// let shadow = Upstream::new("http://127.0.0.1:50053").unwrap();
+    /// let upstream = Upstream::new("http://127.0.0.1:50052").unwrap();
+    /// let target = Target::new(upstream, MetadataMap::new()).mirror(Mirror::new(policy, shadow));
+    /// ```
+    pub fn mirror(mut self, mirror: crate::policy::Mirror) -> Self {
+        self.overrides.mirror = Some(mirror);
         self
     }
 

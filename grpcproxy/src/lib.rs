@@ -12,8 +12,10 @@
 //! - [`Upstream`]: an HTTP/2 backend (`http://` h2c or `https://` TLS), or a tonic `Channel`.
 //! - [`RawCodec`]: a tonic codec of raw bytes.
 //! - [`server::serve`]: serve a proxy on its own listener.
-//! - [`policy`]: retries, hedging, retry budgets, rate limits and per-client caps, attached
-//!   to a call by its director ([`Target::retry`], [`Target::hedge`]).
+//! - [`policy`]: retries, hedging, mirroring, retry budgets, rate limits and per-client
+//!   caps, attached to a call by its director ([`Target::retry`], [`Target::hedge`],
+//!   [`Target::mirror`]).
+//! - [`compare`]: two answers to one call compared byte for byte (mirrors, replay).
 //!
 //! The building blocks the proxy is made of are public for tools that handle gRPC frames
 //! themselves (replay, fuzzing, benchmarks, other proxies): [`frame`] (the 5-byte message
@@ -53,6 +55,7 @@
 mod boxed;
 mod call;
 pub mod codec;
+pub mod compare;
 pub mod deadline;
 mod director;
 pub mod frame;

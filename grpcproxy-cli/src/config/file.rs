@@ -666,15 +666,15 @@ impl Config {
                 ));
             }
         }
+        let known: Vec<&str> = self.clusters.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none are defined".to_owned()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
         for (i, route) in self.routes.iter().enumerate() {
             let cluster = &route.cluster;
             if !self.clusters.contains_key(cluster.get_ref()) {
-                let known: Vec<&str> = self.clusters.keys().map(String::as_str).collect();
-                let known = if known.is_empty() {
-                    "none are defined".to_owned()
-                } else {
-                    format!("defined: {}", known.join(", "))
-                };
                 problems.push(Problem::new(
                     cluster.span(),
                     format!(
@@ -682,6 +682,17 @@ impl Config {
                         cluster.get_ref()
                     ),
                 ));
+            }
+            if let Some(mirror) = &route.mirror {
+                let shadow = &mirror.get_ref().cluster;
+                if !self.clusters.contains_key(shadow) {
+                    problems.push(Problem::new(
+                        mirror.span(),
+                        format!(
+                            "routes[{i}].mirror.cluster: no cluster named {shadow:?} ({known})"
+                        ),
+                    ));
+                }
             }
             if let Some(compiled) = route.compile(i, &mut problems) {
                 compiled_routes.push(compiled);

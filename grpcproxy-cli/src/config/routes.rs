@@ -54,6 +54,102 @@ pub(crate) struct Route {
     pub(crate) rate_limit: Option<Spanned<RateLimit>>,
     /// Calls one client address may have open on this route (none by default).
     pub(crate) max_in_flight_per_peer: Option<Spanned<usize>>,
+    /// Mirror a share of the calls to another cluster (none by default).
+    pub(crate) mirror: Option<Spanned<Mirror>>,
+}
+
+/// `mirror = { ... }` of a route: a share of its calls also goes to `cluster`, whose
+/// answers never reach the client and may be compared with the primary's.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Mirror {
+    /// The shadow cluster.
+    pub(crate) cluster: String,
+    /// The share of calls mirrored, 0 (exclusive) to 100.
+    pub(crate) percent: f64,
+    /// Compare each mirrored answer with the primary's, byte for byte.
+    #[serde(default)]
+    pub(crate) compare: bool,
+    /// Request bytes a mirrored call may have waiting for the shadow before it is dropped.
+    #[serde(default = "one_mib")]
+    pub(crate) buffer_bytes: usize,
+    /// Response bytes held per answer for the comparison.
+    #[serde(default = "four_mib")]
+    pub(crate) compare_bytes: usize,
+    /// Mirrored calls at once (per route); calls past it are not mirrored.
+    #[serde(default = "sixty_four")]
+    pub(crate) max_in_flight: usize,
+    /// How long a mirrored call may take when the primary has no deadline.
+    #[serde(default = "ten_seconds", with = "super::duration")]
+    pub(crate) timeout: Duration,
+    /// Differences logged (the rest only counted).
+    #[serde(default = "ten")]
+    pub(crate) log_differences: u64,
+}
+
+fn one_mib() -> usize {
+    1 << 20
+}
+
+fn four_mib() -> usize {
+    4 << 20
+}
+
+fn sixty_four() -> usize {
+    64
+}
+
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn ten() -> u64 {
+    10
+}
+
+impl Mirror {
+    /// The problems with route `i`'s mirror (its cluster is checked with the others).
+    fn check(&self, i: usize, span: Range<usize>, problems: &mut Vec<Problem>) {
+        let field = format!("routes[{i}].mirror");
+        let mut problem = |why: String| problems.push(Problem::new(span.clone(), why));
+        if !(self.percent > 0.0 && self.percent <= 100.0) {
+            problem(format!(
+                "{field}.percent: {} is not a share above 0 and up to 100",
+                self.percent
+            ));
+        }
+        for (name, value) in [
+            ("buffer_bytes", self.buffer_bytes),
+            ("compare_bytes", self.compare_bytes),
+            ("max_in_flight", self.max_in_flight),
+        ] {
+            if value == 0 {
+                problem(format!("{field}.{name}: 0 would drop every mirrored call"));
+            }
+        }
+        if self.timeout.is_zero() {
+            problem(format!(
+                "{field}.timeout: \"0s\" would drop every mirrored call without a deadline"
+            ));
+        }
+    }
+
+    /// The policy this mirror configures, counting into `stats`.
+    pub(crate) fn policy(
+        &self,
+        route: &str,
+        stats: Arc<grpcproxy::policy::MirrorStats>,
+    ) -> grpcproxy::policy::MirrorPolicy {
+        grpcproxy::policy::MirrorPolicy::new(self.percent)
+            .name(route)
+            .compare(self.compare)
+            .buffer_bytes(self.buffer_bytes)
+            .compare_bytes(self.compare_bytes)
+            .max_in_flight(self.max_in_flight)
+            .timeout(self.timeout)
+            .log_differences(self.log_differences)
+            .with_stats(stats)
+    }
 }
 
 /// `hedge = { ... }` of a route.
@@ -228,6 +324,8 @@ pub(crate) struct CompiledRoute {
     /// The rate limit: calls per second, burst, key.
     pub(crate) rate_limit: Option<(NonZeroU32, NonZeroU32, RateKey)>,
     pub(crate) max_in_flight_per_peer: Option<usize>,
+    /// The mirror (checked; its cluster exists).
+    pub(crate) mirror: Option<Mirror>,
 }
 
 impl Hedge {
@@ -541,6 +639,9 @@ impl Route {
                 format!("routes[{i}].max_in_flight_per_peer: 0 would refuse every call"),
             ));
         }
+        if let Some(mirror) = &self.mirror {
+            mirror.get_ref().check(i, mirror.span(), problems);
+        }
         if problems.len() > before {
             return None;
         }
@@ -561,6 +662,7 @@ impl Route {
             hedge,
             rate_limit,
             max_in_flight_per_peer: self.max_in_flight_per_peer.as_ref().map(|m| *m.get_ref()),
+            mirror: self.mirror.as_ref().map(|m| m.get_ref().clone()),
         })
     }
 }

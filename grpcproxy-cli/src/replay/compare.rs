@@ -1,83 +1,44 @@
-//! How a replayed call differs from its recording.
+//! How a replayed call differs from its recording: the library's comparison
+//! ([`grpcproxy::compare`], shared with mirroring) of the two answers.
 
+use grpcproxy::compare::{self, Answer, Message};
 use grpcproxy::mq::wire;
 
 use super::call::Outcome;
 use super::recording::{RecordedCall, RecordedMessage};
 
-/// Response messages whose differences are listed; beyond, only counted.
-const LISTED: usize = 5;
-
 /// Every way `outcome` differs from what `call` recorded (empty: they match). The status
 /// code, `grpc-message`, and each response message's compressed flag and bytes count (for
 /// payloads cut when recorded, the recorded prefix and the full length).
 pub(crate) fn differences(call: &RecordedCall, outcome: &Outcome) -> Vec<String> {
-    let mut found = Vec::new();
     let end = call
         .end
         .as_ref()
         .expect("only complete recordings are replayed");
-    if end.code != outcome.code {
-        found.push(format!(
-            "status: recorded {}, replayed {} {:?}",
-            code_name(end.code),
-            code_name(outcome.code),
-            outcome.message
-        ));
-    } else {
-        let recorded = grpc_message(&end.trailers);
-        if recorded != outcome.message {
-            found.push(format!(
-                "grpc-message: recorded {recorded:?}, replayed {:?}",
-                outcome.message
-            ));
-        }
-    }
-    if call.responses.len() != outcome.responses.len() {
-        found.push(format!(
-            "response messages: recorded {}, replayed {}",
-            call.responses.len(),
-            outcome.responses.len()
-        ));
-    }
-    let mut differing = call
-        .responses
+    let recorded = Answer {
+        code: end.code,
+        message: grpc_message(&end.trailers),
+        trailers: None,
+        messages: call.responses.iter().map(message).collect(),
+    };
+    let replayed = Answer {
+        code: outcome.code,
+        message: outcome.message.clone(),
+        trailers: None,
+        messages: outcome.responses.iter().map(message).collect(),
+    };
+    compare::differences(&recorded, &replayed)
         .iter()
-        .zip(&outcome.responses)
-        .enumerate()
-        .filter_map(|(i, (recorded, replayed))| {
-            message_difference(recorded, replayed).map(|d| format!("response message {i}: {d}"))
-        });
-    found.extend(differing.by_ref().take(LISTED));
-    let more = differing.count();
-    if more > 0 {
-        found.push(format!("{more} more response messages differ"));
-    }
-    found
+        .map(|d| d.describe("recorded", "replayed"))
+        .collect()
 }
 
-fn message_difference(recorded: &RecordedMessage, replayed: &RecordedMessage) -> Option<String> {
-    if recorded.compressed != replayed.compressed {
-        return Some(format!(
-            "compressed flag: recorded {}, replayed {}",
-            recorded.compressed, replayed.compressed
-        ));
+fn message(recorded: &RecordedMessage) -> Message {
+    Message {
+        compressed: recorded.compressed,
+        payload: recorded.payload.clone(),
+        length: recorded.length,
     }
-    if recorded.length != replayed.length {
-        return Some(format!(
-            "length: recorded {} bytes, replayed {} bytes",
-            recorded.length, replayed.length
-        ));
-    }
-    let at = recorded
-        .payload
-        .iter()
-        .zip(replayed.payload.iter())
-        .position(|(a, b)| a != b)?;
-    Some(format!(
-        "{} bytes, first difference at byte {at} (recorded {:#04x}, replayed {:#04x})",
-        recorded.length, recorded.payload[at], replayed.payload[at]
-    ))
 }
 
 fn grpc_message(trailers: &[wire::Metadata]) -> String {
@@ -86,11 +47,6 @@ fn grpc_message(trailers: &[wire::Metadata]) -> String {
         .find(|m| m.key == "grpc-message")
         .map(|m| String::from_utf8_lossy(&m.value).into_owned())
         .unwrap_or_default()
-}
-
-/// `NotFound (5)`.
-pub(crate) fn code_name(code: i32) -> String {
-    format!("{:?} ({code})", tonic::Code::from_i32(code))
 }
 
 #[cfg(test)]

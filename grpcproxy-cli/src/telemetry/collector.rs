@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
+use grpcproxy::policy::MirrorResult;
 use grpcproxy::server::ServerStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -179,6 +180,25 @@ impl Collector for UpstreamCollector {
                 ] {
                     let labels = [("route", route.as_str()), ("result", result)];
                     ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+            let mut metric = encoder.encode_descriptor(
+                "mirror_calls",
+                "Mirrored calls by route: answers compared equal (match) or not (differ), not mirrored or not finished (dropped), shadow failed (error), answered but not compared (sent)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (route, counts) in policies.iter() {
+                let stats = &counts.mirrors;
+                for (result, which) in [
+                    ("match", MirrorResult::Match),
+                    ("differ", MirrorResult::Differ),
+                    ("dropped", MirrorResult::Dropped),
+                    ("error", MirrorResult::Error),
+                    ("sent", MirrorResult::Sent),
+                ] {
+                    let labels = [("route", route.as_str()), ("result", result)];
+                    ConstCounter::new(stats.count(which)).encode(metric.encode_family(&labels)?)?;
                 }
             }
             for (name, help, value) in [

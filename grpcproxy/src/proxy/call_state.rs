@@ -70,6 +70,8 @@ pub(crate) struct CallState {
     response_bytes: AtomicU64,
     /// The message-queue tap of the call, when the queue wants it.
     tap: OnceLock<Arc<crate::mq::tap::CallTap>>,
+    /// The mirror's watch on the call, when it is mirrored.
+    mirror: OnceLock<super::mirror::MirrorWatch>,
     started: Instant,
     /// When a message last went by, in milliseconds since `started` (stream idle timeout).
     active_ms: AtomicU64,
@@ -112,6 +114,7 @@ impl CallState {
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
             tap: OnceLock::new(),
+            mirror: OnceLock::new(),
             started: Instant::now(),
             active_ms: AtomicU64::new(0),
         })
@@ -125,6 +128,16 @@ impl CallState {
     /// The call's tap, if it is tapped.
     pub(crate) fn tap(&self) -> Option<&Arc<crate::mq::tap::CallTap>> {
         self.tap.get()
+    }
+
+    /// Mirrors the call: the primary's answer and end go to `watch`.
+    pub(crate) fn mirror_with(&self, watch: super::mirror::MirrorWatch) {
+        let _ = self.mirror.set(watch);
+    }
+
+    /// The call's mirror watch, if it is mirrored.
+    pub(crate) fn mirror(&self) -> Option<&super::mirror::MirrorWatch> {
+        self.mirror.get()
     }
 
     /// Whether anyone (observer or tap) wants the byte counts.
@@ -246,6 +259,10 @@ impl Drop for CallState {
             NO_STATUS => tonic::Code::Cancelled,
             code => tonic::Code::from_i32(code),
         };
+        if let Some(watch) = self.mirror.take() {
+            // A call the proxy or the client ended cancels its mirror.
+            watch.primary_ended(self.abort_reason().is_none().then_some(status));
+        }
         if let Some(tap) = self.tap.get() {
             tap.publish(tap.ended(crate::mq::CallEnded {
                 call_id: tap.call_id,

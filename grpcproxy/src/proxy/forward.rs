@@ -3,8 +3,8 @@
 //! 1. **admit**: a gRPC request with a well-formed method and a readable deadline; hop-by-hop
 //!    headers go, the client's address may be appended; the call starts.
 //! 2. **direct**: the director picks the [`Target`](crate::Target), within the call's deadline.
-//! 3. **build**: the upstream request: the target's metadata, the deadline left, the tap and
-//!    the observer set up.
+//! 3. **build**: the upstream request: the target's metadata, the deadline left, the tap,
+//!    the observer and the mirror set up.
 //! 4. **send**: to the backend, failing over to the alternate ([`Route::send`]).
 //! 5. **respond**: the response head (or the status the proxy gives instead), and the body
 //!    that forwards the rest under the call's limits.
@@ -34,7 +34,7 @@ use super::response_body::{ResponseBody, ResponseGuard};
 use super::retry;
 use super::send::{Route, Sent};
 use super::timeouts::{effective_timeout, is_late_error, Bounded};
-use super::{reject, Shared};
+use super::{mirror, reject, Shared};
 use crate::boxed::{BoxBody, BoxError};
 use crate::call::{connection_info, split_method};
 use crate::deadline::{format_timeout, parse_timeout};
@@ -282,10 +282,22 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             let remaining = deadline.saturating_duration_since(Instant::now());
             headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
         }
+        let feed = overrides.mirror.and_then(|to| {
+            let (feed, watch) = mirror::start(
+                to,
+                &headers,
+                &call.path,
+                call.client_authority.clone(),
+                deadline,
+            )?;
+            state.mirror_with(watch);
+            Some(feed)
+        });
         let limit = self.options.max_message_size;
         let touch = self.options.stream_idle_timeout.is_some();
         let body = BoxBody::new(
             RequestBody::new(body, state.clone(), limit, touch)
+                .mirrored(feed)
                 .map_err(|e| Box::new(e) as BoxError),
         );
         // A hedge policy wins over a retry policy: a method is one or the other (gRPC A6).
@@ -361,8 +373,14 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             return status_response(status);
         }
         state.set_status_from(response.headers());
-        if let (Some(tap), true) = (state.tap(), http_body::Body::is_end_stream(response.body())) {
-            tap.trailers(response.headers()); // trailers-only: the status is in the headers
+        if http_body::Body::is_end_stream(response.body()) {
+            // Trailers-only: the status is in the headers.
+            if let Some(tap) = state.tap() {
+                tap.trailers(response.headers());
+            }
+            if let Some(mirror) = state.mirror() {
+                mirror.response_trailers(response.headers());
+            }
         }
         if let Some(edits) = &route.response_edits {
             edits.apply(response.headers_mut());

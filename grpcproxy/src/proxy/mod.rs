@@ -4,6 +4,7 @@ mod call_state;
 mod forward;
 mod hedge;
 mod messages;
+mod mirror;
 mod options;
 mod reject;
 mod replay;

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 
 use super::call_state::{AbortReason, CallState};
 use super::messages::{poll_skipping_empty_data, MessageLimit};
+use super::mirror::MirrorFeed;
 use crate::boxed::BoxError;
 
 /// Why the request stream towards the backend ended with an error.
@@ -38,6 +39,8 @@ pin_project! {
         limit: Option<MessageLimit>,
         // Whether messages count as activity (a stream idle timeout is set).
         touch: bool,
+        // The copy for the call's mirror, if it is mirrored.
+        mirror: Option<MirrorFeed>,
     }
 }
 
@@ -48,7 +51,21 @@ impl<B> RequestBody<B> {
             call,
             limit: limit.map(MessageLimit::new),
             touch,
+            mirror: None,
         }
+    }
+
+    /// Copies what the body forwards to `feed` (the call's mirror).
+    pub(super) fn mirrored(mut self, mut feed: Option<MirrorFeed>) -> Self
+    where
+        B: Body,
+    {
+        // A request without a body is never polled: its half-close is now.
+        if let (Some(feed), true) = (feed.as_mut(), self.inner.is_end_stream()) {
+            feed.end();
+        }
+        self.mirror = feed;
+        self
     }
 }
 
@@ -96,11 +113,24 @@ where
                     if let Some(tap) = this.call.tap() {
                         tap.data(crate::mq::Direction::Request, data);
                     }
+                    if let Some(mirror) = this.mirror.as_mut() {
+                        mirror.data(data);
+                    }
+                }
+                // The frame that ends the stream (END_STREAM on it): the sender may not
+                // poll again to see the end.
+                if let (Some(mirror), true) = (this.mirror, inner.is_end_stream()) {
+                    mirror.end();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e.into())))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(mirror) = this.mirror {
+                    mirror.end();
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -200,6 +200,9 @@ impl Forwarding {
             if let Some(tap) = call.tap() {
                 tap.data(crate::mq::Direction::Response, data);
             }
+            if let Some(mirror) = call.mirror() {
+                mirror.response_data(data);
+            }
             return Poll::Ready(Step::Frame(frame));
         }
         if let Some(trailers) = frame.trailers_ref() {
@@ -210,6 +213,9 @@ impl Forwarding {
             call.set_status_from(trailers);
             if let Some(tap) = call.tap() {
                 tap.trailers(trailers);
+            }
+            if let Some(mirror) = call.mirror() {
+                mirror.response_trailers(trailers);
             }
             return Poll::Ready(Step::Last(frame, true));
         }
