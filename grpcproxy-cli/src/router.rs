@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grpcproxy::policy::{
-    HedgePolicy, Mirror, MirrorPolicy, MirrorResult, PeerLimit, RateLimit, RetryPolicy,
+    FanOut, HedgePolicy, Mirror, MirrorPolicy, MirrorResult, PeerLimit, RateLimit, RetryPolicy,
 };
 use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
@@ -48,6 +48,8 @@ struct Route {
     peer_limit: Option<PeerLimit>,
     /// The mirror policy and the shadow cluster.
     mirror: Option<(Arc<MirrorPolicy>, Arc<Cluster>)>,
+    /// The fan-out's member clusters other than the route's own (which is the first).
+    fan_out: Option<Vec<Arc<Cluster>>>,
     /// What the route's policies did (kept across reloads).
     counts: Arc<PolicyCounts>,
 }
@@ -153,10 +155,25 @@ impl Route {
             }
             None => None,
         };
+        let fan_out = match &rule.fan_out {
+            Some(fan) => Some(
+                fan.clusters[1..]
+                    .iter()
+                    .map(|name| {
+                        clusters
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| anyhow::anyhow!("unknown fan-out cluster {name}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
         Ok(Self {
             rule: rule.clone(),
             cluster,
             mirror,
+            fan_out,
             observer,
             retry,
             hedge: rule.hedge.map(|(delay, max)| {
@@ -253,11 +270,16 @@ impl Route {
             alternate,
             in_flight,
         } = picked;
+        let (fan, member_guards) = match self.fan_out(&endpoint.upstream) {
+            Ok(Some((fan, guards))) => (Some(fan), guards),
+            Ok(None) => (None, Vec::new()),
+            Err(status) => return Err(self.refuse(&call, status)),
+        };
         tracing::trace!(route = %self.rule.name, cluster = %self.cluster.name, endpoint = endpoint.upstream.address(), "routed");
         let mut target = call
             .forward_to(endpoint.upstream.clone())
             .timeout_limits(self.rule.max_timeout, self.rule.default_timeout)
-            .with_guard((in_flight, peer_guard))
+            .with_guard((in_flight, peer_guard, member_guards))
             .with_observer(self.observer.clone() as SharedObserver);
         if let Some(authority) = &self.rule.authority {
             target = target.authority(authority.clone());
@@ -274,6 +296,9 @@ impl Route {
         if let Some(hedge) = &self.hedge {
             target = target.hedge(hedge.clone());
         }
+        if let Some(fan) = fan {
+            target = target.fan_out(fan);
+        }
         if let Some((policy, shadow)) = self.mirror.as_ref().filter(|(p, _)| p.sample()) {
             match shadow.pick() {
                 Ok(picked) => {
@@ -289,6 +314,40 @@ impl Route {
 }
 
 impl Route {
+    /// The call's fan-out, if the route has one: `first` (the endpoint picked in the
+    /// route's cluster) and one endpoint of each other member cluster, with their in-flight
+    /// guards; UNAVAILABLE when a member cluster has none to give.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a fan-out and its guards, used once"
+    )]
+    fn fan_out(
+        &self,
+        first: &grpcproxy::Upstream,
+    ) -> Result<Option<(FanOut, Vec<Box<dyn std::any::Any + Send + Sync>>)>, Status> {
+        let (Some(members), Some(rule)) = (&self.fan_out, &self.rule.fan_out) else {
+            return Ok(None);
+        };
+        let mut fan = FanOut::new(rule.mode)
+            .buffer_bytes(rule.buffer_bytes)
+            .response_bytes(rule.response_bytes)
+            .slow_member(rule.slow)
+            .with_stats(self.counts.fan_outs.clone())
+            .member(self.cluster.name.as_str(), first.clone());
+        let mut guards: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        for cluster in members {
+            let picked = cluster.pick().map_err(|_| {
+                Status::unavailable(format!(
+                    "no healthy endpoint in fan-out cluster {}",
+                    cluster.name
+                ))
+            })?;
+            fan = fan.member(cluster.name.as_str(), picked.endpoint.upstream.clone());
+            guards.push(Box::new(picked.in_flight));
+        }
+        Ok(Some((fan, guards)))
+    }
+
     /// Tells the route's observer of a call the router answers with `status` itself.
     fn refuse(&self, call: &CallInfo, status: Status) -> Status {
         self.observer

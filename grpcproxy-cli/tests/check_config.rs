@@ -144,6 +144,22 @@ fn bad_files_are_rejected_with_exact_messages() {
             "7:40: unknown field `sample`, expected one of `cluster`, `percent`, `compare`, `buffer_bytes`, `compare_bytes`, `max_in_flight`, `timeout`, `log_differences`",
         ),
         (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"a\"], mode = \"all\" }}\n"),
+            "7:11: routes[0].fan_out.clusters: a fan-out needs a cluster besides the route's own (\"a\")",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"dc2\"], mode = \"all\" }}\n"),
+            "7:11: routes[0].fan_out.clusters: no cluster named \"dc2\" (defined: a)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[clusters.b]\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"b\"], mode = \"merge\" }}\n"),
+            "9:11: routes[0].fan_out.mode: \"merge\" is not \"first_success\", \"all\", \"concat\" or \"interleave\"",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[clusters.b]\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\ncluster = \"a\"\nretry = {{ on = [\"unavailable\"] }}\nfan_out = {{ clusters = [\"b\"], mode = \"all\" }}\n"),
+            "10:11: routes[0]: fan_out sends each call once to each cluster; leave out retry and hedge",
+        ),
+        (
             format!("{LISTENER}[server]\nmax_connection_age = \"0s\"\n"),
             "1:1: server.max_connection_age: \"0s\" would close every connection at once; leave it out to keep connections",
         ),

@@ -48,6 +48,7 @@ pub(crate) struct CallOverrides {
     pub(crate) retry: Option<std::sync::Arc<crate::policy::RetryPolicy>>,
     pub(crate) hedge: Option<std::sync::Arc<crate::policy::HedgePolicy>>,
     pub(crate) mirror: Option<crate::policy::Mirror>,
+    pub(crate) fan_out: Option<Box<crate::policy::FanOut>>,
 }
 
 impl std::fmt::Debug for CallOverrides {
@@ -63,6 +64,7 @@ impl std::fmt::Debug for CallOverrides {
             .field("retry", &self.retry)
             .field("hedge", &self.hedge)
             .field("mirror", &self.mirror)
+            .field("fan_out", &self.fan_out)
             .finish()
     }
 }
@@ -181,6 +183,26 @@ impl Target {
     /// ```
     pub fn mirror(mut self, mirror: crate::policy::Mirror) -> Self {
         self.overrides.mirror = Some(mirror);
+        self
+    }
+
+    /// Fans the call out: it goes to every member of `fan` at once (the target's own
+    /// upstream is not added: name it as a member), and the members' answers are merged
+    /// as `fan`'s [`FanOutMode`](crate::policy::FanOutMode) says. Retries and hedging do
+    /// not apply to a fanned-out call; a mirror still does.
+    ///
+    /// ```
+    /// use grpcproxy::policy::{FanOut, FanOutMode};
+    /// use grpcproxy::{Target, Upstream};
+    /// use tonic::metadata::MetadataMap;
+    ///
+    /// let dc1 = Upstream::new("http://127.0.0.1:50061").unwrap();
+    /// let dc2 = Upstream::new("http://127.0.0.1:50062").unwrap();
+    /// let fan = FanOut::new(FanOutMode::All).member("dc1", dc1.clone()).member("dc2", dc2);
+    /// let target = Target::new(dc1, MetadataMap::new()).fan_out(fan);
+    /// ```
+    pub fn fan_out(mut self, fan: crate::policy::FanOut) -> Self {
+        self.overrides.fan_out = Some(Box::new(fan));
         self
     }
 

@@ -683,6 +683,16 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(fan) = &route.fan_out {
+                for member in &fan.get_ref().clusters {
+                    if !self.clusters.contains_key(member) {
+                        problems.push(Problem::new(
+                            fan.span(),
+                            format!("routes[{i}].fan_out.clusters: no cluster named {member:?} ({known})"),
+                        ));
+                    }
+                }
+            }
             if let Some(mirror) = &route.mirror {
                 let shadow = &mirror.get_ref().cluster;
                 if !self.clusters.contains_key(shadow) {

@@ -56,6 +56,113 @@ pub(crate) struct Route {
     pub(crate) max_in_flight_per_peer: Option<Spanned<usize>>,
     /// Mirror a share of the calls to another cluster (none by default).
     pub(crate) mirror: Option<Spanned<Mirror>>,
+    /// Send each call to several clusters at once, merging their answers (none by
+    /// default).
+    pub(crate) fan_out: Option<Spanned<FanOut>>,
+}
+
+/// `fan_out = { ... }` of a route: each call goes to the route's cluster and to every
+/// cluster in `clusters` (one endpoint of each), and their answers are merged by `mode`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FanOut {
+    /// The member clusters (the route's own `cluster` is one whether listed or not).
+    pub(crate) clusters: Vec<String>,
+    /// "first_success", "all", "concat" (unary methods) or "interleave" (streaming).
+    pub(crate) mode: String,
+    /// Request bytes each member may have waiting before `slow` applies.
+    #[serde(default = "one_mib")]
+    pub(crate) buffer_bytes: usize,
+    /// Response bytes held per member's answer in the unary modes.
+    #[serde(default = "four_mib")]
+    pub(crate) response_bytes: usize,
+    /// A member too slow to take the request stream: "wait" (backpressure) or "drop".
+    #[serde(default = "wait")]
+    pub(crate) slow: String,
+    /// With `slow = "drop"`: how long a member may leave its buffer full.
+    #[serde(default = "one_second", with = "super::duration")]
+    pub(crate) drop_after: Duration,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn wait() -> String {
+    "wait".to_owned()
+}
+
+/// A checked fan-out: its member clusters (the route's first) and policy settings.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledFanOut {
+    pub(crate) clusters: Vec<String>,
+    pub(crate) mode: grpcproxy::policy::FanOutMode,
+    pub(crate) buffer_bytes: usize,
+    pub(crate) response_bytes: usize,
+    pub(crate) slow: grpcproxy::policy::SlowMember,
+}
+
+impl FanOut {
+    /// The fan-out of route `i` (whose cluster is `cluster`), or the first problem with
+    /// it (its clusters are checked with the others).
+    fn compile(
+        &self,
+        i: usize,
+        cluster: &str,
+        span: Range<usize>,
+    ) -> Result<CompiledFanOut, Problem> {
+        use grpcproxy::policy::{FanOutMode, SlowMember};
+        let field = format!("routes[{i}].fan_out");
+        let problem = |why: String| Problem::new(span.clone(), why);
+        let mode = match self.mode.as_str() {
+            "first_success" => FanOutMode::FirstSuccess,
+            "all" => FanOutMode::All,
+            "concat" => FanOutMode::Concat,
+            "interleave" => FanOutMode::Interleave,
+            other => {
+                return Err(problem(format!(
+                    "{field}.mode: {other:?} is not \"first_success\", \"all\", \"concat\" or \"interleave\""
+                )))
+            }
+        };
+        let slow = match self.slow.as_str() {
+            "wait" => SlowMember::Wait,
+            "drop" => SlowMember::Drop {
+                after: self.drop_after,
+            },
+            other => {
+                return Err(problem(format!(
+                    "{field}.slow: {other:?} is not \"wait\" or \"drop\""
+                )))
+            }
+        };
+        let mut clusters = vec![cluster.to_owned()];
+        for name in &self.clusters {
+            if !clusters.contains(name) {
+                clusters.push(name.clone());
+            }
+        }
+        if clusters.len() < 2 {
+            return Err(problem(format!(
+                "{field}.clusters: a fan-out needs a cluster besides the route's own ({cluster:?})"
+            )));
+        }
+        for (name, value) in [
+            ("buffer_bytes", self.buffer_bytes),
+            ("response_bytes", self.response_bytes),
+        ] {
+            if value == 0 {
+                return Err(problem(format!("{field}.{name}: 0 would fail every call")));
+            }
+        }
+        Ok(CompiledFanOut {
+            clusters,
+            mode,
+            buffer_bytes: self.buffer_bytes,
+            response_bytes: self.response_bytes,
+            slow,
+        })
+    }
 }
 
 /// `mirror = { ... }` of a route: a share of its calls also goes to `cluster`, whose
@@ -326,6 +433,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) max_in_flight_per_peer: Option<usize>,
     /// The mirror (checked; its cluster exists).
     pub(crate) mirror: Option<Mirror>,
+    /// The fan-out (checked; its clusters exist).
+    pub(crate) fan_out: Option<CompiledFanOut>,
 }
 
 impl Hedge {
@@ -642,6 +751,19 @@ impl Route {
         if let Some(mirror) = &self.mirror {
             mirror.get_ref().check(i, mirror.span(), problems);
         }
+        let fan_out = self.fan_out.as_ref().and_then(|fan| {
+            if self.retry.is_some() || self.hedge.is_some() {
+                problems.push(Problem::new(
+                    fan.span(),
+                    format!("routes[{i}]: fan_out sends each call once to each cluster; leave out retry and hedge"),
+                ));
+            }
+            checked(
+                problems,
+                fan.get_ref()
+                    .compile(i, self.cluster.get_ref(), fan.span()),
+            )
+        });
         if problems.len() > before {
             return None;
         }
@@ -663,6 +785,7 @@ impl Route {
             rate_limit,
             max_in_flight_per_peer: self.max_in_flight_per_peer.as_ref().map(|m| *m.get_ref()),
             mirror: self.mirror.as_ref().map(|m| m.get_ref().clone()),
+            fan_out,
         })
     }
 }

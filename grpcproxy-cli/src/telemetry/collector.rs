@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
-use grpcproxy::policy::MirrorResult;
+use grpcproxy::policy::{FanOutResult, MirrorResult};
 use grpcproxy::server::ServerStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -199,6 +199,23 @@ impl Collector for UpstreamCollector {
                 ] {
                     let labels = [("route", route.as_str()), ("result", result)];
                     ConstCounter::new(stats.count(which)).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+            let mut metric = encoder.encode_descriptor(
+                "fanout_calls",
+                "Fanned-out calls by route: every member OK (ok), OK to the client though some members failed (partial), an error to the client (failed)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (route, counts) in policies.iter() {
+                for (result, which) in [
+                    ("ok", FanOutResult::Ok),
+                    ("partial", FanOutResult::Partial),
+                    ("failed", FanOutResult::Failed),
+                ] {
+                    let labels = [("route", route.as_str()), ("result", result)];
+                    ConstCounter::new(counts.fan_outs.count(which))
+                        .encode(metric.encode_family(&labels)?)?;
                 }
             }
             for (name, help, value) in [

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
-use grpcproxy::policy::{HedgeStats, MirrorStats, RetryStats};
+use grpcproxy::policy::{FanOutStats, HedgeStats, MirrorStats, RetryStats};
 use grpcproxy::server::ServerStats;
 use grpcproxy::{CallRecord, ProxyStats};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -66,6 +66,7 @@ pub(crate) struct PolicyCounts {
     pub(crate) retries: Arc<RetryStats>,
     pub(crate) hedges: Arc<HedgeStats>,
     pub(crate) mirrors: Arc<MirrorStats>,
+    pub(crate) fan_outs: Arc<FanOutStats>,
     /// Calls refused by the route's rate limit.
     pub(crate) rate_limited: AtomicU64,
     /// Calls refused because their client had `max_in_flight_per_peer` calls open.

@@ -3,7 +3,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+
+use atomic_waker::AtomicWaker;
 
 use bytes::Bytes;
 use h2::SendStream;
@@ -28,6 +32,31 @@ pin_project! {
         send: SendStream<Bytes>,
         // Data was queued that may still wait for window.
         unsent: bool,
+        // Resets the stream when cut, even while it waits for window.
+        cut: Option<Arc<PipeCut>>,
+    }
+}
+
+/// A way to end a pipe's stream (RST_STREAM CANCEL) from outside, even while it waits for
+/// window and so never polls its body: for a request whose backend stopped reading that
+/// the proxy gives up on (a fan-out member or a mirror left behind). Given to the pipe as
+/// an extension of the request.
+#[derive(Debug, Default)]
+pub(crate) struct PipeCut {
+    cut: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl PipeCut {
+    /// Resets the stream now (or as soon as its pipe runs).
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_cut(&self, cx: &Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.cut.load(Ordering::Acquire)
     }
 }
 
@@ -38,7 +67,14 @@ impl<B> Pipe<B> {
             body,
             send,
             unsent: false,
+            cut: None,
         }
+    }
+
+    /// This pipe, cut by `cut` (see [`PipeCut`]).
+    pub(crate) fn cut_by(mut self, cut: Option<Arc<PipeCut>>) -> Self {
+        self.cut = cut;
+        self
     }
 
     /// A pipe for a stream whose first DATA frame is queued already (it waits for window
@@ -48,6 +84,7 @@ impl<B> Pipe<B> {
             body,
             send,
             unsent: true,
+            cut: None,
         }
     }
 
@@ -67,6 +104,10 @@ where
     /// Ready when the body is sent or the stream ended; errors end in a reset or a log line.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut me = self.project();
+        if me.cut.as_ref().is_some_and(|cut| cut.is_cut(cx)) {
+            me.send.send_reset(h2::Reason::CANCEL);
+            return Poll::Ready(());
+        }
         loop {
             if *me.unsent {
                 // Everything queued must have window before the next frame is taken; window

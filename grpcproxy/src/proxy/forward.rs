@@ -102,7 +102,13 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 return Ok(self.refused(call.path.path(), call.peer, call.received, status));
             }
         };
-        let (route, request) = self.build(&call, target, body);
+        let (route, request, fan_out) = self.build(&call, target, body);
+        // Moved whole into the condition (a `None` left in a variable would live on in the
+        // call's future).
+        if let Some(fan) = { fan_out } {
+            // Boxed: only fanned-out calls pay for the members' state.
+            return Ok(Box::pin(self.fanned(call, route, request, *fan)).await);
+        }
         let sent = match route
             .resend
             .as_ref()
@@ -168,6 +174,32 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         Ok(self.respond(call, route, sent))
     }
 
+    /// Send and respond for a fanned-out call: every member at once, their answers merged
+    /// into the one the respond phase forwards.
+    async fn fanned(
+        &self,
+        call: Admitted,
+        route: Route,
+        request: Request<BoxBody>,
+        fan: crate::policy::FanOut,
+    ) -> Response<ResponseBody> {
+        let send = super::fan_out::send(
+            fan,
+            request,
+            &call.path,
+            route.authority.clone(),
+            call.client_authority.clone(),
+        );
+        let sent = Bounded::new(
+            send,
+            route.deadline,
+            self.options.stream_idle_timeout,
+            call.state(),
+        )
+        .await;
+        self.respond(call, route, sent)
+    }
+
     /// Admit: checks the method name and the deadline, prepares the metadata and starts
     /// the call; or answers the call at once.
     #[allow(
@@ -230,8 +262,18 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         Bounded::new(self.director.direct(info), deadline, None, call.state())
     }
 
-    /// Build: the upstream request for `target`, with the call's tap and observer set up.
-    fn build<B>(&self, call: &Admitted, target: Target, body: B) -> (Route, Request<BoxBody>)
+    /// Build: the upstream request for `target`, with the call's tap and observer set up
+    /// (and the fan-out to send it to, for a fanned-out call).
+    #[allow(
+        clippy::type_complexity,
+        reason = "the build's three results, taken apart at once by the caller"
+    )]
+    fn build<B>(
+        &self,
+        call: &Admitted,
+        target: Target,
+        body: B,
+    ) -> (Route, Request<BoxBody>, Option<Box<crate::policy::FanOut>>)
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -301,7 +343,9 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 .map_err(|e| Box::new(e) as BoxError),
         );
         // A hedge policy wins over a retry policy: a method is one or the other (gRPC A6).
+        // A fanned-out call is sent once to each member: no retries, no hedges.
         let resend = match (overrides.hedge, overrides.retry) {
+            _ if overrides.fan_out.is_some() => None,
             (Some(hedge), _) => Some(ResendPolicy::Hedge(hedge)),
             (None, Some(retry)) => Some(ResendPolicy::Retry(retry)),
             (None, None) => None,
@@ -335,7 +379,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             deadline,
             resend,
         };
-        (route, request)
+        (route, request, overrides.fan_out)
     }
 
     /// Respond: the backend's response head with a body that forwards the rest, or the

@@ -1,21 +1,20 @@
-//! A call's mirror: the copy of its request on its way to the shadow ([`MirrorFeed`]), the
-//! primary's answer kept for the comparison ([`MirrorWatch`]), and the task that makes the
-//! shadow call and counts what it came to. Nothing here waits on the primary's path: the
-//! feed queues without blocking and gives up when its buffer is full.
+//! A call's mirror: the copy of its request on its way to the shadow (a [`CopySender`]),
+//! the primary's answer kept for the comparison ([`MirrorWatch`]), and the task that makes
+//! the shadow call and counts what it came to. Nothing here waits on the primary's path:
+//! the copy is queued without blocking and given up when its buffer is full.
 
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::pin::pin;
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::request_copy::{request_copy, CopySender, CopyWatch};
 use crate::boxed::{BoxBody, BoxError};
 use crate::compare::{differences, Answer, Message};
 use crate::policy::mirror::InFlightMirror;
@@ -33,7 +32,7 @@ pub(super) fn start(
     path: &PathAndQuery,
     client_authority: Option<Authority>,
     deadline: Option<Instant>,
-) -> Option<(MirrorFeed, MirrorWatch)> {
+) -> Option<(CopySender, MirrorWatch)> {
     let Mirror {
         policy,
         upstream,
@@ -43,9 +42,10 @@ pub(super) fn start(
         policy.stats().record(MirrorResult::Dropped);
         return None;
     };
-    let (feed, body) = feed(policy.buffer_limit());
-    let shared = feed.shared.clone();
+    let (feed, body) = request_copy(policy.buffer_limit());
+    let cut = body.cut();
     let mut request = Request::new(BoxBody::new(body));
+    request.extensions_mut().insert(cut);
     *request.method_mut() = http::Method::POST;
     *request.version_mut() = http::Version::HTTP_2;
     *request.uri_mut() = upstream.request_uri(path.clone(), None, client_authority);
@@ -59,7 +59,7 @@ pub(super) fn start(
     let shadow = Shadow {
         flight,
         path: path.clone(),
-        feed: shared,
+        feed: feed.watch(),
         _guard: guard,
     };
     tokio::spawn(async move {
@@ -71,106 +71,6 @@ pub(super) fn start(
         primary: primary_tx,
     };
     Some((feed, watch))
-}
-
-/// A feed that gives up past `limit` bytes queued, and the shadow's request body it fills.
-fn feed(limit: usize) -> (MirrorFeed, MirrorBody) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(FeedState::default());
-    let feed = MirrorFeed {
-        tx: Some(tx),
-        shared: shared.clone(),
-        limit,
-    };
-    (feed, MirrorBody { rx, shared })
-}
-
-/// One piece of the request for the shadow.
-enum Item {
-    Data(Bytes),
-    /// The client half-closed: the shadow's request ends here.
-    End,
-}
-
-/// What the feed and the shadow's request body share.
-#[derive(Debug, Default)]
-struct FeedState {
-    /// Request bytes queued for the shadow and not yet taken by its stream.
-    queued: AtomicUsize,
-    /// The feed gave up (buffer full, or the primary's request ended early): the shadow's
-    /// stream is reset and the mirror counted `dropped`.
-    abandoned: AtomicBool,
-}
-
-/// The primary's request messages on their way to the shadow, from the request body.
-#[derive(Debug)]
-pub(super) struct MirrorFeed {
-    tx: Option<mpsc::UnboundedSender<Item>>,
-    shared: Arc<FeedState>,
-    limit: usize,
-}
-
-impl MirrorFeed {
-    /// A request DATA frame the primary forwards: queued for the shadow (a reference, no
-    /// copy), unless the shadow is `limit` bytes behind, which ends the mirror.
-    pub(super) fn data(&mut self, data: &Bytes) {
-        let Some(tx) = &self.tx else { return };
-        let queued = self.shared.queued.fetch_add(data.len(), Ordering::AcqRel) + data.len();
-        if queued > self.limit || tx.send(Item::Data(data.clone())).is_err() {
-            self.abandon();
-        }
-    }
-
-    /// The client half-closed.
-    pub(super) fn end(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Item::End);
-        }
-    }
-
-    fn abandon(&mut self) {
-        if self.tx.take().is_some() {
-            self.shared.abandoned.store(true, Ordering::Release);
-        }
-    }
-}
-
-impl Drop for MirrorFeed {
-    /// A request that ends without its half-close (the client reset it, the primary
-    /// failed): the shadow's stream is reset too.
-    fn drop(&mut self) {
-        self.abandon();
-    }
-}
-
-/// The shadow's request body: what the feed queued.
-struct MirrorBody {
-    rx: mpsc::UnboundedReceiver<Item>,
-    shared: Arc<FeedState>,
-}
-
-/// The shadow's request ended without the client's half-close.
-#[derive(Debug, thiserror::Error)]
-#[error("the mirror was abandoned: the shadow fell behind, or the primary's request ended early")]
-struct Abandoned;
-
-impl Body for MirrorBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match std::task::ready!(self.rx.poll_recv(cx)) {
-            Some(Item::Data(data)) => {
-                self.shared.queued.fetch_sub(data.len(), Ordering::AcqRel);
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Some(Item::End) => Poll::Ready(None),
-            None => Poll::Ready(Some(Err(Box::new(Abandoned)))),
-        }
-    }
 }
 
 /// The primary's answer as the comparison needs it, kept as it goes by.
@@ -269,7 +169,7 @@ impl MirrorWatch {
 struct Shadow {
     flight: InFlightMirror,
     path: PathAndQuery,
-    feed: Arc<FeedState>,
+    feed: CopyWatch,
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -319,9 +219,7 @@ impl Shadow {
             }
         };
         let shadow = match shadow {
-            ShadowEnd::Failed(_) if self.feed.abandoned.load(Ordering::Acquire) => {
-                return MirrorResult::Dropped
-            }
+            ShadowEnd::Failed(_) if self.feed.abandoned() => return MirrorResult::Dropped,
             ShadowEnd::Failed(error) => {
                 tracing::debug!(method = self.path.path(), backend = upstream.address(), error = %error, "mirrored call failed");
                 return MirrorResult::Error;
@@ -511,40 +409,5 @@ mod tests {
         capture.keep(&Bytes::from_static(b"de"));
         assert!(capture.too_long);
         assert!(capture.frames.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_feed_gives_up_when_the_shadow_falls_behind() {
-        let (mut feed, mut body) = feed(5);
-        let shared = feed.shared.clone();
-        feed.data(&Bytes::from_static(b"abc"));
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first, "abc");
-        // Taken by the shadow: room again for 5 bytes.
-        feed.data(&Bytes::from_static(b"defgh"));
-        assert!(!shared.abandoned.load(Ordering::Acquire));
-        feed.data(&Bytes::from_static(b"i"));
-        assert!(shared.abandoned.load(Ordering::Acquire));
-        assert_eq!(
-            body.frame().await.unwrap().unwrap().into_data().unwrap(),
-            "defgh"
-        );
-        assert!(
-            body.frame().await.unwrap().is_err(),
-            "the shadow's stream fails"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_half_close_ends_the_shadows_request() {
-        let (mut feed, mut body) = feed(5);
-        feed.data(&Bytes::from_static(b"ab"));
-        feed.end();
-        drop(feed);
-        assert_eq!(
-            body.frame().await.unwrap().unwrap().into_data().unwrap(),
-            "ab"
-        );
-        assert!(body.frame().await.is_none());
     }
 }

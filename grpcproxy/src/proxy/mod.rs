@@ -1,6 +1,7 @@
 //! The transparent handler: a tower service that forwards every gRPC call it receives.
 
 mod call_state;
+mod fan_out;
 mod forward;
 mod hedge;
 mod messages;
@@ -9,6 +10,7 @@ mod options;
 mod reject;
 mod replay;
 mod request_body;
+mod request_copy;
 mod response_body;
 mod retry;
 mod send;

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use super::call_state::{AbortReason, CallState};
 use super::messages::{poll_skipping_empty_data, MessageLimit};
-use super::mirror::MirrorFeed;
+use super::request_copy::CopySender;
 use crate::boxed::BoxError;
 
 /// Why the request stream towards the backend ended with an error.
@@ -40,7 +40,7 @@ pin_project! {
         // Whether messages count as activity (a stream idle timeout is set).
         touch: bool,
         // The copy for the call's mirror, if it is mirrored.
-        mirror: Option<MirrorFeed>,
+        mirror: Option<CopySender>,
     }
 }
 
@@ -56,7 +56,7 @@ impl<B> RequestBody<B> {
     }
 
     /// Copies what the body forwards to `feed` (the call's mirror).
-    pub(super) fn mirrored(mut self, mut feed: Option<MirrorFeed>) -> Self
+    pub(super) fn mirrored(mut self, mut feed: Option<CopySender>) -> Self
     where
         B: Body,
     {
@@ -114,7 +114,8 @@ where
                         tap.data(crate::mq::Direction::Request, data);
                     }
                     if let Some(mirror) = this.mirror.as_mut() {
-                        mirror.data(data);
+                        // Never waits: a shadow that fell behind is given up.
+                        mirror.send_now(data);
                     }
                 }
                 // The frame that ends the stream (END_STREAM on it): the sender may not

@@ -58,6 +58,8 @@ pub(crate) enum UpstreamBody {
         _in_flight: InFlight,
     },
     Tonic(tonic::body::Body),
+    /// Made by the proxy from several backends' answers (a fan-out).
+    Merged(BoxBody),
 }
 
 impl Body for UpstreamBody {
@@ -71,6 +73,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Pool { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Merged(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -78,6 +81,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Pool { body, .. } => body.is_end_stream(),
             UpstreamBody::Tonic(body) => body.is_end_stream(),
+            UpstreamBody::Merged(body) => body.is_end_stream(),
         }
     }
 
@@ -85,6 +89,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Pool { body, .. } => body.size_hint(),
             UpstreamBody::Tonic(body) => body.size_hint(),
+            UpstreamBody::Merged(body) => body.size_hint(),
         }
     }
 }

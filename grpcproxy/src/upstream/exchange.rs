@@ -3,6 +3,7 @@
 //! stream's window allows, and the response comes back as a [`RecvBody`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use super::body::UpstreamBody;
 use super::connection::{Connection, Unanswered};
 use super::in_flight::InFlight;
 use crate::boxed::{BoxBody, BoxError};
-use crate::http2::{Pipe, RecvBody};
+use crate::http2::{Pipe, PipeCut, RecvBody};
 
 /// Why a call could not be started on a connection.
 pub(crate) enum NotStarted {
@@ -47,7 +48,8 @@ pub(crate) fn start(
         connection.retire();
         return Err(NotStarted::Closed(Box::new(request), e));
     }
-    let (parts, mut body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
+    let cut = parts.extensions.remove::<Arc<PipeCut>>();
     // `None`: nothing ready yet; `Some(None)`: the body has ended.
     let first = if body.is_end_stream() {
         Some(None)
@@ -99,11 +101,12 @@ pub(crate) fn start(
         },
         None => false,
     };
-    tokio::spawn(if queued {
+    let pipe = if queued {
         Pipe::after_queued(body, send)
     } else {
         Pipe::new(body, send)
-    });
+    };
+    tokio::spawn(pipe.cut_by(cut));
     Ok(response)
 }
 
