@@ -270,7 +270,7 @@ impl Route {
             alternate,
             in_flight,
         } = picked;
-        let (fan, member_guards) = match self.fan_out(&endpoint.upstream) {
+        let (fan, member_guards) = match self.fan_out(&call, &endpoint.upstream) {
             Ok(Some((fan, guards))) => (Some(fan), guards),
             Ok(None) => (None, Vec::new()),
             Err(status) => return Err(self.refuse(&call, status)),
@@ -314,27 +314,62 @@ impl Route {
 }
 
 impl Route {
-    /// The call's fan-out, if the route has one: `first` (the endpoint picked in the
-    /// route's cluster) and one endpoint of each other member cluster, with their in-flight
-    /// guards; UNAVAILABLE when a member cluster has none to give.
+    /// The call's fan-out, if the route has one, with the members' in-flight guards: the
+    /// endpoints the call names in the fan-out's header (INVALID_ARGUMENT for a name that
+    /// is no endpoint of the fan-out's clusters), else `first` (the endpoint picked in the
+    /// route's cluster) and one endpoint of each other member cluster (UNAVAILABLE when one
+    /// has none to give).
     #[allow(
         clippy::type_complexity,
         reason = "a fan-out and its guards, used once"
     )]
     fn fan_out(
         &self,
+        call: &CallInfo,
         first: &grpcproxy::Upstream,
     ) -> Result<Option<(FanOut, Vec<Box<dyn std::any::Any + Send + Sync>>)>, Status> {
         let (Some(members), Some(rule)) = (&self.fan_out, &self.rule.fan_out) else {
             return Ok(None);
         };
-        let mut fan = FanOut::new(rule.mode)
+        let fan = FanOut::new(rule.mode)
             .buffer_bytes(rule.buffer_bytes)
             .response_bytes(rule.response_bytes)
             .slow_member(rule.slow)
-            .with_stats(self.counts.fan_outs.clone())
-            .member(self.cluster.name.as_str(), first.clone());
+            .with_stats(self.counts.fan_outs.clone());
         let mut guards: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        let named = rule
+            .header
+            .as_ref()
+            .and_then(|header| Some((header, call.metadata().as_ref().get(header)?)));
+        if let Some((header, value)) = named {
+            let mut fan = fan;
+            let value = value.to_str().unwrap_or_default();
+            let mut names: Vec<&str> = Vec::new();
+            for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            if names.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "{header}: no fan-out target named"
+                )));
+            }
+            for name in names {
+                let found = std::iter::once(&self.cluster)
+                    .chain(members)
+                    .find_map(|cluster| cluster.endpoint_named(name));
+                let Some((endpoint, in_flight)) = found else {
+                    return Err(Status::invalid_argument(format!(
+                        "{header}: no endpoint {name:?} in the fan-out's clusters"
+                    )));
+                };
+                fan = fan.member(name, endpoint.upstream.clone());
+                guards.push(Box::new(in_flight));
+            }
+            return Ok(Some((fan, guards)));
+        }
+        let mut fan = fan.member(self.cluster.name.as_str(), first.clone());
         for cluster in members {
             let picked = cluster.pick().map_err(|_| {
                 Status::unavailable(format!(

@@ -141,7 +141,7 @@ fn bad_files_are_rejected_with_exact_messages() {
         ),
         (
             format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nmirror = {{ cluster = \"a\", percent = 5, sample = 1 }}\n"),
-            "7:40: unknown field `sample`, expected one of `cluster`, `percent`, `compare`, `buffer_bytes`, `compare_bytes`, `max_in_flight`, `timeout`, `log_differences`",
+            "7:40: unknown field `sample`, expected one of `cluster`, `percent`, `compare`, `buffer_bytes`, `compare_bytes`, `max_in_flight`, `timeout`, `log_differences`, `tap`",
         ),
         (
             format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"a\"], mode = \"all\" }}\n"),
@@ -150,6 +150,10 @@ fn bad_files_are_rejected_with_exact_messages() {
         (
             format!("{LISTENER}{CLUSTER}[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"dc2\"], mode = \"all\" }}\n"),
             "7:11: routes[0].fan_out.clusters: no cluster named \"dc2\" (defined: a)",
+        ),
+        (
+            format!("{LISTENER}{CLUSTER}[clusters.b]\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"b\"], mode = \"all\", header = \"x targets\" }}\n"),
+            "9:11: routes[0].fan_out.header: \"x targets\" is not a valid metadata key",
         ),
         (
             format!("{LISTENER}{CLUSTER}[clusters.b]\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\ncluster = \"a\"\nfan_out = {{ clusters = [\"b\"], mode = \"merge\" }}\n"),

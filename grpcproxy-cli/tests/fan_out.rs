@@ -410,3 +410,44 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_names_the_members_of_each_call() {
+    let (a, _) = raw_member(Script::Answer(b"\x0a\x02a1", Duration::ZERO)).await;
+    let (b, _) = raw_member(Script::Answer(b"\x0a\x03b22", Duration::ZERO)).await;
+    let (c, _) = raw_member(Script::Answer(b"\x0a\x04c333", Duration::ZERO)).await;
+    let (proxy, _file) = fanned_proxy(
+        [a.addr(), b.addr(), c.addr()],
+        "mode = \"concat\", header = \"x-targets\"",
+    );
+    let client = RawClient::connect(proxy.listening[0]).await;
+    let call = |targets: Option<String>| {
+        let headers = match &targets {
+            Some(t) => header_map(&[("x-targets", t.as_str())]),
+            None => header_map(&[]),
+        };
+        client.call(
+            "/pkg.Svc/List",
+            headers,
+            frames_body(vec![Frame::data(grpc_frame(false, b""))]),
+        )
+    };
+    // Named (c first, b repeated): those members only, in the order named, once each.
+    let named = format!("{}, {},{}", c.addr(), b.addr(), c.addr());
+    let answer = call(Some(named)).await;
+    assert_eq!(status_of(&answer).as_deref(), Some("0"), "{answer:?}");
+    assert_eq!(answer.data, grpc_frame(false, b"\x0a\x04c333\x0a\x03b22"));
+    // Without the header: every cluster.
+    let answer = call(None).await;
+    assert_eq!(
+        answer.data,
+        grpc_frame(false, b"\x0a\x02a1\x0a\x03b22\x0a\x04c333")
+    );
+    // A name that is no endpoint of the fan-out's clusters is refused; nothing is sent.
+    let answer = call(Some("10.9.9.9:1".into())).await;
+    assert_eq!(status_of(&answer).as_deref(), Some("3"), "{answer:?}");
+    assert_eq!(
+        answer.headers["grpc-message"],
+        "x-targets:%20no%20endpoint%20%2210.9.9.9:1%22%20in%20the%20fan-out's%20clusters"
+    );
+}

@@ -432,3 +432,67 @@ async fn cancelling_the_primary_cancels_the_mirror() {
     let [_, _, dropped, _, _] = settled(&proxy, 1);
     assert_eq!(dropped, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mirror_result_is_published_to_the_tap() {
+    let (primary, _) = recording_backend(|body| body).await;
+    let (shadow, _) = recording_backend(|body| {
+        let mut flipped = body.to_vec();
+        flipped[8] ^= 0xff;
+        Bytes::from(flipped)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tap.pb");
+    let config = format!(
+        "{}\n[tap]\nfile = \"{}\"\n",
+        mirror_config(
+            primary.addr(),
+            shadow.addr(),
+            "percent = 100, compare = true, tap = true"
+        ),
+        file.display()
+    );
+    let (mut proxy, _file) = support::start_with_config(&config, 1);
+    let client = RawClient::connect(proxy.listening[0]).await;
+    for _ in 0..2 {
+        let answer = client
+            .call(
+                "/pkg.Svc/Get",
+                header_map(&[]),
+                whole_body(grpc_frame(false, b"exact bytes")),
+            )
+            .await;
+        assert_eq!(answer.grpc_status(), Some("0"));
+    }
+    settled(&proxy, 2);
+    support::sigterm(&proxy);
+    assert!(support::wait_exit(&mut proxy, Duration::from_secs(10)).success());
+    let events = grpcproxy::mq::FileQueue::read(&file).unwrap();
+    let started: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(grpcproxy::mq::wire::Kind::Started(s)) => Some(s.call_id),
+            _ => None,
+        })
+        .collect();
+    let mirrors: Vec<&grpcproxy::mq::wire::MirrorResult> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(grpcproxy::mq::wire::Kind::Mirror(m)) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mirrors.len(), 2, "{events:?}");
+    for mirror in mirrors {
+        assert!(started.contains(&mirror.call_id), "{mirror:?}");
+        assert_eq!(mirror.method, "/pkg.Svc/Get");
+        assert_eq!(mirror.backend, shadow.addr().to_string());
+        assert_eq!(mirror.result, "differ");
+        assert_eq!(mirror.first_differing_byte, 3);
+        assert_eq!(
+            mirror.differences,
+            ["response message 0: 11 bytes, first difference at byte 3 (primary 0x63, mirror 0x9c)"]
+        );
+    }
+}

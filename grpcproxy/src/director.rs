@@ -47,7 +47,7 @@ pub(crate) struct CallOverrides {
     pub(crate) response_edits: Option<std::sync::Arc<crate::HeaderEdits>>,
     pub(crate) retry: Option<std::sync::Arc<crate::policy::RetryPolicy>>,
     pub(crate) hedge: Option<std::sync::Arc<crate::policy::HedgePolicy>>,
-    pub(crate) mirror: Option<crate::policy::Mirror>,
+    pub(crate) mirror: Option<Box<crate::policy::Mirror>>,
     pub(crate) fan_out: Option<Box<crate::policy::FanOut>>,
 }
 
@@ -182,7 +182,7 @@ impl Target {
     /// let target = Target::new(upstream, MetadataMap::new()).mirror(Mirror::new(policy, shadow));
     /// ```
     pub fn mirror(mut self, mirror: crate::policy::Mirror) -> Self {
-        self.overrides.mirror = Some(mirror);
+        self.overrides.mirror = Some(Box::new(mirror));
         self
     }
 

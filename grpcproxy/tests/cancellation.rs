@@ -154,3 +154,56 @@ async fn backend_reset_mid_stream_reaches_client_as_spec_status() {
         assert!(all_streams_closed(&stats).await);
     }
 }
+
+#[tokio::test]
+async fn client_reset_reaches_a_backend_that_stopped_reading() {
+    // The backend takes the request head and never reads the body: once the stream's
+    // window is full the proxy's pipe waits for window, and must still pass the client's
+    // RST_STREAM on.
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = dropped.clone();
+    let backend = RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+            impl Drop for Dropped {
+                fn drop(&mut self) {
+                    self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            let _dropped = Dropped(seen);
+            let _body = request.into_body();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            grpcproxy_testing::raw::grpc_response(grpcproxy_testing::raw::frames_body(Vec::new()))
+        }
+    })
+    .await;
+    let (proxy, _stats) = proxy_to(&backend.url(), ProxyOptions::default()).await;
+    let client = RawClient::connect(proxy.addr()).await;
+    let (tx, body) = channel_body();
+    let call =
+        tokio::spawn(async move { client.call("/pkg.Svc/Upload", HeaderMap::new(), body).await });
+    // 8 MiB: more than the backend's stream window and the proxy's.
+    let message = vec![7u8; 64 << 10];
+    for _ in 0..128 {
+        let sent = tokio::time::timeout(
+            Duration::from_millis(200),
+            tx.send(Ok(Frame::data(grpc_frame(false, &message)))),
+        )
+        .await;
+        if sent.is_err() {
+            break; // the client's window is full too: everything is waiting
+        }
+    }
+    // The client gives up: its stream is reset (RST_STREAM CANCEL).
+    let started = Instant::now();
+    call.abort();
+    drop(tx);
+    while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the backend's stream was not reset within 3 s of the client's reset"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -122,7 +122,7 @@ async fn json_lines_record_the_same_events() {
                 Some(wire::Kind::Ended(e)) => {
                     format!("{} {:?} {}", e.code, e.trailers, e.response_bytes)
                 }
-                None => String::new(),
+                _ => String::new(),
             })
             .collect()
     };

@@ -268,6 +268,21 @@ impl Cluster {
         })
     }
 
+    /// The endpoint whose address is `name` (as `/clusters` shows it), counted in flight
+    /// for one call: a fan-out member the client named.
+    pub(crate) fn endpoint_named(
+        &self,
+        name: &str,
+    ) -> Option<(Arc<Endpoint>, (InFlight, InFlight))> {
+        let set = self.set.load();
+        let endpoint = set.list.iter().find(|e| e.upstream.address() == name)?;
+        let in_flight = (
+            InFlight::new(&endpoint.in_flight),
+            InFlight::new(&self.in_flight),
+        );
+        Some((endpoint.clone(), in_flight))
+    }
+
     /// Calls shed so far (over `max_in_flight`).
     pub(crate) fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)

@@ -82,6 +82,9 @@ pub(crate) struct FanOut {
     /// With `slow = "drop"`: how long a member may leave its buffer full.
     #[serde(default = "one_second", with = "super::duration")]
     pub(crate) drop_after: Duration,
+    /// A request header naming the members of each call (comma-separated endpoint
+    /// addresses of the fan-out's clusters); calls without it go to every cluster.
+    pub(crate) header: Option<String>,
 }
 
 fn one_second() -> Duration {
@@ -100,6 +103,8 @@ pub(crate) struct CompiledFanOut {
     pub(crate) buffer_bytes: usize,
     pub(crate) response_bytes: usize,
     pub(crate) slow: grpcproxy::policy::SlowMember,
+    /// The header that names a call's members, if any.
+    pub(crate) header: Option<HeaderName>,
 }
 
 impl FanOut {
@@ -155,7 +160,16 @@ impl FanOut {
                 return Err(problem(format!("{field}.{name}: 0 would fail every call")));
             }
         }
+        let header = match &self.header {
+            None => None,
+            Some(name) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                problem(format!(
+                    "{field}.header: {name:?} is not a valid metadata key"
+                ))
+            })?),
+        };
         Ok(CompiledFanOut {
+            header,
             clusters,
             mode,
             buffer_bytes: self.buffer_bytes,
@@ -192,6 +206,9 @@ pub(crate) struct Mirror {
     /// Differences logged (the rest only counted).
     #[serde(default = "ten")]
     pub(crate) log_differences: u64,
+    /// Publish each mirrored call's result to the tap (for calls the tap records).
+    #[serde(default)]
+    pub(crate) tap: bool,
 }
 
 fn one_mib() -> usize {
@@ -255,6 +272,7 @@ impl Mirror {
             .max_in_flight(self.max_in_flight)
             .timeout(self.timeout)
             .log_differences(self.log_differences)
+            .publish_to_tap(self.tap)
             .with_stats(stats)
     }
 }

@@ -7,6 +7,6 @@ mod recv_body;
 mod settings;
 
 pub(crate) use keepalive::keepalive;
-pub(crate) use pipe::{Pipe, PipeCut};
+pub(crate) use pipe::{Cut, CutBy, Pipe, PipeCut};
 pub use recv_body::RecvBody;
 pub use settings::Http2Settings;

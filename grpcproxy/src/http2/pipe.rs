@@ -33,14 +33,25 @@ pin_project! {
         // Data was queued that may still wait for window.
         unsent: bool,
         // Resets the stream when cut, even while it waits for window.
-        cut: Option<Arc<PipeCut>>,
+        cut: Option<Arc<dyn Cut>>,
     }
 }
 
-/// A way to end a pipe's stream (RST_STREAM CANCEL) from outside, even while it waits for
-/// window and so never polls its body: for a request whose backend stopped reading that
-/// the proxy gives up on (a fan-out member or a mirror left behind). Given to the pipe as
-/// an extension of the request.
+/// What ends a pipe's stream (RST_STREAM CANCEL) from outside, even while it waits for
+/// window and so never polls its body: a call the proxy ended (the client reset it, its
+/// deadline passed) whose backend stopped reading, or a copy of a request the proxy gave
+/// up on (a fan-out member, a mirror). Given to the pipe as a request extension
+/// ([`CutBy`]).
+pub(crate) trait Cut: Send + Sync {
+    /// Whether the stream is to be reset now; otherwise `cx` is woken when it is.
+    fn is_cut(&self, cx: &Context<'_>) -> bool;
+}
+
+/// The request extension that gives a pipe its [`Cut`].
+#[derive(Clone)]
+pub(crate) struct CutBy(pub(crate) Arc<dyn Cut>);
+
+/// A [`Cut`] of its own, for copies of a request.
 #[derive(Debug, Default)]
 pub(crate) struct PipeCut {
     cut: AtomicBool,
@@ -53,7 +64,9 @@ impl PipeCut {
         self.cut.store(true, Ordering::Release);
         self.waker.wake();
     }
+}
 
+impl Cut for PipeCut {
     fn is_cut(&self, cx: &Context<'_>) -> bool {
         self.waker.register(cx.waker());
         self.cut.load(Ordering::Acquire)
@@ -71,9 +84,9 @@ impl<B> Pipe<B> {
         }
     }
 
-    /// This pipe, cut by `cut` (see [`PipeCut`]).
-    pub(crate) fn cut_by(mut self, cut: Option<Arc<PipeCut>>) -> Self {
-        self.cut = cut;
+    /// This pipe, cut by `cut` (see [`Cut`]).
+    pub(crate) fn cut_by(mut self, cut: Option<CutBy>) -> Self {
+        self.cut = cut.map(|c| c.0);
         self
     }
 

@@ -50,7 +50,7 @@ impl ByteBudget {
 fn held_bytes(event: &TapEvent) -> usize {
     match event {
         TapEvent::Message(m) => m.payload.len(),
-        TapEvent::Started(_) | TapEvent::Ended(_) => 0,
+        TapEvent::Started(_) | TapEvent::Ended(_) | TapEvent::Mirror(_) => 0,
     }
 }
 

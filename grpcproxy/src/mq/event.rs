@@ -71,8 +71,29 @@ pub struct CallEnded {
     pub response_bytes: u64,
 }
 
-/// An event of the tap.
+/// What a mirrored call came to (published when the mirror is over, possibly after the
+/// call's [`CallEnded`]).
 #[derive(Debug, Clone)]
+pub struct MirrorReport {
+    /// The primary call.
+    pub call_id: u64,
+    /// `/pkg.Service/Method`.
+    pub method: String,
+    /// The shadow it went to.
+    pub backend: String,
+    /// What it came to.
+    pub result: crate::policy::MirrorResult,
+    /// With [`MirrorResult::Differ`](crate::policy::MirrorResult::Differ): each
+    /// difference, in words.
+    pub differences: Vec<String>,
+    /// With a differing message byte: its offset in the first differing message.
+    pub first_differing_byte: Option<u64>,
+}
+
+/// An event of the tap. Kinds are added over time ([`TapEvent::Mirror`] was): match with
+/// a wildcard arm.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TapEvent {
     /// See [`CallStarted`].
     Started(CallStarted),
@@ -80,6 +101,8 @@ pub enum TapEvent {
     Message(TapMessage),
     /// See [`CallEnded`].
     Ended(CallEnded),
+    /// See [`MirrorReport`].
+    Mirror(MirrorReport),
 }
 
 impl TapEvent {
@@ -89,6 +112,7 @@ impl TapEvent {
             TapEvent::Started(e) => e.call_id,
             TapEvent::Message(e) => e.call_id,
             TapEvent::Ended(e) => e.call_id,
+            TapEvent::Mirror(e) => e.call_id,
         }
     }
 }

@@ -46,7 +46,7 @@ pub(crate) mod tap;
 #[cfg(feature = "wire")]
 pub mod wire;
 
-pub use event::{CallEnded, CallStarted, Direction, TapEvent, TapMessage};
+pub use event::{CallEnded, CallStarted, Direction, MirrorReport, TapEvent, TapMessage};
 #[cfg(feature = "tap-file")]
 pub use file::{FileOptions, FileQueue};
 pub use filter::Filtered;

@@ -166,6 +166,8 @@ async fn publish_loop(
             TapEvent::Ended(e) => subjects
                 .remove(&e.call_id)
                 .unwrap_or_else(|| format!("{}.unknown", options.subject_prefix)),
+            // Often after the call's end: the subject comes from the method again.
+            TapEvent::Mirror(m) => subject(&options.subject_prefix, &m.method),
         };
         let payload = options.encoding.encode(&wire::TapEvent::from(&event));
         freed.event(&event);

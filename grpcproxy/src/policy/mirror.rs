@@ -49,6 +49,7 @@ pub struct MirrorPolicy {
     max_in_flight: usize,
     timeout: Duration,
     log_differences: u64,
+    tap: bool,
     name: Option<Arc<str>>,
     sampled: AtomicU64,
     pub(crate) in_flight: AtomicUsize,
@@ -81,6 +82,19 @@ pub enum MirrorResult {
     Error,
     /// Not compared: the shadow answered.
     Sent,
+}
+
+impl MirrorResult {
+    /// How metrics and the tap name it: `match`, `differ`, `dropped`, `error`, `sent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MirrorResult::Match => "match",
+            MirrorResult::Differ => "differ",
+            MirrorResult::Dropped => "dropped",
+            MirrorResult::Error => "error",
+            MirrorResult::Sent => "sent",
+        }
+    }
 }
 
 impl MirrorStats {
@@ -120,6 +134,7 @@ impl MirrorPolicy {
             max_in_flight: 64,
             timeout: Duration::from_secs(10),
             log_differences: 10,
+            tap: false,
             name: None,
             sampled: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -162,6 +177,17 @@ impl MirrorPolicy {
     pub fn log_differences(mut self, differences: u64) -> Self {
         self.log_differences = differences;
         self
+    }
+
+    /// Publishes each mirrored call's result (a [`MirrorReport`](crate::mq::MirrorReport))
+    /// to the tap, for calls the tap records.
+    pub fn publish_to_tap(mut self, publish: bool) -> Self {
+        self.tap = publish;
+        self
+    }
+
+    pub(crate) fn publishes(&self) -> bool {
+        self.tap
     }
 
     /// A name for the policy's log lines (the binary gives the route's).

@@ -253,6 +253,15 @@ impl CallState {
     }
 }
 
+/// A call the proxy ended resets its backend stream, even while the request's pipe waits
+/// for window (a backend that stopped reading): the pipe shares the request half's waker.
+impl crate::http2::Cut for CallState {
+    fn is_cut(&self, cx: &std::task::Context<'_>) -> bool {
+        self.register_request_waker(cx.waker());
+        self.abort_reason().is_some()
+    }
+}
+
 impl Drop for CallState {
     fn drop(&mut self) {
         let status = match self.status.load(Ordering::Acquire) {

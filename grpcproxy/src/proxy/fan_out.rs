@@ -53,7 +53,6 @@ pub(super) async fn send(
     {
         let cut = body.cut();
         let mut request = Request::new(BoxBody::new(body));
-        request.extensions_mut().insert(cut);
         *request.method_mut() = parts.method.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
@@ -63,7 +62,7 @@ pub(super) async fn send(
         let limit = fan.response_bytes;
         let mode = fan.mode;
         calls.spawn(async move {
-            let answer = match call(&upstream, request, mode, limit).await {
+            let answer = match call(&upstream, request, cut, mode, limit).await {
                 // Its stream was cut because it could not keep up with the request.
                 Answer::Failed(..) if watch.abandoned() => Answer::Failed(
                     Code::ResourceExhausted,
@@ -111,10 +110,11 @@ struct Whole {
 async fn call(
     upstream: &Upstream,
     request: Request<BoxBody>,
+    cut: Arc<crate::http2::PipeCut>,
     mode: FanOutMode,
     limit: usize,
 ) -> Answer {
-    let response = match upstream.try_send(request).await {
+    let response = match upstream.try_send(request, Some(&cut)).await {
         Ok(response) => response,
         Err(unsent) => {
             let status = unsent.error.to_status();

@@ -326,11 +326,12 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         }
         let feed = overrides.mirror.and_then(|to| {
             let (feed, watch) = mirror::start(
-                to,
+                *to,
                 &headers,
                 &call.path,
                 call.client_authority.clone(),
                 deadline,
+                state.tap(),
             )?;
             state.mirror_with(watch);
             Some(feed)

@@ -33,7 +33,7 @@ impl Route {
         first: Request<BoxBody>,
         path: &PathAndQuery,
         client_authority: &Option<Authority>,
-        call: &CallState,
+        call: &std::sync::Arc<CallState>,
     ) -> Sent {
         let started = Instant::now();
         let send = |attempt: u32, request: Request<BoxBody>| {

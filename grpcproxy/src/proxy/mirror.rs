@@ -4,7 +4,7 @@
 //! the copy is queued without blocking and given up when its buffer is full.
 
 use std::pin::pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, PathAndQuery};
@@ -17,6 +17,8 @@ use tokio::time::Instant;
 use super::request_copy::{request_copy, CopySender, CopyWatch};
 use crate::boxed::{BoxBody, BoxError};
 use crate::compare::{differences, Answer, Message};
+use crate::mq::tap::CallTap;
+use crate::mq::{MirrorReport, TapEvent};
 use crate::policy::mirror::InFlightMirror;
 use crate::policy::{Mirror, MirrorResult};
 
@@ -32,6 +34,7 @@ pub(super) fn start(
     path: &PathAndQuery,
     client_authority: Option<Authority>,
     deadline: Option<Instant>,
+    tap: Option<&Arc<CallTap>>,
 ) -> Option<(CopySender, MirrorWatch)> {
     let Mirror {
         policy,
@@ -45,7 +48,6 @@ pub(super) fn start(
     let (feed, body) = request_copy(policy.buffer_limit());
     let cut = body.cut();
     let mut request = Request::new(BoxBody::new(body));
-    request.extensions_mut().insert(cut);
     *request.method_mut() = http::Method::POST;
     *request.version_mut() = http::Version::HTTP_2;
     *request.uri_mut() = upstream.request_uri(path.clone(), None, client_authority);
@@ -60,11 +62,33 @@ pub(super) fn start(
         flight,
         path: path.clone(),
         feed: feed.watch(),
+        tap: tap.filter(|_| policy.publishes()).cloned(),
         _guard: guard,
     };
     tokio::spawn(async move {
-        let result = shadow.run(&upstream, request, deadline, primary_rx).await;
-        shadow.flight.policy().stats().record(result);
+        let outcome = shadow
+            .run(&upstream, request, cut, deadline, primary_rx)
+            .await;
+        // Published before it is counted: a count seen means the report is on its way.
+        if let Some(tap) = &shadow.tap {
+            tap.publish(TapEvent::Mirror(MirrorReport {
+                call_id: tap.call_id,
+                method: shadow.path.path().to_owned(),
+                backend: upstream.address().to_owned(),
+                result: outcome.result,
+                first_differing_byte: outcome
+                    .differences
+                    .iter()
+                    .find_map(|d| d.first_byte())
+                    .map(|b| b as u64),
+                differences: outcome
+                    .differences
+                    .iter()
+                    .map(|d| d.describe("primary", "mirror"))
+                    .collect(),
+            }));
+        }
+        shadow.flight.policy().stats().record(outcome.result);
     });
     let watch = MirrorWatch {
         capture: compare.then(|| Mutex::new(Capture::new(policy.compare_limit()))),
@@ -170,7 +194,24 @@ struct Shadow {
     flight: InFlightMirror,
     path: PathAndQuery,
     feed: CopyWatch,
+    /// The call's tap, when the call is tapped and the policy publishes to it.
+    tap: Option<Arc<CallTap>>,
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What a mirrored call came to, and how the answers differ when they do.
+struct Outcome {
+    result: MirrorResult,
+    differences: Vec<crate::compare::Difference>,
+}
+
+impl From<MirrorResult> for Outcome {
+    fn from(result: MirrorResult) -> Self {
+        Self {
+            result,
+            differences: Vec::new(),
+        }
+    }
 }
 
 /// How the shadow's call went.
@@ -190,14 +231,15 @@ impl Shadow {
         &self,
         upstream: &crate::Upstream,
         request: Request<BoxBody>,
+        cut: Arc<crate::http2::PipeCut>,
         deadline: Instant,
         primary: oneshot::Receiver<PrimaryEnd>,
-    ) -> MirrorResult {
+    ) -> Outcome {
         let policy = self.flight.policy();
         let compare = policy.compares();
         let limit = policy.compare_limit();
         let call = async {
-            match upstream.try_send(request).await {
+            match upstream.try_send(request, Some(&cut)).await {
                 Ok(response) => read_answer(response, compare, limit).await,
                 Err(unsent) => ShadowEnd::Failed(Box::new(unsent.error)),
             }
@@ -213,19 +255,19 @@ impl Shadow {
                 end = &mut primary, if primary_end.is_none() => match end {
                     Ok(end) => primary_end = Some(end),
                     // Cancelled with the primary: dropping `call` resets the shadow's stream.
-                    Err(_) => return MirrorResult::Dropped,
+                    Err(_) => return MirrorResult::Dropped.into(),
                 },
-                () = &mut expired => return MirrorResult::Dropped,
+                () = &mut expired => return MirrorResult::Dropped.into(),
             }
         };
         let shadow = match shadow {
-            ShadowEnd::Failed(_) if self.feed.abandoned() => return MirrorResult::Dropped,
+            ShadowEnd::Failed(_) if self.feed.abandoned() => return MirrorResult::Dropped.into(),
             ShadowEnd::Failed(error) => {
                 tracing::debug!(method = self.path.path(), backend = upstream.address(), error = %error, "mirrored call failed");
-                return MirrorResult::Error;
+                return MirrorResult::Error.into();
             }
-            ShadowEnd::Answered { too_long: true } => return MirrorResult::Dropped,
-            ShadowEnd::Answered { too_long: false } => return MirrorResult::Sent,
+            ShadowEnd::Answered { too_long: true } => return MirrorResult::Dropped.into(),
+            ShadowEnd::Answered { too_long: false } => return MirrorResult::Sent.into(),
             ShadowEnd::Answer(answer) => answer,
         };
         let primary_end = match primary_end {
@@ -233,17 +275,17 @@ impl Shadow {
             None => tokio::select! {
                 end = &mut primary => match end {
                     Ok(end) => end,
-                    Err(_) => return MirrorResult::Dropped,
+                    Err(_) => return MirrorResult::Dropped.into(),
                 },
-                () = &mut expired => return MirrorResult::Dropped,
+                () = &mut expired => return MirrorResult::Dropped.into(),
             },
         };
         let PrimaryEnd::Answer(primary) = primary_end else {
-            return MirrorResult::Dropped;
+            return MirrorResult::Dropped.into();
         };
         let found = differences(&primary, &shadow);
         if found.is_empty() {
-            return MirrorResult::Match;
+            return MirrorResult::Match.into();
         }
         if policy.logs_next_difference() {
             let first_byte = found.iter().find_map(|d| d.first_byte());
@@ -260,7 +302,10 @@ impl Shadow {
                 "the mirror's answer differs from the primary's"
             );
         }
-        MirrorResult::Differ
+        Outcome {
+            result: MirrorResult::Differ,
+            differences: found,
+        }
     }
 }
 

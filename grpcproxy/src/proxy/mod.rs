@@ -184,8 +184,9 @@ mod tests {
         let size = std::mem::size_of_val(&future);
         println!("per-call future: {size} bytes");
         // 3,280 before the call was split into phases (#18), 2,200 after, 2,240 with the
-        // retry step (#19).
-        let bound = 2_240;
+        // retry step (#19), 2,264 with the reference to the call's cut held by the send
+        // step (a client's reset reaches a backend that stopped reading, #20).
+        let bound = 2_264;
         assert!(
             size <= bound,
             "per-call future grew to {size} bytes (bound {bound})"

@@ -104,7 +104,7 @@ impl Route {
         mut tried: Option<Sent>,
         path: &PathAndQuery,
         client_authority: &Option<Authority>,
-        call: &CallState,
+        call: &std::sync::Arc<CallState>,
     ) -> Result<Sent, AbortReason> {
         let mut attempt = 1;
         loop {

@@ -39,7 +39,7 @@ impl Route {
         request: Request<BoxBody>,
         path: &'a PathAndQuery,
         client_authority: &'a Option<Authority>,
-        call: &'a CallState,
+        call: &'a Arc<CallState>,
     ) -> impl std::future::Future<Output = Sent> + 'a {
         let (to, alternate) = self.endpoints_for(1);
         self.send_to(to, alternate, request, path, client_authority, call)
@@ -55,9 +55,10 @@ impl Route {
         request: Request<BoxBody>,
         path: &PathAndQuery,
         client_authority: &Option<Authority>,
-        call: &CallState,
+        call: &Arc<CallState>,
     ) -> Sent {
-        let unsent = match upstream.try_send(request).await {
+        // The call's end reaches the backend even if it stopped reading the request.
+        let unsent = match upstream.try_send(request, Some(call)).await {
             Ok(response) => return Ok((response, upstream.shared_address().clone())),
             Err(unsent) => unsent,
         };
@@ -82,7 +83,7 @@ impl Route {
             upstream.shared_address().clone(),
         );
         // Boxed: the rare path should not double every call's future.
-        match Box::pin(alternate.try_send(request)).await {
+        match Box::pin(alternate.try_send(request, Some(call))).await {
             Ok(response) => Ok((response, alternate.shared_address().clone())),
             Err(unsent) => Err(unsent.error),
         }

@@ -29,6 +29,9 @@ struct State {
     unconfirmed_resets: AtomicU32,
     /// The newest stream (by id) the proxy reset before its answer.
     last_reset: AtomicU32,
+    /// Streams opened since the backend last answered one: any of them may still wait in
+    /// its accept queue, and may be reset next.
+    opened_unconfirmed: AtomicU32,
     /// The pool's count of connections rotated for unconfirmed resets.
     rotated: Arc<AtomicU64>,
 }
@@ -39,6 +42,22 @@ struct State {
 /// call on it: rotating below that limit means a rapid-reset flood that slips past the
 /// client side can never trip it.
 const UNCONFIRMED_RESETS: u32 = 5;
+
+/// Streams a connection that has had an unconfirmed reset may open before the backend
+/// answers one: each could be reset too (a flood's calls are reset together), so past
+/// this the connection is rotated before more than [`UNCONFIRMED_RESETS`] plus these can
+/// ever wait reset in the backend's queue (below hyper's 20).
+const OPENED_AFTER_A_RESET: u32 = 10;
+
+impl State {
+    /// Rotates the connection if its unconfirmed resets and opens say so.
+    fn judge(&self, resets: u32, opened: u32) {
+        let risky = resets >= UNCONFIRMED_RESETS || (resets > 0 && opened >= OPENED_AFTER_A_RESET);
+        if risky && self.usable.swap(false, Ordering::Relaxed) {
+            self.rotated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Connection {
     /// Whether new calls may still use this connection.
@@ -54,6 +73,15 @@ impl Connection {
     /// A guard for the call whose response is `response`: dropped unanswered, it counts
     /// as an unconfirmed reset (see [`Unanswered`]).
     pub(crate) fn unanswered(&self, response: &h2::client::ResponseFuture) -> Unanswered {
+        let opened = self
+            .state
+            .opened_unconfirmed
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let resets = self.state.unconfirmed_resets.load(Ordering::Relaxed);
+        if resets > 0 {
+            self.state.judge(resets, opened);
+        }
         Unanswered {
             state: Some(self.state.clone()),
             id: response.stream_id().into(),
@@ -88,6 +116,7 @@ where
         usable: AtomicBool::new(true),
         unconfirmed_resets: AtomicU32::new(0),
         last_reset: AtomicU32::new(0),
+        opened_unconfirmed: AtomicU32::new(0),
         rotated: rotated.clone(),
     });
     let keepalive = settings.keep_alive_interval.and_then(|interval| {
@@ -157,6 +186,7 @@ impl Unanswered {
             if self.id > state.last_reset.load(Ordering::Relaxed) {
                 state.unconfirmed_resets.store(0, Ordering::Relaxed);
             }
+            state.opened_unconfirmed.store(0, Ordering::Relaxed);
         }
     }
 
@@ -172,11 +202,8 @@ impl Drop for Unanswered {
             return;
         };
         state.last_reset.fetch_max(self.id, Ordering::Relaxed);
-        if state.unconfirmed_resets.fetch_add(1, Ordering::Relaxed) + 1 >= UNCONFIRMED_RESETS
-            && state.usable.swap(false, Ordering::Relaxed)
-        {
-            state.rotated.fetch_add(1, Ordering::Relaxed);
-        }
+        let resets = state.unconfirmed_resets.fetch_add(1, Ordering::Relaxed) + 1;
+        state.judge(resets, state.opened_unconfirmed.load(Ordering::Relaxed));
     }
 }
 
@@ -209,6 +236,7 @@ mod tests {
             usable: AtomicBool::new(true),
             unconfirmed_resets: AtomicU32::new(0),
             last_reset: AtomicU32::new(0),
+            opened_unconfirmed: AtomicU32::new(0),
             rotated: Arc::default(),
         })
     }
@@ -251,6 +279,24 @@ mod tests {
         stream(&state, 41).answered();
         (1..UNCONFIRMED_RESETS).for_each(|i| drop(stream(&state, 41 + 2 * i)));
         assert!(!rotated(&state));
+    }
+
+    #[test]
+    fn one_reset_among_many_unanswered_streams_rotates() {
+        let state = state();
+        state
+            .opened_unconfirmed
+            .store(OPENED_AFTER_A_RESET - 1, Ordering::Relaxed);
+        drop(stream(&state, 1));
+        assert!(!rotated(&state), "a reset among 9 unanswered streams");
+        state
+            .opened_unconfirmed
+            .store(OPENED_AFTER_A_RESET, Ordering::Relaxed);
+        drop(stream(&state, 3));
+        assert!(
+            rotated(&state),
+            "a reset among 10: any of them may be reset next"
+        );
     }
 
     #[test]

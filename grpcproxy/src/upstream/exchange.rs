@@ -15,7 +15,7 @@ use super::body::UpstreamBody;
 use super::connection::{Connection, Unanswered};
 use super::in_flight::InFlight;
 use crate::boxed::{BoxBody, BoxError};
-use crate::http2::{Pipe, PipeCut, RecvBody};
+use crate::http2::{Cut, CutBy, Pipe, RecvBody};
 
 /// Why a call could not be started on a connection.
 pub(crate) enum NotStarted {
@@ -36,9 +36,10 @@ pub(crate) enum NotStarted {
 ///
 /// Not async: nothing here waits. Body polls made here use a no-op waker; when the body has
 /// nothing ready, the pipe task polls it again with its own.
-pub(crate) fn start(
+pub(crate) fn start<C: Cut + 'static>(
     connection: &Connection,
     request: Request<BoxBody>,
+    cut: Option<&Arc<C>>,
 ) -> Result<ResponseFuture, NotStarted> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut sender = connection.sender();
@@ -48,8 +49,7 @@ pub(crate) fn start(
         connection.retire();
         return Err(NotStarted::Closed(Box::new(request), e));
     }
-    let (mut parts, mut body) = request.into_parts();
-    let cut = parts.extensions.remove::<Arc<PipeCut>>();
+    let (parts, mut body) = request.into_parts();
     // `None`: nothing ready yet; `Some(None)`: the body has ended.
     let first = if body.is_end_stream() {
         Some(None)
@@ -106,7 +106,7 @@ pub(crate) fn start(
     } else {
         Pipe::new(body, send)
     };
-    tokio::spawn(pipe.cut_by(cut));
+    tokio::spawn(pipe.cut_by(cut.map(|cut| CutBy(cut.clone()))));
     Ok(response)
 }
 

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 pub use error::{UpstreamConfigError, UpstreamError, UpstreamErrorKind};
 
 use crate::boxed::BoxBody;
+use crate::http2::{Cut, PipeCut};
 use crate::Http2Settings;
 pub(crate) use body::UpstreamBody;
 use exchange::NotStarted;
@@ -146,12 +147,15 @@ impl Upstream {
     /// Sends one request and waits for the response headers. When the request never left
     /// the proxy (no connection could be made), it comes back with the error, so the caller
     /// may send it elsewhere.
-    pub(crate) async fn try_send(
+    /// `cut`, if any, resets the request's stream when it says so, even while the backend
+    /// is not reading (see [`Cut`](crate::http2::Cut)); a tonic `Channel` does without.
+    pub(crate) async fn try_send<C: Cut + 'static>(
         &self,
         request: Request<BoxBody>,
+        cut: Option<&Arc<C>>,
     ) -> Result<Response<UpstreamBody>, Unsent> {
         match &self.inner.transport {
-            Transport::Pool(pool) => self.send_pooled(pool, request).await,
+            Transport::Pool(pool) => self.send_pooled(pool, request, cut).await,
             Transport::Channel { channel, .. } => {
                 use tower_service::Service;
                 let mut channel = channel.clone();
@@ -177,10 +181,11 @@ impl Upstream {
 
     /// Sends on the pool's connections; a connection found closed (GOAWAY, lost) before the
     /// request left costs one retry on another connection.
-    async fn send_pooled(
+    async fn send_pooled<C: Cut + 'static>(
         &self,
         pool: &Pool,
         mut request: Request<BoxBody>,
+        cut: Option<&Arc<C>>,
     ) -> Result<Response<UpstreamBody>, Unsent> {
         let mut retried = false;
         loop {
@@ -193,7 +198,7 @@ impl Upstream {
                     })
                 }
             };
-            let failed = match exchange::start(&connection, request) {
+            let failed = match exchange::start(&connection, request, cut) {
                 Ok(response) => {
                     let unanswered = connection.unanswered(&response);
                     return match exchange::response(response, in_flight, unanswered).await {
@@ -260,7 +265,9 @@ impl Upstream {
         parts.method = http::Method::POST;
         parts.uri = self.request_uri(path, None, None);
         let request = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
-        self.try_send(request).await.map_err(|unsent| unsent.error)
+        self.try_send(request, NO_CUT)
+            .await
+            .map_err(|unsent| unsent.error)
     }
 
     /// Makes one unary call to `path` with raw message bytes over this upstream's
@@ -303,7 +310,7 @@ impl Upstream {
         headers.insert("grpc-timeout", crate::deadline::format_timeout(timeout));
         let call = async {
             let response = self
-                .try_send(request)
+                .try_send(request, NO_CUT)
                 .await
                 .map_err(|unsent| unsent.error.to_status())?;
             if let Some(status) = tonic::Status::from_header_map(response.headers()) {
@@ -357,6 +364,9 @@ pub(crate) struct Unsent {
     pub(crate) request: Option<Request<BoxBody>>,
 }
 
+/// No [`Cut`] for a request: its stream ends with its body.
+const NO_CUT: Option<&Arc<PipeCut>> = None;
+
 /// Connection counters of an [`Upstream`].
 ///
 /// ```
@@ -373,7 +383,8 @@ pub struct UpstreamStats {
     /// Connections open now (closed ones, by either side, are no longer counted).
     pub open_connections: usize,
     /// Connections that took no more calls after the proxy reset 5 streams on them before
-    /// the backend answered any later stream (a rapid-reset flood passing through): HTTP/2
+    /// the backend answered any later stream, or reset one with 10 opened since the last
+    /// answer (a rapid-reset flood passing through): HTTP/2
     /// servers close a connection that carries too many resets of streams they have not
     /// accepted yet, failing every call on it.
     pub rotated: u64,

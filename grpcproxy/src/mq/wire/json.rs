@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{CallEnded, CallStarted, Kind, Message, Metadata, TapEvent};
+use super::{CallEnded, CallStarted, Kind, Message, Metadata, MirrorResult, TapEvent};
 
 /// `TapEvent` with its oneof as optional fields (`{"schemaVersion":1,"started":{…}}`).
 #[derive(Serialize, Deserialize)]
@@ -17,6 +17,8 @@ pub(super) struct Event {
     message: Option<Message>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ended: Option<CallEnded>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mirror: Option<MirrorResult>,
 }
 
 impl From<TapEvent> for Event {
@@ -26,11 +28,13 @@ impl From<TapEvent> for Event {
             started: None,
             message: None,
             ended: None,
+            mirror: None,
         };
         match event.event {
             Some(Kind::Started(e)) => json.started = Some(e),
             Some(Kind::Message(e)) => json.message = Some(e),
             Some(Kind::Ended(e)) => json.ended = Some(e),
+            Some(Kind::Mirror(e)) => json.mirror = Some(e),
             None => {}
         }
         json
@@ -41,12 +45,13 @@ impl TryFrom<Event> for TapEvent {
     type Error = &'static str;
 
     fn try_from(json: Event) -> Result<Self, Self::Error> {
-        let event = match (json.started, json.message, json.ended) {
-            (Some(e), None, None) => Some(Kind::Started(e)),
-            (None, Some(e), None) => Some(Kind::Message(e)),
-            (None, None, Some(e)) => Some(Kind::Ended(e)),
-            (None, None, None) => None,
-            _ => return Err("at most one of started, message and ended"),
+        let event = match (json.started, json.message, json.ended, json.mirror) {
+            (Some(e), None, None, None) => Some(Kind::Started(e)),
+            (None, Some(e), None, None) => Some(Kind::Message(e)),
+            (None, None, Some(e), None) => Some(Kind::Ended(e)),
+            (None, None, None, Some(e)) => Some(Kind::Mirror(e)),
+            (None, None, None, None) => None,
+            _ => return Err("at most one of started, message, ended and mirror"),
         };
         Ok(TapEvent {
             schema_version: json.schema_version,
@@ -234,6 +239,14 @@ mod tests {
                 request_bytes: 3,
                 response_bytes: 4,
             }),
+            Kind::Mirror(MirrorResult {
+                call_id: 7,
+                method: "/p.S/M".into(),
+                backend: "b:2".into(),
+                result: "differ".into(),
+                differences: vec!["response messages: primary 1, mirror 2".into()],
+                first_differing_byte: -1,
+            }),
         ]
         .into_iter()
         .map(|kind| TapEvent {
@@ -287,5 +300,40 @@ mod tests {
         ));
         let both = Encoding::Json.decode(br#"{"started":{},"ended":{}}"#);
         assert!(both.unwrap_err().to_string().contains("at most one of"));
+    }
+
+    /// The event as a reader built before `mirror` existed decodes it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FirstTapEvent {
+        #[prost(uint32, tag = "1")]
+        schema_version: u32,
+        #[prost(oneof = "FirstKind", tags = "2, 3, 4")]
+        event: Option<FirstKind>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    enum FirstKind {
+        #[prost(message, tag = "2")]
+        Started(CallStarted),
+        #[prost(message, tag = "3")]
+        Message(Message),
+        #[prost(message, tag = "4")]
+        Ended(CallEnded),
+    }
+
+    #[test]
+    fn readers_that_predate_mirror_results_skip_them() {
+        use prost::Message as _;
+        let mirror = every_kind().pop().unwrap();
+        assert!(matches!(mirror.event, Some(Kind::Mirror(_))));
+        let bytes = Encoding::Protobuf.encode(&mirror);
+        let old = FirstTapEvent::decode(bytes.as_slice()).unwrap();
+        assert_eq!(old.schema_version, 1);
+        assert_eq!(old.event, None, "an unknown oneof field is skipped");
+        // JSON readers ignore the unknown "mirror" key the same way.
+        let json: serde_json::Value =
+            serde_json::from_slice(&Encoding::Json.encode(&mirror)).unwrap();
+        assert_eq!(json["mirror"]["result"], "differ");
+        assert_eq!(json["mirror"]["firstDifferingByte"], "-1");
     }
 }

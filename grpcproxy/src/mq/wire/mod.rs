@@ -184,7 +184,29 @@ pub struct CallEnded {
     pub response_bytes: u64,
 }
 
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MirrorResult {
+    #[prost(uint64, tag = "1")]
+    #[serde(with = "json::int64")]
+    pub call_id: u64,
+    #[prost(string, tag = "2")]
+    pub method: String,
+    #[prost(string, tag = "3")]
+    pub backend: String,
+    #[prost(string, tag = "4")]
+    pub result: String,
+    #[prost(string, repeated, tag = "5")]
+    pub differences: Vec<String>,
+    #[prost(int64, tag = "6")]
+    #[serde(with = "json::int64")]
+    pub first_differing_byte: i64,
+}
+
+/// The event a `TapEvent` carries. Kinds are added over time (`mirror` was): match
+/// with a wildcard arm.
 #[derive(Clone, PartialEq, prost::Oneof)]
+#[non_exhaustive]
 pub enum Kind {
     #[prost(message, tag = "2")]
     Started(CallStarted),
@@ -192,6 +214,8 @@ pub enum Kind {
     Message(Message),
     #[prost(message, tag = "4")]
     Ended(CallEnded),
+    #[prost(message, tag = "5")]
+    Mirror(MirrorResult),
 }
 
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
@@ -199,7 +223,7 @@ pub enum Kind {
 pub struct TapEvent {
     #[prost(uint32, tag = "1")]
     pub schema_version: u32,
-    #[prost(oneof = "Kind", tags = "2, 3, 4")]
+    #[prost(oneof = "Kind", tags = "2, 3, 4, 5")]
     pub event: Option<Kind>,
 }
 
@@ -248,6 +272,14 @@ impl From<&Event> for TapEvent {
                 response_messages: e.response_messages,
                 request_bytes: e.request_bytes,
                 response_bytes: e.response_bytes,
+            }),
+            Event::Mirror(m) => Kind::Mirror(MirrorResult {
+                call_id: m.call_id,
+                method: m.method.clone(),
+                backend: m.backend.clone(),
+                result: m.result.name().to_owned(),
+                differences: m.differences.clone(),
+                first_differing_byte: m.first_differing_byte.map_or(-1, |b| b as i64),
             }),
         };
         TapEvent {
