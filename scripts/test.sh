@@ -27,6 +27,9 @@ cargo test --manifest-path fuzz/Cargo.toml --locked 2>&1 | tee -a "$log"
 # The benchmark harness end to end on a short run: every target started, every scenario
 # driven, the report written (no timing is asserted; debug builds).
 cargo build --locked -q -p grpcproxy-cli -p grpcproxy-bench
+# The Kubernetes manifests: schema-valid (pinned validator) and their configuration
+# accepted by check-config.
+bash deploy/kubernetes/validate.sh target/debug/grpcproxy
 bench_out=$(mktemp -d)
 trap 'rm -f "$log"; rm -rf "$bench_out"' EXIT
 target/debug/grpcproxy-bench compare --quick --out "$bench_out" 2>&1 | tail -n 3
