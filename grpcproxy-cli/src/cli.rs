@@ -39,6 +39,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
     log_format: logging::Format,
+    /// This process's name in the tap's events (default: the host name, which is the pod's
+    /// name on Kubernetes): replicas publishing to one stream each say who they are.
+    #[arg(long, global = true)]
+    instance: Option<String>,
     /// Threads that run calls (default: server.worker_threads, else one per core).
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -168,7 +172,10 @@ pub fn main() -> std::process::ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             (None, _, _, Some((loaded, prepared))) => {
-                run::run(loaded, prepared, threads).await.map(done)
+                let instance = cli.instance.unwrap_or_else(crate::tap::host_name);
+                run::run(loaded, prepared, threads, instance)
+                    .await
+                    .map(done)
             }
             _ => {
                 use clap::CommandFactory;

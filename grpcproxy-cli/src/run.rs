@@ -193,6 +193,7 @@ pub(crate) async fn run(
     loaded: LoadedConfig,
     prepared: Prepared,
     threads: usize,
+    instance: String,
 ) -> anyhow::Result<()> {
     grpcproxy::worker::enter(threads);
     for warning in &loaded.warnings {
@@ -213,7 +214,10 @@ pub(crate) async fn run(
         refusal_observer: Some(Arc::new(Unrouted(telemetry.clone()))),
         ..ProxyOptions::default()
     };
-    let tap = Arc::new(TapQueue::start(config.tap.as_ref().map(|t| t.get_ref()))?);
+    let tap = Arc::new(TapQueue::start(
+        config.tap.as_ref().map(|t| t.get_ref()),
+        instance,
+    )?);
     if let Some(stats) = tap.stats() {
         telemetry.set_tap(stats);
     }

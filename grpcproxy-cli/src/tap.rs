@@ -19,9 +19,20 @@ pub(crate) enum TapQueue {
     File(Filtered<FileQueue>),
 }
 
+/// The host name (on Kubernetes, the pod's name): the default `--instance`.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "grpcproxy".to_owned())
+}
+
 impl TapQueue {
-    /// Starts the configured queue (inside the runtime: NATS connects in the background).
-    pub(crate) fn start(config: Option<&Tap>) -> anyhow::Result<Self> {
+    /// Starts the configured queue (inside the runtime: NATS connects in the background);
+    /// its events say they come from `instance`.
+    pub(crate) fn start(config: Option<&Tap>, instance: String) -> anyhow::Result<Self> {
         let Some(tap) = config else {
             return Ok(TapQueue::Off);
         };
@@ -66,6 +77,7 @@ impl TapQueue {
                         TapStorage::Memory => StreamStorage::Memory,
                     },
                 },
+                instance,
                 ..NatsOptions::new(url)
             };
             tracing::info!(url = %redact_url(url), "tap publishing to NATS");
@@ -84,6 +96,7 @@ impl TapQueue {
             overflow_wait: tap.overflow_wait,
             max_payload,
             encoding,
+            instance,
             ..FileOptions::new(&path)
         };
         let queue = FileQueue::start(options)

@@ -20,7 +20,8 @@ async fn the_binary_records_calls_from_its_tap_section() {
         backend.addr(),
         file.display()
     );
-    let (mut proxy, _config) = support::start_with_config(&config, 1);
+    let (mut proxy, _config) =
+        support::start_with_config_args(&config, 1, &["--instance", "replica-7"]);
     let mut client = ping_client(proxy.listening[0]).await;
     for i in 0..3 {
         client
@@ -50,6 +51,11 @@ async fn the_binary_records_calls_from_its_tap_section() {
         .collect();
     // "/…/Ping" is a prefix of "/…/PingEmpty" too: method filters are prefixes.
     assert_eq!(started.len(), 4, "{started:?}");
+    // Every event says which process recorded it.
+    assert!(
+        events.iter().all(|e| e.instance == "replica-7"),
+        "{events:?}"
+    );
     assert_eq!(
         events.len(),
         3 * 4 + 3,

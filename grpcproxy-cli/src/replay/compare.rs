@@ -64,6 +64,7 @@ mod tests {
     fn recorded(responses: Vec<RecordedMessage>) -> RecordedCall {
         let events = [wire::TapEvent {
             schema_version: 1,
+            instance: String::new(),
             event: Some(wire::Kind::Started(wire::CallStarted {
                 call_id: 1,
                 ..Default::default()

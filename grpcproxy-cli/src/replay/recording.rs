@@ -65,11 +65,14 @@ impl RecordedCall {
 /// not recorded (the recording began mid-call) are ignored.
 pub(crate) fn calls(events: impl IntoIterator<Item = wire::TapEvent>) -> Vec<RecordedCall> {
     let mut calls: Vec<RecordedCall> = Vec::new();
-    let mut index: HashMap<u64, usize> = HashMap::new();
+    // Call ids are unique per proxy instance: replicas publishing to one stream may reuse
+    // them, so a call is (instance, call id).
+    let mut index: HashMap<(String, u64), usize> = HashMap::new();
     for event in events {
+        let instance = event.instance;
         match event.event {
             Some(Kind::Started(started)) => {
-                index.insert(started.call_id, calls.len());
+                index.insert((instance, started.call_id), calls.len());
                 calls.push(RecordedCall {
                     call_id: started.call_id,
                     method: started.method,
@@ -81,7 +84,8 @@ pub(crate) fn calls(events: impl IntoIterator<Item = wire::TapEvent>) -> Vec<Rec
                 });
             }
             Some(Kind::Message(message)) => {
-                let Some(call) = index.get(&message.call_id).map(|&i| &mut calls[i]) else {
+                let key = (instance, message.call_id);
+                let Some(call) = index.get(&key).map(|&i| &mut calls[i]) else {
                     continue;
                 };
                 let side = if message.direction == wire::Direction::Request as i32 {
@@ -99,7 +103,7 @@ pub(crate) fn calls(events: impl IntoIterator<Item = wire::TapEvent>) -> Vec<Rec
                 });
             }
             Some(Kind::Ended(end)) => {
-                if let Some(&i) = index.get(&end.call_id) {
+                if let Some(&i) = index.get(&(instance, end.call_id)) {
                     calls[i].end = Some(end);
                 }
             }
@@ -117,6 +121,7 @@ mod tests {
 
     fn event(kind: Kind) -> TapEvent {
         TapEvent {
+            instance: String::new(),
             schema_version: 1,
             event: Some(kind),
         }
@@ -171,6 +176,26 @@ mod tests {
         assert_eq!(calls[0].method, "/p.S/M2");
         assert_eq!(calls[1].requests[0].payload, &b"a"[..]);
         assert_eq!(calls[1].responses[0].payload, &b"c"[..]);
+        assert!(calls.iter().all(|c| c.unreplayable().is_none()));
+    }
+
+    #[test]
+    fn replicas_reusing_a_call_id_are_told_apart_by_instance() {
+        let from = |instance: &str, event: TapEvent| TapEvent {
+            instance: instance.into(),
+            ..event
+        };
+        let calls = calls([
+            from("a", start(1)),
+            from("b", start(1)),
+            from("b", message(1, wire::Direction::Request, 0, b"from b")),
+            from("a", message(1, wire::Direction::Request, 0, b"from a")),
+            from("a", end(1, 1, 0)),
+            from("b", end(1, 1, 0)),
+        ]);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].requests[0].payload, &b"from a"[..]);
+        assert_eq!(calls[1].requests[0].payload, &b"from b"[..]);
         assert!(calls.iter().all(|c| c.unreplayable().is_none()));
     }
 

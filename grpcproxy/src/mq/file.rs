@@ -40,6 +40,9 @@ pub struct FileOptions {
     /// call wait up to `bound` for room before each frame it reads (see
     /// [`MessageQueue::max_wait`]).
     pub overflow_wait: Option<std::time::Duration>,
+    /// Stamped on every event (`TapEvent.instance`): which proxy process recorded it.
+    /// Empty: not stamped.
+    pub instance: String,
 }
 
 impl FileOptions {
@@ -54,6 +57,7 @@ impl FileOptions {
             max_payload: usize::MAX,
             encoding: Encoding::Protobuf,
             overflow_wait: None,
+            instance: String::new(),
         }
     }
 }
@@ -195,7 +199,8 @@ impl Writer {
                 }
             };
             self.freed.event(&event);
-            let event = wire::TapEvent::from(&event);
+            let mut event = wire::TapEvent::from(&event);
+            event.instance.clone_from(&self.options.instance);
             let bytes = match self.options.encoding {
                 Encoding::Protobuf => event.encode_length_delimited_to_vec(),
                 Encoding::Json => {

@@ -169,7 +169,9 @@ async fn publish_loop(
             // Often after the call's end: the subject comes from the method again.
             TapEvent::Mirror(m) => subject(&options.subject_prefix, &m.method),
         };
-        let payload = options.encoding.encode(&wire::TapEvent::from(&event));
+        let mut wire_event = wire::TapEvent::from(&event);
+        wire_event.instance.clone_from(&options.instance);
+        let payload = options.encoding.encode(&wire_event);
         freed.event(&event);
         while acks.len() >= options.max_pending_acks {
             reap(acks.join_next().await, &stats);

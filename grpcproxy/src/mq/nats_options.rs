@@ -56,6 +56,9 @@ pub struct NatsOptions {
     /// Limits of the stream created over `<prefix>.>` (a stream that already exists keeps
     /// its own).
     pub stream_limits: StreamLimits,
+    /// Stamped on every event (`TapEvent.instance`): which proxy process published it;
+    /// replicas publishing to one stream each say who they are. Empty: not stamped.
+    pub instance: String,
 }
 
 /// Limits of the JetStream stream the tap creates: past them, the oldest events go.
@@ -112,6 +115,7 @@ impl NatsOptions {
             overflow_wait: None,
             publish_retry: Duration::from_secs(30),
             stream_limits: StreamLimits::default(),
+            instance: String::new(),
         }
     }
 }

@@ -11,6 +11,8 @@ use super::{CallEnded, CallStarted, Kind, Message, Metadata, MirrorResult, TapEv
 pub(super) struct Event {
     #[serde(default)]
     schema_version: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    instance: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     started: Option<CallStarted>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,6 +27,7 @@ impl From<TapEvent> for Event {
     fn from(event: TapEvent) -> Self {
         let mut json = Event {
             schema_version: event.schema_version,
+            instance: event.instance,
             started: None,
             message: None,
             ended: None,
@@ -55,6 +58,7 @@ impl TryFrom<Event> for TapEvent {
         };
         Ok(TapEvent {
             schema_version: json.schema_version,
+            instance: json.instance,
             event,
         })
     }
@@ -251,6 +255,7 @@ mod tests {
         .into_iter()
         .map(|kind| TapEvent {
             schema_version: 1,
+            instance: "replica-1".into(),
             event: Some(kind),
         })
         .collect()
@@ -274,7 +279,7 @@ mod tests {
             serde_json::from_slice(&Encoding::Json.encode(&events[1])).unwrap();
         assert_eq!(
             message,
-            serde_json::json!({"schemaVersion": 1, "message": {
+            serde_json::json!({"schemaVersion": 1, "instance": "replica-1", "message": {
                 "callId": "7", "direction": "RESPONSE", "sequence": "3", "compressed": true,
                 "payload": "AAH+/w==", "length": 9}})
         );

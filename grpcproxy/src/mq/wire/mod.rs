@@ -6,7 +6,7 @@
 //! use grpcproxy::mq::wire;
 //! use prost::Message;
 //!
-//! let bytes = wire::TapEvent { schema_version: 1, event: None }.encode_to_vec();
+//! let bytes = wire::TapEvent { schema_version: 1, ..Default::default() }.encode_to_vec();
 //! let decoded = wire::TapEvent::decode(bytes.as_slice()).unwrap();
 //! assert_eq!(decoded.schema_version, wire::SCHEMA_VERSION);
 //! ```
@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// ```
 /// use grpcproxy::mq::wire::{Encoding, TapEvent, SCHEMA_VERSION};
 ///
-/// let event = TapEvent { schema_version: SCHEMA_VERSION, event: None };
+/// let event = TapEvent { schema_version: SCHEMA_VERSION, ..Default::default() };
 /// let json = Encoding::Json.encode(&event);
 /// assert_eq!(json, br#"{"schemaVersion":1}"#);
 /// assert_eq!(Encoding::detect(&json), Encoding::Json);
@@ -223,6 +223,8 @@ pub enum Kind {
 pub struct TapEvent {
     #[prost(uint32, tag = "1")]
     pub schema_version: u32,
+    #[prost(string, tag = "6")]
+    pub instance: String,
     #[prost(oneof = "Kind", tags = "2, 3, 4, 5")]
     pub event: Option<Kind>,
 }
@@ -284,6 +286,7 @@ impl From<&Event> for TapEvent {
         };
         TapEvent {
             schema_version: SCHEMA_VERSION,
+            instance: String::new(),
             event: Some(kind),
         }
     }
