@@ -117,7 +117,9 @@ async fn compared_pair(primary: Runtime, shadow: Runtime) -> (Proxy, impl Sized)
     let (proxy, file) = mirrored_proxy(
         primary.addr(),
         shadow.addr(),
-        "percent = 100, compare = true",
+        // Room for every call's mirror: a shadow that lags under load must not be
+        // dropped here (the cap has a test of its own).
+        "percent = 100, compare = true, max_in_flight = 1024",
     );
     (proxy, (primary, shadow, file))
 }
