@@ -31,6 +31,12 @@ async fn answering(body: Bytes) -> RawBackend {
 /// A proxy fanning every call out to `members` (named n0, n1, …) in concat mode, each
 /// part followed by field 9 holding the member's name.
 async fn concat_proxy(members: &[&RawBackend]) -> TestServer {
+    fanned_proxy(members, |fan| fan).await
+}
+
+/// A proxy fanning every call out to `members` in concat mode (as [`concat_proxy`]),
+/// the fan-out shaped further by `shape`.
+async fn fanned_proxy(members: &[&RawBackend], shape: fn(FanOut) -> FanOut) -> TestServer {
     let upstreams: Vec<Upstream> = members
         .iter()
         .map(|m| Upstream::new(&m.url()).unwrap())
@@ -47,7 +53,7 @@ async fn concat_proxy(members: &[&RawBackend]) -> TestServer {
             for (i, upstream) in upstreams.iter().enumerate() {
                 fan = fan.member(format!("n{i}"), upstream.clone());
             }
-            Ok(call.forward_to(upstreams[0].clone()).fan_out(fan))
+            Ok(call.forward_to(upstreams[0].clone()).fan_out(shape(fan)))
         }
     };
     let proxy = TransparentProxy::new(NoQueue, director);
@@ -101,4 +107,26 @@ async fn concat_counts_compressed_or_several_messages_as_failed() {
         .to_str()
         .unwrap();
     assert_eq!(errors, "n1=INTERNAL,n2=INTERNAL");
+}
+
+#[tokio::test]
+async fn an_answer_past_the_response_bound_counts_as_failed() {
+    let small = answering(grpc_frame(false, b"\x0a\x01s")).await;
+    let large = answering(grpc_frame(false, &[b'x'; 100])).await;
+    let server = fanned_proxy(&[&small, &large], |fan| fan.response_bytes(64)).await;
+    let client = RawClient::connect(server.addr()).await;
+    let answer = client
+        .call(
+            "/pkg.Svc/List",
+            header_map(&[]),
+            frames_body(vec![Frame::data(grpc_frame(false, b""))]),
+        )
+        .await;
+    // The small member's part only; the large one is named, nothing of it is held.
+    assert_eq!(answer.grpc_status(), Some("0"));
+    assert_eq!(answer.data, grpc_frame(false, b"\x0a\x01s\x4a\x02n0"));
+    let errors = answer.trailers.as_ref().unwrap()["x-grpcproxy-fanout-errors"]
+        .to_str()
+        .unwrap();
+    assert_eq!(errors, "n1=RESOURCE_EXHAUSTED");
 }
