@@ -132,6 +132,10 @@ async fn rapid_reset_flood_leaves_the_proxy_serving_others() {
         metric_of("upstream_connections"),
     );
     let goaways = support::logged(&proxy, "the backend closed a connection with GOAWAY");
+    eprintln!(
+        "rapid reset: the backend closed {} connections",
+        goaways.len()
+    );
     assert!(
         goaways.is_empty(),
         "the backend closed a shared connection: {goaways:?}"

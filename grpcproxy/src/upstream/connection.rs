@@ -32,8 +32,45 @@ struct State {
     /// Streams opened since the backend last answered one: any of them may still wait in
     /// its accept queue, and may be reset next.
     opened_unconfirmed: AtomicU32,
-    /// The pool's count of connections rotated for unconfirmed resets.
-    rotated: Arc<AtomicU64>,
+    /// The pool's rotations for unconfirmed resets.
+    rotated: Arc<Rotations>,
+}
+
+/// A pool's connections rotated for unconfirmed resets: how many, and when the last was.
+#[derive(Debug, Default)]
+pub(crate) struct Rotations {
+    pub(crate) count: AtomicU64,
+    /// Milliseconds since [`EPOCH`] of the last rotation (0: none yet).
+    last_ms: AtomicU64,
+}
+
+/// The clock of [`Rotations::last_ms`].
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// How long after a rotation the pool's connections stay wary: a flood comes in bursts,
+/// and a fresh connection's first burst of streams may all be reset before any answer.
+const WARY_FOR_MS: u64 = 10_000;
+
+impl Rotations {
+    fn rotated(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let now = EPOCH.elapsed().as_millis() as u64;
+        self.last_ms.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a rotation happened within [`WARY_FOR_MS`]. No clock is read before the
+    /// pool's first rotation.
+    fn wary(&self) -> bool {
+        self.last_ms.load(Ordering::Relaxed) != 0
+            && self.wary_at(EPOCH.elapsed().as_millis() as u64)
+    }
+
+    /// Whether the last rotation was within [`WARY_FOR_MS`] of `now` (ms since [`EPOCH`]).
+    fn wary_at(&self, now: u64) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        last != 0 && now.saturating_sub(last) < WARY_FOR_MS
+    }
 }
 
 /// Unconfirmed resets a connection carries before it is rotated. HTTP/2 servers limit the
@@ -54,7 +91,7 @@ impl State {
     fn judge(&self, resets: u32, opened: u32) {
         let risky = resets >= UNCONFIRMED_RESETS || (resets > 0 && opened >= OPENED_AFTER_A_RESET);
         if risky && self.usable.swap(false, Ordering::Relaxed) {
-            self.rotated.fetch_add(1, Ordering::Relaxed);
+            self.rotated.rotated();
         }
     }
 }
@@ -73,14 +110,18 @@ impl Connection {
     /// A guard for the call whose response is `response`: dropped unanswered, it counts
     /// as an unconfirmed reset (see [`Unanswered`]).
     pub(crate) fn unanswered(&self, response: &h2::client::ResponseFuture) -> Unanswered {
-        let opened = self
-            .state
-            .opened_unconfirmed
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        let resets = self.state.unconfirmed_resets.load(Ordering::Relaxed);
+        let state = &self.state;
+        let opened = state.opened_unconfirmed.fetch_add(1, Ordering::Relaxed) + 1;
+        let resets = state.unconfirmed_resets.load(Ordering::Relaxed);
         if resets > 0 {
-            self.state.judge(resets, opened);
+            state.judge(resets, opened);
+        } else if opened >= OPENED_AFTER_A_RESET && state.rotated.wary() {
+            // Shortly after a rotation in this pool (a flood under way), a connection takes
+            // no more than this many unanswered streams even before its first reset: they
+            // could all be reset together.
+            if state.usable.swap(false, Ordering::Relaxed) {
+                state.rotated.rotated();
+            }
         }
         Unanswered {
             state: Some(self.state.clone()),
@@ -102,7 +143,7 @@ pub(crate) async fn handshake<T>(
     settings: &Http2Settings,
     io: T,
     open: &Arc<AtomicUsize>,
-    rotated: &Arc<AtomicU64>,
+    rotated: &Arc<Rotations>,
 ) -> Result<Connection, UpstreamError>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -249,7 +290,7 @@ mod tests {
     }
 
     fn rotated(state: &State) -> bool {
-        let rotated = state.rotated.load(Ordering::Relaxed);
+        let rotated = state.rotated.count.load(Ordering::Relaxed);
         assert_eq!(rotated == 1, !state.usable.load(Ordering::Relaxed));
         rotated == 1
     }
@@ -262,7 +303,11 @@ mod tests {
         drop(stream(&state, 101));
         assert!(rotated(&state));
         drop(stream(&state, 103));
-        assert_eq!(state.rotated.load(Ordering::Relaxed), 1, "rotated once");
+        assert_eq!(
+            state.rotated.count.load(Ordering::Relaxed),
+            1,
+            "rotated once"
+        );
     }
 
     #[test]
@@ -297,6 +342,17 @@ mod tests {
             rotated(&state),
             "a reset among 10: any of them may be reset next"
         );
+    }
+
+    #[test]
+    fn a_pool_that_just_rotated_is_wary_of_fresh_bursts() {
+        let rotations = Rotations::default();
+        assert!(!rotations.wary(), "never rotated: not wary");
+        rotations.rotated();
+        assert!(rotations.wary(), "just rotated");
+        rotations.last_ms.store(5_000, Ordering::Relaxed);
+        assert!(rotations.wary_at(5_000 + WARY_FOR_MS - 1));
+        assert!(!rotations.wary_at(5_000 + WARY_FOR_MS));
     }
 
     #[test]

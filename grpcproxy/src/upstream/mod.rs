@@ -107,7 +107,10 @@ impl Upstream {
                     .connect_failures
                     .load(std::sync::atomic::Ordering::Relaxed),
                 open_connections: pool.open.load(std::sync::atomic::Ordering::Relaxed),
-                rotated: pool.rotated.load(std::sync::atomic::Ordering::Relaxed),
+                rotated: pool
+                    .rotated
+                    .count
+                    .load(std::sync::atomic::Ordering::Relaxed),
             },
             Transport::Channel { .. } => UpstreamStats::default(),
         }

@@ -114,7 +114,7 @@ pub(crate) struct Pool {
     /// Connections whose task is still running (handshake done, not yet closed).
     pub(crate) open: Arc<AtomicUsize>,
     /// Connections rotated after carrying young resets (see `connection::YoungStream`).
-    pub(crate) rotated: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) rotated: Arc<super::connection::Rotations>,
     /// Rate limit of the warnings about failed connects.
     failure_log: FailureLog,
 }
