@@ -26,28 +26,9 @@ use support::Proxy;
 /// each), merged by `mode`.
 fn fan_out_config(members: [SocketAddr; 3], fan: &str) -> String {
     let [a, b, c] = members;
-    format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-name = "r"
-cluster = "a"
-fan_out = {{ clusters = ["a", "b", "c"], {fan} }}
-
-[clusters.a]
-endpoints = ["{a}"]
-
-[clusters.b]
-endpoints = ["{b}"]
-
-[clusters.c]
-endpoints = ["{c}"]
-"#
+    support::clusters_config(
+        &format!("fan_out = {{ clusters = [\"a\", \"b\", \"c\"], {fan} }}"),
+        &[("a", a), ("b", b), ("c", c)],
     )
 }
 

@@ -25,25 +25,9 @@ use support::Proxy;
 /// A config routing every call to cluster `primary`, mirrored to cluster `shadow` with
 /// `mirror` (the inside of the route's `mirror = { ... }`).
 fn mirror_config(primary: SocketAddr, shadow: SocketAddr, mirror: &str) -> String {
-    format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-name = "r"
-cluster = "primary"
-mirror = {{ cluster = "shadow", {mirror} }}
-
-[clusters.primary]
-endpoints = ["{primary}"]
-
-[clusters.shadow]
-endpoints = ["{shadow}"]
-"#
+    support::clusters_config(
+        &format!("mirror = {{ cluster = \"shadow\", {mirror} }}"),
+        &[("primary", primary), ("shadow", shadow)],
     )
 }
 
@@ -169,6 +153,14 @@ fn whole_body(bytes: Bytes) -> grpcproxy_testing::raw::RawBody {
 /// What a raw shadow saw of each call: its path and headers, and its request bytes.
 type Seen = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
 
+/// The shadow's answer in the difference tests: the echo with the 4th byte of its message
+/// (byte 8 of the body: 5 of prefix) flipped.
+fn flip_fourth_message_byte(body: Bytes) -> Bytes {
+    let mut flipped = body.to_vec();
+    flipped[8] ^= 0xff;
+    Bytes::from(flipped)
+}
+
 /// A raw backend that records each call and answers it with `reply(request bytes)` and
 /// `grpc-status: 0`.
 async fn recording_backend(reply: fn(Bytes) -> Bytes) -> (RawBackend, Seen) {
@@ -194,13 +186,7 @@ async fn recording_backend(reply: fn(Bytes) -> Bytes) -> (RawBackend, Seen) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_differing_byte_is_counted_and_logged_at_its_offset() {
     let (primary, _) = recording_backend(|body| body).await;
-    // The shadow flips the 4th byte of the message (byte 8 of the body: 5 of prefix).
-    let (shadow, seen) = recording_backend(|body| {
-        let mut flipped = body.to_vec();
-        flipped[8] ^= 0xff;
-        Bytes::from(flipped)
-    })
-    .await;
+    let (shadow, seen) = recording_backend(flip_fourth_message_byte).await;
     let (proxy, _file) = mirrored_proxy(
         primary.addr(),
         shadow.addr(),
@@ -438,12 +424,7 @@ async fn cancelling_the_primary_cancels_the_mirror() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_mirror_result_is_published_to_the_tap() {
     let (primary, _) = recording_backend(|body| body).await;
-    let (shadow, _) = recording_backend(|body| {
-        let mut flipped = body.to_vec();
-        flipped[8] ^= 0xff;
-        Bytes::from(flipped)
-    })
-    .await;
+    let (shadow, _) = recording_backend(flip_fourth_message_byte).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tap.pb");
     let config = format!(

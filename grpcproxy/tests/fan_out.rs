@@ -60,19 +60,31 @@ async fn fanned_proxy(members: &[&RawBackend], shape: fn(FanOut) -> FanOut) -> T
     TestServer::start(ProxyRoutes::new().fallback(proxy).into_routes()).await
 }
 
-#[tokio::test]
-async fn concat_appends_each_members_name_after_its_part() {
-    let a = answering(grpc_frame(false, b"\x0a\x01a")).await;
-    let b = answering(grpc_frame(false, b"\x0a\x01b")).await;
-    let server = concat_proxy(&[&a, &b]).await;
+/// One `/pkg.Svc/List` call with an empty message through `server`.
+async fn list(server: &TestServer) -> grpcproxy_testing::raw::RawResponse {
     let client = RawClient::connect(server.addr()).await;
-    let answer = client
+    client
         .call(
             "/pkg.Svc/List",
             header_map(&[]),
             frames_body(vec![Frame::data(grpc_frame(false, b""))]),
         )
-        .await;
+        .await
+}
+
+/// The members the answer names as failed.
+fn fanout_errors(answer: &grpcproxy_testing::raw::RawResponse) -> &str {
+    answer.trailers.as_ref().unwrap()["x-grpcproxy-fanout-errors"]
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concat_appends_each_members_name_after_its_part() {
+    let a = answering(grpc_frame(false, b"\x0a\x01a")).await;
+    let b = answering(grpc_frame(false, b"\x0a\x01b")).await;
+    let server = concat_proxy(&[&a, &b]).await;
+    let answer = list(&server).await;
     assert_eq!(answer.grpc_status(), Some("0"));
     assert_eq!(
         answer.data,
@@ -93,20 +105,10 @@ async fn concat_counts_compressed_or_several_messages_as_failed() {
     ))
     .await;
     let server = concat_proxy(&[&plain, &compressed, &two]).await;
-    let client = RawClient::connect(server.addr()).await;
-    let answer = client
-        .call(
-            "/pkg.Svc/List",
-            header_map(&[]),
-            frames_body(vec![Frame::data(grpc_frame(false, b""))]),
-        )
-        .await;
+    let answer = list(&server).await;
     assert_eq!(answer.grpc_status(), Some("0"));
     assert_eq!(answer.data, grpc_frame(false, b"\x0a\x01p\x4a\x02n0"));
-    let errors = answer.trailers.as_ref().unwrap()["x-grpcproxy-fanout-errors"]
-        .to_str()
-        .unwrap();
-    assert_eq!(errors, "n1=INTERNAL,n2=INTERNAL");
+    assert_eq!(fanout_errors(&answer), "n1=INTERNAL,n2=INTERNAL");
 }
 
 #[tokio::test]
@@ -114,19 +116,9 @@ async fn an_answer_past_the_response_bound_counts_as_failed() {
     let small = answering(grpc_frame(false, b"\x0a\x01s")).await;
     let large = answering(grpc_frame(false, &[b'x'; 100])).await;
     let server = fanned_proxy(&[&small, &large], |fan| fan.response_bytes(64)).await;
-    let client = RawClient::connect(server.addr()).await;
-    let answer = client
-        .call(
-            "/pkg.Svc/List",
-            header_map(&[]),
-            frames_body(vec![Frame::data(grpc_frame(false, b""))]),
-        )
-        .await;
+    let answer = list(&server).await;
     // The small member's part only; the large one is named, nothing of it is held.
     assert_eq!(answer.grpc_status(), Some("0"));
     assert_eq!(answer.data, grpc_frame(false, b"\x0a\x01s\x4a\x02n0"));
-    let errors = answer.trailers.as_ref().unwrap()["x-grpcproxy-fanout-errors"]
-        .to_str()
-        .unwrap();
-    assert_eq!(errors, "n1=RESOURCE_EXHAUSTED");
+    assert_eq!(fanout_errors(&answer), "n1=RESOURCE_EXHAUSTED");
 }

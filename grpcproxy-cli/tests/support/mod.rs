@@ -125,6 +125,21 @@ endpoints = [{}]
     )
 }
 
+/// A config with an admin listener, one listener, one route named `r` to the cluster
+/// named first (with `route_extra` in its table), and a cluster of one endpoint for each of
+/// `clusters` (name, address).
+pub fn clusters_config(route_extra: &str, clusters: &[(&str, SocketAddr)]) -> String {
+    let tables: String = clusters
+        .iter()
+        .map(|(name, addr)| format!("\n[clusters.{name}]\nendpoints = [\"{addr}\"]\n"))
+        .collect();
+    format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nname = \"r\"\ncluster = \"{}\"\n{route_extra}\n{tables}",
+        clusters[0].0
+    )
+}
+
 /// Writes a config file and starts the binary with it.
 pub fn start_with_config(config: &str, listeners: usize) -> (Proxy, tempfile::NamedTempFile) {
     start_with_config_args(config, listeners, &[])

@@ -221,10 +221,7 @@ fn tally(ok: bool, failures: &[(Arc<str>, Answer)]) -> Option<FanOutResult> {
 
 /// The first member's answer when all are OK; else the first failure in member order.
 fn all(answers: Vec<(Arc<str>, Answer)>) -> Merged {
-    let failed = answers
-        .iter()
-        .any(|(_, a)| !matches!(a, Answer::Whole(w) if w.code == Code::Ok));
-    if failed {
+    if !answers.iter().all(|(_, a)| is_ok(a)) {
         let failures = answers.into_iter().filter(|(_, a)| !is_ok(a)).collect();
         return (first_failure(failures), Some(FanOutResult::Failed));
     }
@@ -289,11 +286,7 @@ fn concat(answers: Vec<(Arc<str>, Answer)>, fan: &FanOut) -> Merged {
 }
 
 fn is_ok(answer: &Answer) -> bool {
-    match answer {
-        Answer::Whole(whole) => whole.code == Code::Ok,
-        Answer::Streaming(..) => true,
-        Answer::Failed(..) => false,
-    }
+    a_code(answer) == Code::Ok
 }
 
 /// `name=CODE,...` of the failed members.
