@@ -25,7 +25,7 @@ if ! cmp -s node/package-lock.json node/node_modules/.installed-package-lock.jso
   (cd node && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
   cp node/package-lock.json node/node_modules/.installed-package-lock.json
 fi
-(cd node && node -e "require('@grpc/grpc-js'); require('@grpc/proto-loader'); require('@grpc/reflection'); require('grpc-health-check')")
+(cd node && node -e "require('@grpc/grpc-js'); require('@grpc/proto-loader'); require('@grpc/reflection'); require('grpc-health-check'); require('grpc-web'); require('xhr2'); require('puppeteer-core')")
 echo "interop peers: grpcio $("$venv/bin/python" -c 'import grpc; print(grpc.__version__)'), grpc-js $(node -p "require('./node/node_modules/@grpc/grpc-js/package.json').version")"
 
 # The grpc-go backend (interop/go/server.go), built from Debian's grpc-go: no module

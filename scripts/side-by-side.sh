@@ -8,6 +8,9 @@
 #   'retry = { on = ["unavailable"], attempts = 3 }'
 #   SHADOW_BACKEND=1: a second bench backend, as cluster "shadow" in both configs (for
 #   'mirror = { cluster = "shadow", percent = 100 }').
+#   LISTENER_A / LISTENER_B: TOML added to that side's listener table (e.g. 'grpc_web = true').
+#   SHAPE_A / SHAPE_B: that side's load shape (default unary; web-unary is the same call as
+#   gRPC-Web, which needs grpc_web = true on the listener).
 # At the end: each proxy's peak RSS (VmHWM) and its grpcproxy_mirror_calls_total lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,12 +50,14 @@ for side in a b; do
   p=$(port)
   a=$(port)
   extra=$extra_a
-  [ "$side" = b ] && extra=$extra_b
+  listener=${LISTENER_A:-}
+  if [ "$side" = b ]; then extra=$extra_b; listener=${LISTENER_B:-}; fi
   cat >"$dir/$side.toml" <<EOF
 [admin]
 address = "127.0.0.1:$a"
 [[listeners]]
 address = "127.0.0.1:$p"
+$listener
 [[routes]]
 cluster = "backend"
 $extra
@@ -73,7 +78,9 @@ for side in a b; do : >"$dir/$side.results"; done
 for round in $(seq 1 "$rounds"); do
   for side in a b; do
     before=$(cpu "${pid[$side]}")
-    report=$("$bench" load --target "${addr[$side]}" --connections 8 --streams 32 --warmup 1s --duration "${seconds}s")
+    shape=${SHAPE_A:-unary}
+    [ "$side" = b ] && shape=${SHAPE_B:-unary}
+    report=$("$bench" load --target "${addr[$side]}" --shape "$shape" --connections 8 --streams 32 --warmup 1s --duration "${seconds}s")
     after=$(cpu "${pid[$side]}")
     python3 - "$side" "$round" "$before" "$after" "$ticks" "$report" >>"$dir/$side.results" <<'PY'
 import json, sys

@@ -9,7 +9,7 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https
 # Real peers the tests and the benchmark harness use. A missing one fails the run: tests
 # never skip.
 source scripts/peers.sh
-install_peers nats-server nginx-light haproxy nghttp2-client openssl
+install_peers nats-server nginx-light haproxy nghttp2-client openssl curl chromium
 # The interop suite's grpcio and grpc-js peers (pinned, in interop/).
 bash interop/install.sh
 

@@ -33,6 +33,10 @@ struct Cli {
     /// Write one JSON line per call to this file, or `-` for standard output (quick mode).
     #[arg(long, requires = "listen")]
     access_log: Option<String>,
+    /// Serve gRPC-Web too (quick mode), from browsers of any origin (CORS `*`): see README,
+    /// "From a browser".
+    #[arg(long, requires = "listen")]
+    grpc_web: bool,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
@@ -104,6 +108,7 @@ pub fn main() -> std::process::ExitCode {
                     to,
                     admin: cli.admin.as_deref(),
                     access_log: cli.access_log.as_deref(),
+                    grpc_web: cli.grpc_web,
                 };
                 let prepared = quick::config(&args)
                     .and_then(|loaded| Ok((run::prepare(&loaded, true)?, loaded)));

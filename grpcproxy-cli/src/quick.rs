@@ -18,6 +18,8 @@ pub(crate) struct QuickArgs<'a> {
     pub(crate) to: &'a str,
     pub(crate) admin: Option<&'a str>,
     pub(crate) access_log: Option<&'a str>,
+    /// Serve gRPC-Web, any origin.
+    pub(crate) grpc_web: bool,
 }
 
 /// The configuration quick mode runs: checked like a file's.
@@ -31,9 +33,14 @@ pub(crate) fn config(args: &QuickArgs<'_>) -> anyhow::Result<LoadedConfig> {
     let listen = resolve("--listen", args.listen)?;
     let quoted = |text: &str| toml::Value::String(text.to_owned()).to_string();
     let mut text = format!(
-        "[[listeners]]\naddress = {}\n[[routes]]\nname = \"quick\"\ncluster = \"backend\"\n\
+        "[[listeners]]\naddress = {}\n{}[[routes]]\nname = \"quick\"\ncluster = \"backend\"\n\
          [clusters.backend]\nendpoints = [{}]\n",
         quoted(&listen.to_string()),
+        if args.grpc_web {
+            "grpc_web = true\ncors = { allow_origins = [\"*\"] }\n"
+        } else {
+            ""
+        },
         quoted(&format!("{host}:{port}")),
     );
     if https {

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use anyhow::Context;
 use grpcproxy::server::{ReloadableTls, ServerOptions};
+use grpcproxy::web::{GrpcWeb, WebOptions, WebStats};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
 
 use crate::admin::{self, AdminState};
@@ -240,6 +241,7 @@ pub(crate) async fn run(
         max_connection_age: config.server.max_connection_age,
         max_connection_age_jitter: config.server.max_connection_age_jitter,
         max_connection_age_grace: config.server.max_connection_age_grace,
+        http1: false,
         stats: Arc::default(),
     };
     telemetry.set_server(server_options.stats.clone());
@@ -260,6 +262,10 @@ pub(crate) async fn run(
     };
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let web_stats = Arc::new(WebStats::default());
+    if config.listeners.get_ref().iter().any(|l| l.grpc_web) {
+        telemetry.set_web(web_stats.clone());
+    }
     let listeners = config
         .listeners
         .get_ref()
@@ -269,28 +275,25 @@ pub(crate) async fn run(
             address: listener.address,
             options: ServerOptions {
                 tls: tls.as_ref().map(|tls| tls.config()),
+                http1: listener.grpc_web,
                 ..server_options.clone()
             },
+            service: front_door(listener, &proxy, limits.max_message_size, &web_stats),
         })
         .collect();
     // Caught before the proxy says it listens (see `signals`).
     let shutdown = crate::signals::shutdown();
     let hangups = crate::signals::hangups();
-    let (workers, bound) = crate::workers::start(
-        threads,
-        listeners,
-        proxy.clone(),
-        stopped,
-        config.server.reuse_port,
-    )
-    .await?;
+    let (workers, bound) =
+        crate::workers::start(threads, listeners, stopped, config.server.reuse_port).await?;
     for (listener, local) in config.listeners.get_ref().iter().zip(bound) {
         let tls = match &listener.tls {
             None => "off",
             Some(tls) if tls.client_ca.is_some() => "mtls",
             Some(_) => "tls",
         };
-        tracing::info!(listen = %local, tls, workers = threads, config = %loaded.path.display(), "grpcproxy listening");
+        let grpc_web = listener.grpc_web;
+        tracing::info!(listen = %local, tls, grpc_web, workers = threads, config = %loaded.path.display(), "grpcproxy listening");
     }
     // Quick mode has no file to read again: SIGHUP is logged and ignored.
     let reloader = if loaded.from_file {
@@ -416,4 +419,28 @@ async fn reload_on_sighup(
             }
         }
     }
+}
+
+/// What answers a listener's calls: the proxy, behind gRPC-Web when the listener serves it.
+fn front_door<P: Clone>(
+    listener: &config::Listener,
+    proxy: &P,
+    max_message_size: Option<u32>,
+    stats: &Arc<WebStats>,
+) -> GrpcWeb<P> {
+    if !listener.grpc_web {
+        return GrpcWeb::disabled(proxy.clone());
+    }
+    let mut options = WebOptions::new().stats(stats.clone());
+    // A text body is read whole: one message and its prefix (browsers send one).
+    if let Some(max) = max_message_size {
+        options = options.max_text_request_bytes(max as usize + 5);
+    }
+    if let Some(cors) = &listener.cors {
+        // Checked when the configuration was read.
+        if let Ok(policy) = cors.get_ref().policy() {
+            options = options.cors(policy);
+        }
+    }
+    GrpcWeb::new(proxy.clone(), options)
 }

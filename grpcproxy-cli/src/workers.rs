@@ -13,11 +13,13 @@ use grpcproxy::server::{self, CallService, ServerOptions};
 use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, watch};
 
-/// One listener to serve on every worker: where, and with which options.
+/// One listener to serve on every worker: where, with which options, and the service
+/// that answers its calls.
 #[derive(Debug)]
-pub(crate) struct Listener {
+pub(crate) struct Listener<S> {
     pub(crate) address: SocketAddr,
     pub(crate) options: ServerOptions,
+    pub(crate) service: S,
 }
 
 /// The running workers: wait for them with [`Workers::join`].
@@ -30,14 +32,13 @@ pub(crate) struct Workers {
 /// them listen, with the address each listener is bound to (port 0 resolved).
 pub(crate) async fn start<S: CallService>(
     threads: usize,
-    listeners: Vec<Listener>,
-    service: S,
+    listeners: Vec<Listener<S>>,
     stopped: watch::Receiver<bool>,
     reuse_port: bool,
 ) -> anyhow::Result<(Workers, Vec<SocketAddr>)> {
     let threads = threads.max(1);
     // sockets[worker][listener]
-    let mut sockets: Vec<Vec<(TcpSocket, ServerOptions)>> =
+    let mut sockets: Vec<Vec<(TcpSocket, ServerOptions, S)>> =
         (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for listener in &listeners {
@@ -49,7 +50,7 @@ pub(crate) async fn start<S: CallService>(
             ..listener.options.clone()
         };
         for (worker, socket) in group.into_iter().enumerate() {
-            sockets[worker].push((socket, options.clone()));
+            sockets[worker].push((socket, options.clone(), listener.service.clone()));
         }
     }
     let mut done = Vec::new();
@@ -57,12 +58,12 @@ pub(crate) async fn start<S: CallService>(
     for (index, sockets) in sockets.into_iter().enumerate() {
         let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let (service, stopped) = (service.clone(), stopped.clone());
+        let stopped = stopped.clone();
         std::thread::Builder::new()
             .name(format!("grpcproxy-w{index}"))
             .spawn(move || {
                 grpcproxy::worker::enter(index);
-                let result = run_worker(sockets, service, stopped, ready_tx);
+                let result = run_worker(sockets, stopped, ready_tx);
                 let _ = done_tx.send(result);
             })
             .context("cannot start a worker thread")?;
@@ -152,8 +153,7 @@ fn bind_reuseport(address: SocketAddr) -> io::Result<TcpSocket> {
 
 /// One worker thread: listens on its sockets, says so, serves until `stopped`, drains.
 fn run_worker<S: CallService>(
-    sockets: Vec<(TcpSocket, ServerOptions)>,
-    service: S,
+    sockets: Vec<(TcpSocket, ServerOptions, S)>,
     stopped: watch::Receiver<bool>,
     ready: oneshot::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -170,20 +170,20 @@ fn run_worker<S: CallService>(
     runtime.block_on(async move {
         let mut serving = tokio::task::JoinSet::new();
         let mut listeners = Vec::new();
-        for (socket, options) in sockets {
+        for (socket, options, service) in sockets {
             match socket.listen(1024) {
-                Ok(listener) => listeners.push((listener, options)),
+                Ok(listener) => listeners.push((listener, options, service)),
                 Err(e) => {
                     let _ = ready.send(Err(e).context("cannot listen"));
                     return Ok(());
                 }
             }
         }
-        for (listener, options) in listeners {
+        for (listener, options, service) in listeners {
             let mut stopped = stopped.clone();
             serving.spawn(server::serve(
                 listener,
-                service.clone(),
+                service,
                 options,
                 stop_signal(&mut stopped),
             ));

@@ -409,3 +409,80 @@ async fn listener_certificates_reload_on_sighup_and_when_their_files_change() {
         "tls"
     );
 }
+
+/// `curl` over TLS to `url` with `args`: (status line and headers, body).
+fn curl(ca: &std::path::Path, args: &[&str], url: &str, body: &str) -> (String, String) {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "-", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .args(["-X", "POST", "--data-binary", body, url])
+        .output()
+        .expect("curl (Debian package curl) runs; scripts/test.sh installs it");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_web_tls_listener_offers_http1_after_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = TestPki::generate().write_to(dir.path());
+    let (backend, _service) = ping_backend().await;
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\ngrpc_web = true\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\
+         [[routes]]\ncluster = \"ping\"\n[clusters.ping]\nendpoints = [\"{}\"]\n",
+        files.server_cert.display(),
+        files.server_key.display(),
+        backend.addr()
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let addr = proxy.listening[0];
+    // ALPN: h2 first, http/1.1 for browsers that ask for it.
+    let (established, text) = s_client(addr, &files.ca, &["-tls1_3", "-alpn", "http/1.1"]);
+    assert!(
+        established && text.contains("ALPN protocol: http/1.1"),
+        "{text}"
+    );
+    let (established, text) = s_client(addr, &files.ca, &["-tls1_3", "-alpn", "h2,http/1.1"]);
+    assert!(established && text.contains("ALPN protocol: h2"), "{text}");
+
+    // A text call (PingRequest { value: "web" }) over each.
+    let request = "AAAAAAUKA3dlYg==";
+    let url = format!(
+        "https://localhost:{}/grpcproxy.testing.TestService/Ping",
+        addr.port()
+    );
+    let web = ["-H", "content-type: application/grpc-web-text"];
+    for (version, line) in [("--http1.1", "HTTP/1.1 200"), ("--http2", "HTTP/2 200")] {
+        let mut args = vec![version, "--resolve"];
+        let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+        args.push(&resolve);
+        args.extend_from_slice(&web);
+        let (head, body) = curl(&files.ca, &args, &url, request);
+        assert!(head.starts_with(line), "{version}: {head}");
+        assert!(
+            head.contains("content-type: application/grpc-web-text"),
+            "{version}: {head}"
+        );
+        let decoded = base64_decode(body.trim());
+        // The echo ("web") as a message, then the trailers frame with status 0.
+        assert!(
+            decoded.windows(3).any(|w| w == b"web"),
+            "{version}: {decoded:?}"
+        );
+        let trailers = String::from_utf8_lossy(&decoded);
+        assert!(
+            trailers.contains("grpc-status:0\r\n"),
+            "{version}: {trailers}"
+        );
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}

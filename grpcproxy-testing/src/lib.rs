@@ -8,6 +8,7 @@ pub mod pki;
 pub mod raw;
 pub mod relay;
 pub mod serve;
+pub mod site;
 pub mod trailers;
 pub mod wire;
 

@@ -279,6 +279,30 @@ impl RawClient {
     }
 }
 
+/// Sends `request` on a new HTTP/1.1 connection to `addr` and collects the whole response
+/// (a gRPC-Web call, a CORS preflight).
+///
+/// ```no_run
+/// # async fn f(addr: std::net::SocketAddr) {
+/// let request = http::Request::get("/").body(bytes::Bytes::new()).unwrap();
+/// let response = grpcproxy_testing::raw::http1(addr, request).await;
+/// println!("{}", response.status);
+/// # }
+/// ```
+pub async fn http1(addr: SocketAddr, request: Request<Bytes>) -> RawResponse {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = request.map(http_body_util::Full::new);
+    if !request.headers().contains_key(http::header::HOST) {
+        let host = http::HeaderValue::try_from(addr.to_string()).unwrap();
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    collect(sender.send_request(request).await.unwrap()).await
+}
+
 /// Reads a whole response: headers, every DATA byte, trailers or the error.
 pub async fn collect(response: Response<Incoming>) -> RawResponse {
     let (parts, mut body) = response.into_parts();

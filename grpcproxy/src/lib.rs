@@ -16,6 +16,7 @@
 //!   caps, attached to a call by its director ([`Target::retry`], [`Target::hedge`],
 //!   [`Target::mirror`]).
 //! - [`compare`]: two answers to one call compared byte for byte (mirrors, replay).
+//! - [`web`]: gRPC-Web and CORS in front of the proxy (or any gRPC service), for browsers.
 //!
 //! The building blocks the proxy is made of are public for tools that handle gRPC frames
 //! themselves (replay, fuzzing, benchmarks, other proxies): [`frame`] (the 5-byte message
@@ -72,6 +73,7 @@ pub mod server;
 mod server_tls;
 pub mod status;
 pub(crate) mod upstream;
+pub mod web;
 pub mod worker;
 
 pub use call::{CallInfo, ConnectionInfo};

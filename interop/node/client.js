@@ -8,15 +8,9 @@
 
 const crypto = require('crypto');
 const { grpc, Interop, Status, Health, ServerReflection, OPTIONS, exitWhenStdinCloses } = require('./common');
+const { CheckFailed, expect, same, pattern, deadlineVerdict, runChecks } = require('./checks');
 
-const CHECK_TIMEOUT_MS = 30000;
 const GZIP = 2; // grpc-js's code for gzip in grpc.default_compression_algorithm
-
-class CheckFailed extends Error {}
-
-function expect(condition, detail) {
-  if (!condition) throw new CheckFailed(detail);
-}
 
 function promise(client, method, request, options = {}) {
   const { metadata = new grpc.Metadata(), callOptions = {} } = options;
@@ -52,16 +46,6 @@ function collect(call) {
     call.on('error', reject);
     call.on('end', () => resolve(responses));
   });
-}
-
-function same(a, b) {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
-}
-
-function pattern(size) {
-  const buffer = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 1) buffer[i] = i % 251;
-  return buffer;
 }
 
 const checks = {
@@ -218,15 +202,7 @@ const checks = {
     } catch (error) {
       if (error instanceof CheckFailed) throw error;
       elapsed = Date.now() - start;
-      // A tonic server answers its own expired deadline with CANCELLED "Timeout expired"
-      // (tonic 0.14); it wins the race with the client's timer now and then.
-      if (error.code === grpc.status.DEADLINE_EXCEEDED) {
-        by = 'DEADLINE_EXCEEDED';
-      } else if (error.code === grpc.status.CANCELLED && error.details === 'Timeout expired') {
-        by = "tonic's deadline answer (CANCELLED)";
-      } else {
-        throw new CheckFailed(`code ${error.code}: ${error.details}`);
-      }
+      by = deadlineVerdict(error.code, error.details, grpc.status);
       expect(elapsed < 2500, `took ${elapsed} ms`);
     }
     const { response } = await promise(stub, 'WasCancelled', { call_id: callId, wait_ms: 5000 });
@@ -280,14 +256,6 @@ const checks = {
   },
 };
 
-function withTimeout(work) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new CheckFailed(`no outcome within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
-
 async function runTarget(label, address) {
   const insecure = grpc.credentials.createInsecure();
   const peers = {
@@ -296,18 +264,7 @@ async function runTarget(label, address) {
     health: new Health(address, insecure),
     reflection: new ServerReflection(address, insecure),
   };
-  for (const [name, check] of Object.entries(checks)) {
-    let line;
-    try {
-      const result = await withTimeout(check(peers));
-      const [detail, seen] = Array.isArray(result) ? result : [result, ''];
-      line = { target: label, check: name, ok: true, detail, seen };
-    } catch (error) {
-      const detail = error instanceof CheckFailed ? error.message : `${error.code ?? ''} ${error.message}`.trim();
-      line = { target: label, check: name, ok: false, detail, seen: '' };
-    }
-    process.stdout.write(`${JSON.stringify(line)}\n`);
-  }
+  await runChecks(label, checks, peers);
   for (const client of Object.values(peers)) client.close();
 }
 

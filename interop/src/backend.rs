@@ -29,6 +29,18 @@ use crate::pb::{CancelQuery, CancelReport, Request as Message, Response as Answe
 /// # }
 /// ```
 pub async fn serve() -> TestServer {
+    serve_on("127.0.0.1:0".parse().expect("an address")).await
+}
+
+/// Starts the tonic interop backend on `addr` (what `interop-backend ADDR` runs); it stops
+/// when dropped.
+///
+/// ```no_run
+/// # async fn f() {
+/// let backend = grpcproxy_interop::backend::serve_on("127.0.0.1:50052".parse().unwrap()).await;
+/// # }
+/// ```
+pub async fn serve_on(addr: std::net::SocketAddr) -> TestServer {
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in ["", "interop.v1.Interop"] {
         reporter
@@ -48,7 +60,7 @@ pub async fn serve() -> TestServer {
     let routes = Routes::new(interop)
         .add_service(health)
         .add_service(reflection);
-    TestServer::start(routes).await
+    TestServer::start_on(addr, routes).await
 }
 
 /// Which calls (by `call_id`) ended because their client went away.

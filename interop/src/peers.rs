@@ -25,11 +25,30 @@ pub enum Runtime {
     /// grpc-go (Debian's 1.33), a backend only: `Unary`, `ClientStream` and `Bidi`
     /// (`go/server.go`). Not in the matrix: it checks how request streams end.
     GrpcGo,
+    /// The official `grpc-web` client (what browser apps ship) on Node, binary
+    /// (`application/grpc-web+proto`): a client only, through the proxy only.
+    GrpcWeb,
+    /// The same client in text mode (`application/grpc-web-text`, base64).
+    GrpcWebText,
 }
 
 impl Runtime {
     /// All three, in table order.
     pub const ALL: [Runtime; 3] = [Runtime::Grpcio, Runtime::GrpcJs, Runtime::Tonic];
+
+    /// The matrix's clients: the three, then gRPC-Web binary and text.
+    pub const CLIENTS: [Runtime; 5] = [
+        Runtime::Grpcio,
+        Runtime::GrpcJs,
+        Runtime::Tonic,
+        Runtime::GrpcWeb,
+        Runtime::GrpcWebText,
+    ];
+
+    /// Whether it speaks gRPC-Web (and so reaches backends only through the proxy).
+    pub fn is_web(self) -> bool {
+        matches!(self, Runtime::GrpcWeb | Runtime::GrpcWebText)
+    }
 
     /// Its name in target labels and the table.
     pub fn name(self) -> &'static str {
@@ -38,6 +57,8 @@ impl Runtime {
             Runtime::GrpcJs => "grpc-js",
             Runtime::Tonic => "tonic",
             Runtime::GrpcGo => "grpc-go",
+            Runtime::GrpcWeb => "grpc-web",
+            Runtime::GrpcWebText => "grpc-web-text",
         }
     }
 }
@@ -77,6 +98,20 @@ fn command(runtime: Runtime, script: &str) -> Command {
             );
             let mut command = Command::new("node");
             command.arg(dir.join(format!("node/{script}.js")));
+            command
+        }
+        Runtime::GrpcWeb | Runtime::GrpcWebText => {
+            assert_eq!(script, "client", "gRPC-Web is a client only");
+            require(&dir.join("node/node_modules/grpc-web"), "grpc-web");
+            let mut command = Command::new("node");
+            let format = if runtime == Runtime::GrpcWeb {
+                "binary"
+            } else {
+                "text"
+            };
+            command
+                .arg(dir.join("node/web_client.js"))
+                .args(["--format", format]);
             command
         }
         Runtime::Tonic => panic!("tonic peers run in process"),
@@ -146,7 +181,7 @@ pub async fn start_backend(runtime: Runtime) -> PeerBackend {
     }
 }
 
-/// Runs the client of `runtime` (grpcio or grpc-js) against `targets` (`(label,
+/// Runs the client of `runtime` (grpcio, grpc-js or a gRPC-Web one) against `targets` (`(label,
 /// address)` pairs) and collects its results; a client that crashes, prints something
 /// that is not a result, or overruns its time adds a failed result saying so.
 pub async fn run_client(runtime: Runtime, targets: &[(String, String)]) -> Vec<CheckResult> {

@@ -37,7 +37,7 @@ pub(super) struct Target {
 impl Target {
     pub(super) fn new(addr: SocketAddr, shape: Shape) -> Self {
         let path = match shape {
-            Shape::Unary => "/helloworld.Greeter/SayHello",
+            Shape::Unary | Shape::WebUnary => "/helloworld.Greeter/SayHello",
             Shape::PingPong => "/grpcproxy.bench.Streaming/PingPong",
             Shape::Push => "/grpcproxy.bench.Streaming/Push",
         };
@@ -52,6 +52,14 @@ impl Target {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
+        if self.shape == Shape::WebUnary {
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/grpc-web+proto"),
+            );
+            headers.insert("x-grpc-web", HeaderValue::from_static("1"));
+            return request;
+        }
         headers.insert("content-type", HeaderValue::from_static("application/grpc"));
         headers.insert("te", HeaderValue::from_static("trailers"));
         request
@@ -67,7 +75,7 @@ pub(super) async fn closed_loop(
 ) -> Tally {
     let mut tally = Tally::new();
     match target.shape {
-        Shape::Unary => loop {
+        Shape::Unary | Shape::WebUnary => loop {
             let started = Instant::now();
             if started >= window.until {
                 break;
@@ -167,12 +175,41 @@ async fn unary(
         anyhow::bail!("trailers-only response, grpc-status {status:?}");
     }
     let mut body = response.into_body();
+    if target.shape == Shape::WebUnary {
+        return web_answer(&mut body).await;
+    }
     let bytes = drain(&mut body).await?;
     let trailers = body.trailers().await?.unwrap_or_default();
     match trailers.get("grpc-status").map(HeaderValue::as_bytes) {
         Some(b"0") => Ok(bytes),
         other => anyhow::bail!("grpc-status {other:?}"),
     }
+}
+
+/// Reads a gRPC-Web answer: its messages, then the trailers frame (flag 0x80), which must
+/// say `grpc-status:0`; the bytes before that frame.
+async fn web_answer(body: &mut RecvStream) -> anyhow::Result<usize> {
+    let mut all = bytes::BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        body.flow_control().release_capacity(chunk.len())?;
+        all.extend_from_slice(&chunk);
+    }
+    let mut at = 0;
+    while all.len() >= at + 5 {
+        let len = u32::from_be_bytes([all[at + 1], all[at + 2], all[at + 3], all[at + 4]]) as usize;
+        let frame = all
+            .get(at + 5..at + 5 + len)
+            .ok_or_else(|| anyhow::anyhow!("a gRPC-Web frame is cut short"))?;
+        if all[at] & 0x80 != 0 {
+            return match frame.windows(15).any(|w| w == b"grpc-status:0\r\n") {
+                true => Ok(at),
+                false => anyhow::bail!("trailers {:?}", String::from_utf8_lossy(frame)),
+            };
+        }
+        at += 5 + len;
+    }
+    anyhow::bail!("no trailers frame in the gRPC-Web answer")
 }
 
 /// Reads the rest of a body, releasing flow control as it goes.

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum Shape {
     /// One `helloworld.Greeter/SayHello` call per operation.
     Unary,
+    /// The same call as gRPC-Web (binary, over HTTP/2): the proxy must serve gRPC-Web.
+    WebUnary,
     /// One message and its echo on a long-lived bidi stream per operation.
     PingPong,
     /// One message of a server-push stream per operation (throughput).
@@ -160,7 +162,7 @@ impl Window {
 pub(crate) fn request_frame(shape: Shape, size: usize) -> Bytes {
     use prost::Message;
     let message = match shape {
-        Shape::Unary => crate::pb::helloworld::HelloRequest {
+        Shape::Unary | Shape::WebUnary => crate::pb::helloworld::HelloRequest {
             name: "x".repeat(size),
         }
         .encode_to_vec(),
@@ -201,7 +203,10 @@ pub(crate) async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let mut workers = tokio::task::JoinSet::new();
     match args.rate {
         Some(rate) => {
-            anyhow::ensure!(args.shape == Shape::Unary, "--rate drives unary calls only");
+            anyhow::ensure!(
+                matches!(args.shape, Shape::Unary | Shape::WebUnary),
+                "--rate drives unary calls only"
+            );
             anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be positive");
             workers.spawn(calls::open_loop(senders, target, frame, window, rate));
         }

@@ -274,6 +274,42 @@ pub(crate) struct Listener {
     pub(crate) address: SocketAddr,
     /// Terminate TLS here (ALPN h2). Without it: cleartext HTTP/2 (h2c).
     pub(crate) tls: Option<ListenerTls>,
+    /// Serve gRPC-Web (binary and text, HTTP/1.1 and HTTP/2) besides gRPC, for browsers.
+    #[serde(default)]
+    pub(crate) grpc_web: bool,
+    /// Which other origins' pages may call (gRPC-Web); none if absent.
+    pub(crate) cors: Option<Spanned<CorsConfig>>,
+}
+
+/// `cors = { ... }` of a gRPC-Web listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CorsConfig {
+    /// Exact origins (`https://app.example`), or `"*"` for any.
+    pub(crate) allow_origins: Vec<String>,
+    /// Request headers pages may send besides the ones gRPC-Web needs.
+    #[serde(default)]
+    pub(crate) allow_headers: Vec<String>,
+    /// Response headers pages may read besides `grpc-status`, `grpc-message` and
+    /// `grpc-status-details-bin`.
+    #[serde(default)]
+    pub(crate) expose_headers: Vec<String>,
+    /// How long browsers may cache a preflight's answer.
+    #[serde(default, with = "super::duration::option")]
+    pub(crate) max_age: Option<Duration>,
+}
+
+impl CorsConfig {
+    /// The library's policy, or why it cannot be one.
+    pub(crate) fn policy(&self) -> Result<grpcproxy::web::Cors, grpcproxy::web::CorsError> {
+        let cors = grpcproxy::web::Cors::allow_origins(&self.allow_origins)?
+            .allow_headers(&self.allow_headers)?
+            .expose_headers(&self.expose_headers)?;
+        Ok(match self.max_age {
+            Some(age) => cors.max_age(age),
+            None => cors,
+        })
+    }
 }
 
 /// TLS on a listener.
@@ -482,6 +518,26 @@ impl Config {
                 self.listeners.span(),
                 "listeners: at least one listener is needed",
             ));
+        }
+        for (i, listener) in self.listeners.get_ref().iter().enumerate() {
+            let Some(cors) = &listener.cors else { continue };
+            if !listener.grpc_web {
+                problems.push(Problem::new(
+                    cors.span(),
+                    format!("listeners[{i}].cors: CORS applies to gRPC-Web; set grpc_web = true on this listener"),
+                ));
+            }
+            if cors.get_ref().allow_origins.is_empty() {
+                problems.push(Problem::new(
+                    cors.span(),
+                    format!("listeners[{i}].cors.allow_origins: at least one origin (or \"*\") is needed"),
+                ));
+            } else if let Err(e) = cors.get_ref().policy() {
+                problems.push(Problem::new(
+                    cors.span(),
+                    format!("listeners[{i}].cors: {e}"),
+                ));
+            }
         }
         let server = &self.server;
         // `[server]` keeps no positions: these name the key instead.

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
 use grpcproxy::policy::{FanOutResult, MirrorResult};
 use grpcproxy::server::ServerStats;
+use grpcproxy::web::WebStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -67,6 +68,7 @@ pub(super) struct UpstreamCollector {
     pub(super) access_log_dropped: Option<Arc<AtomicU64>>,
     pub(super) tap: Arc<OnceLock<Arc<QueueStats>>>,
     pub(super) server: Arc<OnceLock<Arc<ServerStats>>>,
+    pub(super) web: Arc<OnceLock<Arc<WebStats>>>,
 }
 
 /// The tap's metrics: name, help, counter (else gauge), value.
@@ -270,6 +272,18 @@ impl Collector for UpstreamCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(server.connections_aged()).encode(metric)?;
+        }
+        if let Some(web) = self.web.get() {
+            let mut metric = encoder.encode_descriptor(
+                "grpc_web_requests",
+                "gRPC-Web requests by kind (binary, text, preflight, other HTTP/1.1) and result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, outcome, count) in web.all() {
+                let labels = [("kind", kind.as_str()), ("result", outcome.as_str())];
+                ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
+            }
         }
         if let Some(dropped) = &self.access_log_dropped {
             let metric = encoder.encode_descriptor(

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
 use grpcproxy::policy::{FanOutStats, HedgeStats, MirrorStats, RetryStats};
 use grpcproxy::server::ServerStats;
+use grpcproxy::web::WebStats;
 use grpcproxy::{CallRecord, ProxyStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +56,7 @@ pub(crate) struct Telemetry {
     clusters: Arc<ArcSwap<Vec<Arc<Cluster>>>>,
     tap: Arc<OnceLock<Arc<QueueStats>>>,
     server: Arc<OnceLock<Arc<ServerStats>>>,
+    web: Arc<OnceLock<Arc<WebStats>>>,
     access_log: Option<AccessLog>,
     /// Policy counts by route name.
     policies: PolicyCountsByRoute,
@@ -127,6 +129,7 @@ impl Telemetry {
         let dropped = access_log.as_ref().map(|log| log.dropped.clone());
         let tap = Arc::new(OnceLock::new());
         let server = Arc::new(OnceLock::new());
+        let web = Arc::new(OnceLock::new());
         let policies = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(UpstreamCollector {
             policies: policies.clone(),
@@ -134,6 +137,7 @@ impl Telemetry {
             access_log_dropped: dropped,
             tap: tap.clone(),
             server: server.clone(),
+            web: web.clone(),
         }));
         Self {
             registry,
@@ -146,6 +150,7 @@ impl Telemetry {
             clusters,
             tap,
             server,
+            web,
             access_log,
             policies,
         }
@@ -169,6 +174,12 @@ impl Telemetry {
     /// Exports the listeners' connection counters (once, before serving).
     pub(crate) fn set_server(&self, stats: Arc<ServerStats>) {
         let _ = self.server.set(stats);
+    }
+
+    /// Exports the gRPC-Web listeners' counters (once, before serving, when a listener
+    /// serves gRPC-Web).
+    pub(crate) fn set_web(&self, stats: Arc<WebStats>) {
+        let _ = self.web.set(stats);
     }
 
     /// Exports the tap's counters (once, when the tap starts).

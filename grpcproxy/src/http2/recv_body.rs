@@ -1,4 +1,5 @@
-//! h2's receive stream as an [`http_body::Body`], giving window back as data is taken.
+//! h2's receive stream as an [`http_body::Body`], giving window back as data is taken
+//! (and, for gRPC-Web over HTTP/1.1, hyper's body in the same type).
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -14,6 +15,10 @@ use http_body::{Body, Frame};
 /// back to the peer as it is taken; then the trailers, if any. An error is h2's (a reset
 /// or the connection's end).
 ///
+/// With [`ServerOptions::http1`](crate::server::ServerOptions::http1), a request that
+/// came over HTTP/1.1 (gRPC-Web from a browser) has its body here too; one that breaks off
+/// fails as a cancelled stream (`CANCEL`).
+///
 /// [`server::serve`]: crate::server::serve
 ///
 /// ```
@@ -24,19 +29,42 @@ use http_body::{Body, Frame};
 /// ```
 #[derive(Debug)]
 pub struct RecvBody {
-    recv: RecvStream,
+    recv: Recv,
     data_done: bool,
     done: bool,
+}
+
+#[derive(Debug)]
+enum Recv {
+    H2(RecvStream),
+    /// Boxed: hyper's body is several times the size of h2's stream, and every HTTP/2
+    /// call would move the larger enum.
+    Http1(Box<hyper::body::Incoming>),
 }
 
 impl RecvBody {
     pub(crate) fn new(recv: RecvStream) -> Self {
         Self {
-            recv,
+            recv: Recv::H2(recv),
             data_done: false,
             done: false,
         }
     }
+
+    pub(crate) fn http1(body: hyper::body::Incoming) -> Self {
+        Self {
+            recv: Recv::Http1(Box::new(body)),
+            data_done: false,
+            done: false,
+        }
+    }
+}
+
+/// An HTTP/1.1 body that broke off (the client went away, or sent a malformed chunk): to
+/// the call, its stream was cancelled.
+fn http1_error(e: hyper::Error) -> h2::Error {
+    tracing::debug!(error = %e, "HTTP/1.1 request body failed");
+    h2::Error::from(h2::Reason::CANCEL)
 }
 
 impl Body for RecvBody {
@@ -51,11 +79,21 @@ impl Body for RecvBody {
         if this.done {
             return Poll::Ready(None);
         }
+        let recv = match &mut this.recv {
+            Recv::H2(recv) => recv,
+            Recv::Http1(body) => {
+                let frame = ready!(Pin::new(&mut **body).poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    this.done = true;
+                }
+                return Poll::Ready(frame.map(|frame| frame.map_err(http1_error)));
+            }
+        };
         if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
+            match ready!(recv.poll_data(cx)) {
                 Some(Ok(data)) => {
                     // Taken off the stream: the peer may send that much more.
-                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    let _ = recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => {
@@ -65,7 +103,7 @@ impl Body for RecvBody {
                 None => this.data_done = true,
             }
         }
-        let trailers = ready!(this.recv.poll_trailers(cx));
+        let trailers = ready!(recv.poll_trailers(cx));
         this.done = true;
         match trailers {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
@@ -75,6 +113,10 @@ impl Body for RecvBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.recv.is_end_stream()
+        self.done
+            || match &self.recv {
+                Recv::H2(recv) => recv.is_end_stream(),
+                Recv::Http1(body) => body.is_end_stream(),
+            }
     }
 }

@@ -37,6 +37,8 @@ pub(super) struct Connection<S> {
     pub(super) aged: Arc<super::ServerStats>,
     /// PING interval and how long an answer may take.
     pub(super) keepalive: Option<(Duration, Duration)>,
+    /// Serve HTTP/1.1 clients too (gRPC-Web); otherwise they get a 505.
+    pub(super) http1: bool,
 }
 
 /// What wakes a connection's task.
@@ -64,6 +66,7 @@ impl<S: CallService> Connection<S> {
     pub(super) async fn serve_cleartext(self, stream: TcpStream) {
         match tokio::time::timeout(self.handshake_timeout, starts_with_preface(&stream)).await {
             Ok(Ok(true)) => self.serve(stream).await,
+            Ok(Ok(false)) if self.http1 => self.serve_http1(stream).await,
             Ok(Ok(false)) => answer_http1(stream).await,
             Ok(Err(_)) | Err(_) => {}
         }
@@ -83,7 +86,14 @@ impl<S: CallService> Connection<S> {
         if let Some(chain) = tls.get_ref().1.peer_certificates() {
             self.info.peer_certificates = Some(Arc::new(chain.to_vec()));
         }
-        self.serve(tls).await;
+        // ALPN `http/1.1` (offered only with `http1`), or none from a client that cannot
+        // say: HTTP/1.1 when it is served. gRPC clients always ask for `h2`.
+        let alpn = tls.get_ref().1.alpn_protocol();
+        if self.http1 && alpn != Some(b"h2".as_slice()) {
+            self.serve_http1(tls).await;
+        } else {
+            self.serve(tls).await;
+        }
     }
 
     /// Drives the connection until it ends: accepts its calls, each served by a task of its
@@ -260,7 +270,7 @@ fn start_call<S: CallService>(
 
 /// Completes once no stream has been open for `timeout` (never without a timeout). One
 /// timer per connection, moved only when it fires early: per-call work stays timer-free.
-async fn idle(streams: &StreamCount, timeout: Option<Duration>) {
+pub(super) async fn idle(streams: &StreamCount, timeout: Option<Duration>) {
     let Some(timeout) = timeout else {
         return std::future::pending().await;
     };

@@ -4,6 +4,7 @@
 //! one task per call runs the service and pipes its response.
 
 mod connection;
+mod http1;
 mod open_streams;
 mod stream;
 
@@ -67,6 +68,14 @@ pub struct ServerOptions {
     /// How long calls on an aged connection may still run after its GOAWAY; then the
     /// connection closes. `None`: until they finish.
     pub max_connection_age_grace: Option<Duration>,
+    /// Serve HTTP/1.1 clients too, for gRPC-Web from browsers: with a service that
+    /// answers gRPC-Web ([`GrpcWeb`](crate::web::GrpcWeb)), which refuses anything else
+    /// over HTTP/1.1. A TLS listener then offers ALPN `http/1.1` after `h2`. Off (the
+    /// default): an HTTP/1.1 client gets `505 HTTP Version Not Supported`.
+    ///
+    /// HTTP/1.1 connections close gracefully on drain, idle timeout and maximum age (the
+    /// response under way finishes first: `max_connection_age_grace` does not apply).
+    pub http1: bool,
     /// Where the server counts its connections; clone the `Arc` first to read them.
     pub stats: Arc<ServerStats>,
 }
@@ -139,6 +148,7 @@ impl Default for ServerOptions {
             max_connection_age: None,
             max_connection_age_jitter: 0.1,
             max_connection_age_grace: None,
+            http1: false,
             stats: Arc::default(),
         }
     }
@@ -151,7 +161,8 @@ impl Default for ServerOptions {
 /// The service gets each call as a request whose body is a [`RecvBody`]; every request
 /// carries a [`ConnectionInfo`] extension (with the client's certificates
 /// over mutual TLS). On a cleartext listener, a client that speaks HTTP/1 gets a
-/// `505 HTTP Version Not Supported` answer; a TLS listener offers only ALPN `h2`. The
+/// `505 HTTP Version Not Supported` answer; a TLS listener offers only ALPN `h2` (both
+/// unless [`ServerOptions::http1`] serves HTTP/1.1 too). The
 /// preface or TLS handshake must finish within [`ServerOptions::preface_timeout`].
 ///
 /// ```no_run
@@ -173,6 +184,16 @@ pub async fn serve<S: CallService>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let local_addr = listener.local_addr()?;
+    let tls = options.tls.clone().map(|config| {
+        let config = if options.http1 {
+            let mut config = (*config).clone();
+            config.alpn_protocols.push(b"http/1.1".to_vec());
+            Arc::new(config)
+        } else {
+            config
+        };
+        tokio_rustls::TlsAcceptor::from(config)
+    });
     let h2 = options.http2.server_builder(options.max_concurrent_streams);
     let keepalive = options
         .http2
@@ -226,8 +247,9 @@ pub async fn serve<S: CallService>(
             }),
             aged: options.stats.clone(),
             keepalive,
+            http1: options.http1,
         };
-        let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let tls = tls.clone();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let _open = (permit, open);
