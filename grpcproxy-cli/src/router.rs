@@ -12,6 +12,8 @@ use grpcproxy::policy::{
 use grpcproxy::{CallInfo, CallRecord, SharedObserver, StreamDirector, Target};
 use tonic::Status;
 
+use grpcproxy::reflection::{Ownership, ReflectionBackends};
+
 use crate::cluster::{Cluster, NoPick, Picked};
 use crate::config::{CompiledRoute, Config, HeaderCondition};
 use crate::telemetry::{PolicyCounts, RouteObserver, Telemetry};
@@ -28,6 +30,21 @@ pub(crate) struct Router {
 /// a reload keep their target and finish on the old configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct ReloadableRouter(pub(crate) Arc<arc_swap::ArcSwap<Router>>);
+
+/// The merged reflection's backends: one endpoint of each cluster the routes send to, and
+/// the cluster each service's calls go to.
+impl ReflectionBackends for ReloadableRouter {
+    fn backends(&self) -> Vec<(String, grpcproxy::Upstream)> {
+        self.0.load().reflection_backends()
+    }
+
+    fn owner(&self, service: &str) -> Ownership {
+        match self.0.load().owner_of(service) {
+            Some(cluster) => Ownership::Backend(cluster.to_owned()),
+            None => Ownership::Unrouted,
+        }
+    }
+}
 
 impl StreamDirector for ReloadableRouter {
     fn direct(&self, call: CallInfo) -> impl Future<Output = Result<Target, Status>> + Send {
@@ -98,6 +115,35 @@ impl Router {
     /// The clusters this router sends to.
     pub(crate) fn clusters(&self) -> &[Arc<Cluster>] {
         &self.clusters
+    }
+
+    /// The cluster calls to `service` go to: that of the first route a call to it takes
+    /// whatever its method and with no metadata (routes for one method, or that need a
+    /// header, do not own a service). For the merged reflection.
+    pub(crate) fn owner_of(&self, service: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|route| route.owns(service))
+            .map(|route| route.cluster.name.as_str())
+    }
+
+    /// One endpoint of each cluster the routes send to, in route order, picked as for a
+    /// call (an available one). For the merged reflection.
+    pub(crate) fn reflection_backends(&self) -> Vec<(String, grpcproxy::Upstream)> {
+        let mut backends: Vec<(String, grpcproxy::Upstream)> = Vec::new();
+        for route in &self.routes {
+            let name = &route.cluster.name;
+            if backends.iter().any(|(known, _)| known == name) {
+                continue;
+            }
+            match route.cluster.pick() {
+                Ok(picked) => backends.push((name.clone(), picked.endpoint.upstream.clone())),
+                Err(_) => {
+                    tracing::warn!(cluster = %name, "merged reflection: skipping a cluster with no available endpoint")
+                }
+            }
+        }
+        backends
     }
 
     fn route(&self, call: CallInfo) -> Result<Target, Status> {
@@ -186,6 +232,26 @@ impl Route {
             peer_limit: rule.max_in_flight_per_peer.map(PeerLimit::new),
             counts,
         })
+    }
+
+    /// Whether a call to `service`, whatever its method and with no metadata, takes this
+    /// route.
+    fn owns(&self, service: &str) -> bool {
+        self.rule
+            .service
+            .as_ref()
+            .is_none_or(|re| re.is_match(service))
+            && self.rule.method.is_none()
+            && self
+                .rule
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| format!("/{service}/").starts_with(p))
+            && self
+                .rule
+                .headers
+                .iter()
+                .all(|(_, condition)| matches!(condition, HeaderCondition::Absent))
     }
 
     fn matches(&self, call: &CallInfo) -> bool {

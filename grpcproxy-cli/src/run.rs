@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use anyhow::Context;
+use grpcproxy::reflection::{MergedReflection, ReflectionOptions, ReflectionStats, WithReflection};
 use grpcproxy::server::{ReloadableTls, ServerOptions};
 use grpcproxy::web::{GrpcWeb, WebOptions, WebStats};
 use grpcproxy::{Http2Settings, ProxyOptions, TransparentProxy};
@@ -266,6 +267,10 @@ pub(crate) async fn run(
     if config.listeners.get_ref().iter().any(|l| l.grpc_web) {
         telemetry.set_web(web_stats.clone());
     }
+    let reflection_stats = Arc::new(ReflectionStats::default());
+    if config.listeners.get_ref().iter().any(|l| l.reflection) {
+        telemetry.set_reflection(reflection_stats.clone());
+    }
     let listeners = config
         .listeners
         .get_ref()
@@ -278,7 +283,22 @@ pub(crate) async fn run(
                 http1: listener.grpc_web,
                 ..server_options.clone()
             },
-            service: front_door(listener, &proxy, limits.max_message_size, &web_stats),
+            service: front_door(
+                listener,
+                &proxy,
+                limits.max_message_size,
+                &web_stats,
+                listener.reflection.then(|| {
+                    let options = ReflectionOptions {
+                        cache_ttl: listener
+                            .reflection_cache_ttl
+                            .unwrap_or(ReflectionOptions::default().cache_ttl),
+                        ..ReflectionOptions::default()
+                    };
+                    let backends = ReloadableRouter(current.clone());
+                    MergedReflection::with_stats(backends, options, reflection_stats.clone())
+                }),
+            ),
         })
         .collect();
     // Caught before the proxy says it listens (see `signals`).
@@ -421,15 +441,21 @@ async fn reload_on_sighup(
     }
 }
 
-/// What answers a listener's calls: the proxy, behind gRPC-Web when the listener serves it.
+/// What answers a listener's calls: the proxy, behind the merged reflection and gRPC-Web
+/// when the listener serves them.
 fn front_door<P: Clone>(
     listener: &config::Listener,
     proxy: &P,
     max_message_size: Option<u32>,
     stats: &Arc<WebStats>,
-) -> GrpcWeb<P> {
+    reflection: Option<MergedReflection>,
+) -> GrpcWeb<WithReflection<P>> {
+    let proxy = match reflection {
+        Some(reflection) => WithReflection::new(proxy.clone(), reflection),
+        None => WithReflection::disabled(proxy.clone()),
+    };
     if !listener.grpc_web {
-        return GrpcWeb::disabled(proxy.clone());
+        return GrpcWeb::disabled(proxy);
     }
     let mut options = WebOptions::new().stats(stats.clone());
     // A text body is read whole: one message and its prefix (browsers send one).
@@ -442,5 +468,5 @@ fn front_door<P: Clone>(
             options = options.cors(policy);
         }
     }
-    GrpcWeb::new(proxy.clone(), options)
+    GrpcWeb::new(proxy, options)
 }

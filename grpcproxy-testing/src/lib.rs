@@ -21,6 +21,10 @@ pub mod wire;
 )]
 pub mod pb {
     tonic::include_proto!("grpcproxy.testing");
+
+    /// The encoded descriptors of `proto/ping.proto`, for a reflection service.
+    pub const DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/ping_descriptor.bin"));
 }
 
 pub use ping::PingService;

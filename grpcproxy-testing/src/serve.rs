@@ -145,6 +145,25 @@ pub async fn ping_backend() -> (TestServer, PingService) {
     (server, service)
 }
 
+/// Like [`ping_backend`], with server reflection (`grpc.reflection.v1` and `v1alpha`)
+/// describing `grpcproxy.testing.TestService`.
+pub async fn ping_backend_with_reflection() -> (TestServer, PingService) {
+    let service = PingService::new();
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the ping descriptors are valid");
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the ping descriptors are valid");
+    let routes = Routes::new(ping_server(service.clone()))
+        .add_service(v1)
+        .add_service(v1alpha);
+    let server = TestServer::start(routes).await;
+    (server, service)
+}
+
 /// A ping client for `addr` with no message size limits.
 pub async fn ping_client(
     addr: SocketAddr,

@@ -17,6 +17,7 @@
 //!   [`Target::mirror`]).
 //! - [`compare`]: two answers to one call compared byte for byte (mirrors, replay).
 //! - [`web`]: gRPC-Web and CORS in front of the proxy (or any gRPC service), for browsers.
+//! - `reflection` (feature `reflection`): one server reflection merged from every backend.
 //!
 //! The building blocks the proxy is made of are public for tools that handle gRPC frames
 //! themselves (replay, fuzzing, benchmarks, other proxies): [`frame`] (the 5-byte message
@@ -26,7 +27,8 @@
 //!
 //! Cargo features (all off by default): `nats` (the tap to NATS JetStream,
 //! `mq::NatsQueue`), `tap-file` (the tap to files, `mq::FileQueue`), `wire` (the tap's
-//! protobuf and JSON encoding, `mq::wire`; implied by the other two).
+//! protobuf and JSON encoding, `mq::wire`; implied by the other two), `reflection` (one
+//! merged server reflection, `reflection::MergedReflection`).
 //!
 //! ```no_run
 //! use grpcproxy::{mq::NoQueue, CallInfo, ProxyRoutes, TransparentProxy, Upstream};
@@ -68,6 +70,8 @@ mod observe;
 mod pem;
 pub mod policy;
 mod proxy;
+#[cfg(feature = "reflection")]
+pub mod reflection;
 mod register;
 pub mod server;
 mod server_tls;

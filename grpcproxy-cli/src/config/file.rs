@@ -279,6 +279,12 @@ pub(crate) struct Listener {
     pub(crate) grpc_web: bool,
     /// Which other origins' pages may call (gRPC-Web); none if absent.
     pub(crate) cors: Option<Spanned<CorsConfig>>,
+    /// Serve one server reflection (v1 and v1alpha) merged from every routed cluster.
+    #[serde(default)]
+    pub(crate) reflection: bool,
+    /// How long a cluster's list of services is kept (default 10 s).
+    #[serde(default, with = "super::duration::option")]
+    pub(crate) reflection_cache_ttl: Option<Duration>,
 }
 
 /// `cors = { ... }` of a gRPC-Web listener.
@@ -520,6 +526,12 @@ impl Config {
             ));
         }
         for (i, listener) in self.listeners.get_ref().iter().enumerate() {
+            if listener.reflection_cache_ttl.is_some() && !listener.reflection {
+                problems.push(Problem::new(
+                    self.listeners.span(),
+                    format!("listeners[{i}].reflection_cache_ttl: only with reflection = true on this listener"),
+                ));
+            }
             let Some(cors) = &listener.cors else { continue };
             if !listener.grpc_web {
                 problems.push(Problem::new(

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
 use grpcproxy::policy::{FanOutResult, MirrorResult};
+use grpcproxy::reflection::ReflectionStats;
 use grpcproxy::server::ServerStats;
 use grpcproxy::web::WebStats;
 use prometheus_client::collector::Collector;
@@ -69,6 +70,7 @@ pub(super) struct UpstreamCollector {
     pub(super) tap: Arc<OnceLock<Arc<QueueStats>>>,
     pub(super) server: Arc<OnceLock<Arc<ServerStats>>>,
     pub(super) web: Arc<OnceLock<Arc<WebStats>>>,
+    pub(super) reflection: Arc<OnceLock<Arc<ReflectionStats>>>,
 }
 
 /// The tap's metrics: name, help, counter (else gauge), value.
@@ -284,6 +286,32 @@ impl Collector for UpstreamCollector {
                 let labels = [("kind", kind.as_str()), ("result", outcome.as_str())];
                 ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
             }
+        }
+        if let Some(reflection) = self.reflection.get() {
+            let metric = encoder.encode_descriptor(
+                "reflection_streams",
+                "Client server-reflection streams the merged reflection served",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(reflection.streams()).encode(metric)?;
+            let mut metric = encoder.encode_descriptor(
+                "reflection_answers",
+                "Reflection questions answered: found, or an error (not found on any backend)",
+                None,
+                MetricType::Counter,
+            )?;
+            let (found, not_found) = reflection.answered();
+            for (result, count) in [("found", found), ("not_found", not_found)] {
+                ConstCounter::new(count).encode(metric.encode_family(&[("result", result)])?)?;
+            }
+            let metric = encoder.encode_descriptor(
+                "reflection_backend_failures",
+                "Backends skipped by the merged reflection (down, without reflection, too slow)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(reflection.backend_failures()).encode(metric)?;
         }
         if let Some(dropped) = &self.access_log_dropped {
             let metric = encoder.encode_descriptor(

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use arc_swap::ArcSwap;
 use grpcproxy::mq::QueueStats;
 use grpcproxy::policy::{FanOutStats, HedgeStats, MirrorStats, RetryStats};
+use grpcproxy::reflection::ReflectionStats;
 use grpcproxy::server::ServerStats;
 use grpcproxy::web::WebStats;
 use grpcproxy::{CallRecord, ProxyStats};
@@ -57,6 +58,7 @@ pub(crate) struct Telemetry {
     tap: Arc<OnceLock<Arc<QueueStats>>>,
     server: Arc<OnceLock<Arc<ServerStats>>>,
     web: Arc<OnceLock<Arc<WebStats>>>,
+    reflection: Arc<OnceLock<Arc<ReflectionStats>>>,
     access_log: Option<AccessLog>,
     /// Policy counts by route name.
     policies: PolicyCountsByRoute,
@@ -130,6 +132,7 @@ impl Telemetry {
         let tap = Arc::new(OnceLock::new());
         let server = Arc::new(OnceLock::new());
         let web = Arc::new(OnceLock::new());
+        let reflection = Arc::new(OnceLock::new());
         let policies = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(UpstreamCollector {
             policies: policies.clone(),
@@ -138,6 +141,7 @@ impl Telemetry {
             tap: tap.clone(),
             server: server.clone(),
             web: web.clone(),
+            reflection: reflection.clone(),
         }));
         Self {
             registry,
@@ -151,6 +155,7 @@ impl Telemetry {
             tap,
             server,
             web,
+            reflection,
             access_log,
             policies,
         }
@@ -180,6 +185,12 @@ impl Telemetry {
     /// serves gRPC-Web).
     pub(crate) fn set_web(&self, stats: Arc<WebStats>) {
         let _ = self.web.set(stats);
+    }
+
+    /// Exports the merged reflection's counters (once, before serving, when a listener
+    /// serves it).
+    pub(crate) fn set_reflection(&self, stats: Arc<ReflectionStats>) {
+        let _ = self.reflection.set(stats);
     }
 
     /// Exports the tap's counters (once, when the tap starts).
