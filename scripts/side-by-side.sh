@@ -9,6 +9,7 @@
 #   SHADOW_BACKEND=1: a second bench backend, as cluster "shadow" in both configs (for
 #   'mirror = { cluster = "shadow", percent = 100 }').
 #   LISTENER_A / LISTENER_B: TOML added to that side's listener table (e.g. 'grpc_web = true').
+#   TOP_A / TOP_B: TOML added at the end of that side's file (a table such as [tracing]).
 #   SHAPE_A / SHAPE_B: that side's load shape (default unary; web-unary is the same call as
 #   gRPC-Web, which needs grpc_web = true on the listener).
 # At the end: each proxy's peak RSS (VmHWM) and its grpcproxy_mirror_calls_total lines.
@@ -51,7 +52,8 @@ for side in a b; do
   a=$(port)
   extra=$extra_a
   listener=${LISTENER_A:-}
-  if [ "$side" = b ]; then extra=$extra_b; listener=${LISTENER_B:-}; fi
+  top=${TOP_A:-}
+  if [ "$side" = b ]; then extra=$extra_b; listener=${LISTENER_B:-}; top=${TOP_B:-}; fi
   cat >"$dir/$side.toml" <<EOF
 [admin]
 address = "127.0.0.1:$a"
@@ -64,6 +66,7 @@ $extra
 [clusters.backend]
 endpoints = ["127.0.0.1:$backend_port"]
 $shadow_cluster
+$top
 EOF
   "$proxy" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
   pids+=($!)
@@ -95,7 +98,7 @@ PY
 done
 for side in a b; do
   echo "$side: peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/${pid[$side]}/status")" >&2
-  python3 -c "import urllib.request,sys; [print('$side:', l) for l in urllib.request.urlopen('http://${admin[$side]}/metrics').read().decode().splitlines() if l.startswith('grpcproxy_mirror_calls_total')]" >&2
+  python3 -c "import urllib.request,sys; [print('$side:', l) for l in urllib.request.urlopen('http://${admin[$side]}/metrics').read().decode().splitlines() if l.startswith(('grpcproxy_mirror_calls_total', 'grpcproxy_tracing_spans_total'))]" >&2
 done
 python3 - "$dir/a.results" "$dir/b.results" <<'PY'
 import statistics, sys

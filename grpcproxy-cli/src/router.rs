@@ -284,7 +284,33 @@ impl Route {
             })
     }
 
+    /// The call's target, with its span when tracing is on: the span continues the
+    /// caller's trace, the backend gets the span as its parent, and the span ends with the
+    /// call (or its refusal).
     fn target(&self, mut call: CallInfo) -> Result<Target, Status> {
+        let Some(tracer) = self.observer.telemetry.tracer() else {
+            return self.untraced_target(call);
+        };
+        let traced = tracer.start(&mut call, || {
+            vec![
+                opentelemetry::KeyValue::new("grpcproxy.route", self.rule.name.clone()),
+                opentelemetry::KeyValue::new("grpcproxy.cluster", self.cluster.name.clone()),
+            ]
+        });
+        match (self.untraced_target(call), traced) {
+            (Ok(target), Some(traced)) => {
+                let inner = target.observer().cloned();
+                Ok(target.with_observer(traced.observer(inner)))
+            }
+            (Err(status), Some(traced)) => {
+                traced.refused(&status);
+                Err(status)
+            }
+            (routed, None) => routed,
+        }
+    }
+
+    fn untraced_target(&self, mut call: CallInfo) -> Result<Target, Status> {
         // Admission first: a refused call costs no pick and reaches no backend.
         if let Some(limit) = &self.rate_limit {
             if let Err(status) = limit.check(&call) {

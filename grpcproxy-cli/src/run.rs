@@ -166,6 +166,7 @@ fn reload(
         server: running.server.clone(),
         access_log: running.access_log.clone(),
         tap: running.tap.clone(),
+        tracing: running.tracing.clone(),
         ..file
     };
     Ok(Reloaded {
@@ -216,6 +217,12 @@ pub(crate) async fn run(
         refusal_observer: Some(Arc::new(Unrouted(telemetry.clone()))),
         ..ProxyOptions::default()
     };
+    if let Some(tracing) = &config.tracing {
+        telemetry.set_tracing(crate::telemetry::Tracing::start(
+            tracing.get_ref(),
+            &instance,
+        )?);
+    }
     let tap = Arc::new(TapQueue::start(
         config.tap.as_ref().map(|t| t.get_ref()),
         instance,
@@ -342,6 +349,7 @@ pub(crate) async fn run(
     let _ = stop.send(true);
     workers.join().await?;
     tap.flush(config.server.drain_timeout).await;
+    telemetry.flush_tracing(config.server.drain_timeout).await;
     telemetry
         .flush_access_log(config.server.drain_timeout)
         .await;
@@ -353,7 +361,7 @@ pub(crate) async fn run(
 }
 
 /// The sections a reload does not apply, rendered for comparison.
-fn restart_only(config: &Config) -> [(&'static str, String); 6] {
+fn restart_only(config: &Config) -> [(&'static str, String); 7] {
     [
         ("listeners", format!("{:?}", config.listeners.get_ref())),
         ("admin", format!("{:?}", config.admin)),
@@ -363,6 +371,10 @@ fn restart_only(config: &Config) -> [(&'static str, String); 6] {
         (
             "tap",
             format!("{:?}", config.tap.as_ref().map(|t| t.get_ref())),
+        ),
+        (
+            "tracing",
+            format!("{:?}", config.tracing.as_ref().map(|t| t.get_ref())),
         ),
     ]
 }

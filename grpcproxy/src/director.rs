@@ -213,6 +213,11 @@ impl Target {
         self
     }
 
+    /// The observer the call will tell when it is over, if any.
+    pub fn observer(&self) -> Option<&crate::SharedObserver> {
+        self.overrides.observer.as_ref()
+    }
+
     /// Tells `observer` about the call when it is over: status, duration, bytes, backend.
     pub fn with_observer(mut self, observer: crate::SharedObserver) -> Self {
         self.overrides.observer = Some(observer);

@@ -18,6 +18,8 @@
 //! - [`compare`]: two answers to one call compared byte for byte (mirrors, replay).
 //! - [`web`]: gRPC-Web and CORS in front of the proxy (or any gRPC service), for browsers.
 //! - `reflection` (feature `reflection`): one server reflection merged from every backend.
+//! - `trace` (feature `otel`): W3C trace context continued through the proxy, a span per
+//!   call (OpenTelemetry), and a span queue that never blocks a call.
 //!
 //! The building blocks the proxy is made of are public for tools that handle gRPC frames
 //! themselves (replay, fuzzing, benchmarks, other proxies): [`frame`] (the 5-byte message
@@ -28,7 +30,8 @@
 //! Cargo features (all off by default): `nats` (the tap to NATS JetStream,
 //! `mq::NatsQueue`), `tap-file` (the tap to files, `mq::FileQueue`), `wire` (the tap's
 //! protobuf and JSON encoding, `mq::wire`; implied by the other two), `reflection` (one
-//! merged server reflection, `reflection::MergedReflection`).
+//! merged server reflection, `reflection::MergedReflection`), `otel` (tracing,
+//! `trace::CallTracer`).
 //!
 //! ```no_run
 //! use grpcproxy::{mq::NoQueue, CallInfo, ProxyRoutes, TransparentProxy, Upstream};
@@ -76,6 +79,8 @@ mod register;
 pub mod server;
 mod server_tls;
 pub mod status;
+#[cfg(feature = "otel")]
+pub mod trace;
 pub(crate) mod upstream;
 pub mod web;
 pub mod worker;

@@ -36,9 +36,52 @@ pub struct Config {
     pub(crate) access_log: Option<AccessLogConfig>,
     /// The message-queue tap; off if absent.
     pub(crate) tap: Option<Spanned<Tap>>,
+    /// Distributed tracing over OTLP; off if absent.
+    pub(crate) tracing: Option<Spanned<TracingConfig>>,
     /// The routes as the router uses them, compiled by [`parse`](super::parse).
     #[serde(skip)]
     pub(crate) compiled_routes: Vec<CompiledRoute>,
+}
+
+/// `[tracing]`: a span per call, continuing the caller's W3C trace, exported over OTLP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TracingConfig {
+    /// Where spans go: `http://host:4317` (gRPC) or `http://host:4318` (HTTP, `/v1/traces`
+    /// added unless given).
+    pub(crate) otlp_endpoint: String,
+    /// `grpc` (default) or `http` (HTTP/protobuf).
+    #[serde(default)]
+    pub(crate) protocol: OtlpProtocol,
+    /// The spans' `service.name` (default `grpcproxy`).
+    #[serde(default = "default_service_name")]
+    pub(crate) service_name: String,
+    /// Share of calls without a sampled parent that start a trace (0 to 1, default 1);
+    /// a caller's sampled trace is always continued.
+    #[serde(default = "all")]
+    pub(crate) sample_rate: f64,
+    /// Headers sent with every export (e.g. an API key); never logged or shown.
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+fn default_service_name() -> String {
+    "grpcproxy".into()
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 /// `[tap]`: publish proxied traffic to NATS JetStream or record it to a file.
@@ -499,6 +542,13 @@ impl Config {
                 }
             }
         }
+        if let Some(tracing) = &mut config.tracing {
+            tracing
+                .get_mut()
+                .headers
+                .values_mut()
+                .for_each(|v| *v = REDACTED.into());
+        }
         if let Some(tap) = &mut config.tap {
             if let Some(url) = &mut tap.get_mut().nats_url {
                 *url = grpcproxy::mq::redact_url(url);
@@ -549,6 +599,46 @@ impl Config {
                     cors.span(),
                     format!("listeners[{i}].cors: {e}"),
                 ));
+            }
+        }
+        if let Some(tracing) = &self.tracing {
+            let span = tracing.span();
+            let tracing = tracing.get_ref();
+            let endpoint_ok = tracing
+                .otlp_endpoint
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+                });
+            if !endpoint_ok {
+                problems.push(Problem::new(
+                    span.clone(),
+                    format!(
+                        "tracing.otlp_endpoint: {:?} is not an http:// or https:// URL with a host",
+                        tracing.otlp_endpoint
+                    ),
+                ));
+            }
+            if !(0.0..=1.0).contains(&tracing.sample_rate) {
+                problems.push(Problem::new(
+                    span.clone(),
+                    format!(
+                        "tracing.sample_rate: {} is not a share of the calls (0 to 1)",
+                        tracing.sample_rate
+                    ),
+                ));
+            }
+            for (name, value) in &tracing.headers {
+                let valid = http::HeaderName::try_from(name.as_str()).is_ok()
+                    && http::HeaderValue::try_from(value.as_str()).is_ok()
+                    && name.bytes().all(|b| !b.is_ascii_uppercase());
+                if !valid {
+                    problems.push(Problem::new(
+                        span.clone(),
+                        format!("tracing.headers: {name:?} is not a lowercase header name with a valid value"),
+                    ));
+                }
             }
         }
         let server = &self.server;

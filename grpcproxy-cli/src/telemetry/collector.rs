@@ -9,6 +9,7 @@ use grpcproxy::mq::QueueStats;
 use grpcproxy::policy::{FanOutResult, MirrorResult};
 use grpcproxy::reflection::ReflectionStats;
 use grpcproxy::server::ServerStats;
+use grpcproxy::trace::SpanQueueStats;
 use grpcproxy::web::WebStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -71,6 +72,7 @@ pub(super) struct UpstreamCollector {
     pub(super) server: Arc<OnceLock<Arc<ServerStats>>>,
     pub(super) web: Arc<OnceLock<Arc<WebStats>>>,
     pub(super) reflection: Arc<OnceLock<Arc<ReflectionStats>>>,
+    pub(super) spans: Arc<OnceLock<Arc<SpanQueueStats>>>,
 }
 
 /// The tap's metrics: name, help, counter (else gauge), value.
@@ -285,6 +287,21 @@ impl Collector for UpstreamCollector {
             for (kind, outcome, count) in web.all() {
                 let labels = [("kind", kind.as_str()), ("result", outcome.as_str())];
                 ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(spans) = self.spans.get() {
+            let mut metric = encoder.encode_descriptor(
+                "tracing_spans",
+                "Spans of traced calls: exported, dropped (the export queue was full), failed (the collector refused or timed out)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, count) in [
+                ("exported", spans.exported()),
+                ("dropped", spans.dropped()),
+                ("failed", spans.failed()),
+            ] {
+                ConstCounter::new(count).encode(metric.encode_family(&[("result", result)])?)?;
             }
         }
         if let Some(reflection) = self.reflection.get() {

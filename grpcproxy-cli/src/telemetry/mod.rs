@@ -5,9 +5,11 @@
 mod access_log;
 mod collector;
 mod route;
+mod traces;
 
 pub(crate) use access_log::AccessLog;
 pub(crate) use route::{RouteMetrics, RouteObserver, Unrouted};
+pub(crate) use traces::{RouteTracer, Tracing};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -18,6 +20,7 @@ use grpcproxy::mq::QueueStats;
 use grpcproxy::policy::{FanOutStats, HedgeStats, MirrorStats, RetryStats};
 use grpcproxy::reflection::ReflectionStats;
 use grpcproxy::server::ServerStats;
+use grpcproxy::trace::SpanQueueStats;
 use grpcproxy::web::WebStats;
 use grpcproxy::{CallRecord, ProxyStats};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -59,6 +62,9 @@ pub(crate) struct Telemetry {
     server: Arc<OnceLock<Arc<ServerStats>>>,
     web: Arc<OnceLock<Arc<WebStats>>>,
     reflection: Arc<OnceLock<Arc<ReflectionStats>>>,
+    spans: Arc<OnceLock<Arc<SpanQueueStats>>>,
+    /// `[tracing]`, once started.
+    tracing: OnceLock<Tracing>,
     access_log: Option<AccessLog>,
     /// Policy counts by route name.
     policies: PolicyCountsByRoute,
@@ -133,6 +139,7 @@ impl Telemetry {
         let server = Arc::new(OnceLock::new());
         let web = Arc::new(OnceLock::new());
         let reflection = Arc::new(OnceLock::new());
+        let spans = Arc::new(OnceLock::new());
         let policies = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(UpstreamCollector {
             policies: policies.clone(),
@@ -142,6 +149,7 @@ impl Telemetry {
             server: server.clone(),
             web: web.clone(),
             reflection: reflection.clone(),
+            spans: spans.clone(),
         }));
         Self {
             registry,
@@ -156,6 +164,8 @@ impl Telemetry {
             server,
             web,
             reflection,
+            spans,
+            tracing: OnceLock::new(),
             access_log,
             policies,
         }
@@ -191,6 +201,25 @@ impl Telemetry {
     /// serves it).
     pub(crate) fn set_reflection(&self, stats: Arc<ReflectionStats>) {
         let _ = self.reflection.set(stats);
+    }
+
+    /// Traces calls with `tracing` from now on (once, before serving), and exports its
+    /// counters.
+    pub(crate) fn set_tracing(&self, tracing: Tracing) {
+        let _ = self.spans.set(tracing.stats());
+        let _ = self.tracing.set(tracing);
+    }
+
+    /// The tracer routes start calls' spans with, when tracing is on.
+    pub(crate) fn tracer(&self) -> Option<&RouteTracer> {
+        self.tracing.get().map(|tracing| &tracing.tracer)
+    }
+
+    /// Exports the spans still queued (at exit), waiting up to `timeout`.
+    pub(crate) async fn flush_tracing(&self, timeout: std::time::Duration) {
+        if let Some(tracing) = self.tracing.get() {
+            tracing.flush(timeout).await;
+        }
     }
 
     /// Exports the tap's counters (once, when the tap starts).

@@ -1,0 +1,252 @@
+//! Distributed tracing (feature `otel`): every call continues its caller's W3C trace
+//! (`traceparent`, `tracestate`) with a span of the proxy's own, and the backend gets a
+//! `traceparent` whose parent is that span, so the hop shows in the trace.
+//!
+//! - [`CallTracer`] does it for one call from a director: extracts the caller's context
+//!   from the metadata (a malformed `traceparent` is ignored, as W3C says), starts the span
+//!   (sampled as the tracer's sampler says: parent-based ratio in the binary), rewrites
+//!   `traceparent`/`tracestate` for the backend, and gives an observer that ends the span
+//!   with the call's status, endpoint and bytes.
+//! - [`Traced`] wraps any [`StreamDirector`](crate::StreamDirector) with it.
+//! - [`SpanQueue`] exports finished spans without ever blocking a call: a bounded queue,
+//!   batches sent by a task, drops and failures counted.
+//!
+//! ```no_run
+//! use grpcproxy::trace::{CallTracer, Traced};
+//! use grpcproxy::{mq::NoQueue, SingleUpstream, TransparentProxy, Upstream};
+//! use opentelemetry::trace::TracerProvider as _;
+//!
+//! # fn run(provider: opentelemetry_sdk::trace::SdkTracerProvider) -> Result<(), Box<dyn std::error::Error>> {
+//! let tracer = CallTracer::new(provider.tracer("grpcproxy"));
+//! let director = Traced::new(SingleUpstream::new(Upstream::new("http://127.0.0.1:50052")?), tracer);
+//! let proxy = TransparentProxy::new(NoQueue, director);
+//! # Ok(()) }
+//! ```
+
+mod headers;
+mod queue;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+pub use queue::{SpanQueue, SpanQueueOptions, SpanQueueStats};
+
+use crate::{CallInfo, CallObserver, CallRecord, SharedObserver, StreamDirector, Target};
+use headers::{Extract, Inject};
+
+/// Starts a span for each call it is given, continuing the caller's trace.
+///
+/// ```
+/// use grpcproxy::trace::CallTracer;
+/// use opentelemetry::trace::noop::NoopTracer;
+///
+/// let tracer = CallTracer::new(NoopTracer::new());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CallTracer<T> {
+    tracer: T,
+    propagator: Arc<TraceContextPropagator>,
+}
+
+impl<T> CallTracer<T>
+where
+    T: Tracer + Send + Sync,
+    T::Span: Send + Sync + 'static,
+{
+    /// Spans from `tracer` (its sampler decides which calls are traced).
+    pub fn new(tracer: T) -> Self {
+        Self {
+            tracer,
+            propagator: Arc::new(TraceContextPropagator::new()),
+        }
+    }
+
+    /// Starts `call`'s span (named after its method, kind server, with the RPC attributes
+    /// and `attributes()`, made only for a span that records) as a child of the caller's
+    /// context, and sets the `traceparent` the backend gets: the span's, when it is sampled
+    /// or the caller sent a valid one (then also unsampled, as W3C asks of
+    /// intermediaries); otherwise the call carries none. `None` when the call is not traced.
+    pub fn start(
+        &self,
+        call: &mut CallInfo,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<TracedCall<T::Span>> {
+        let parent = self
+            .propagator
+            .extract_with_context(&Context::new(), &Extract(call.metadata().as_ref()));
+        let has_parent = parent.span().span_context().is_valid();
+        let builder = SpanBuilder::from_name(call.method().to_owned()).with_kind(SpanKind::Server);
+        let mut span = self.tracer.build_with_context(builder, &parent);
+        if span.is_recording() {
+            let mut all = Vec::with_capacity(8);
+            all.extend([
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", call.service_name().to_owned()),
+                KeyValue::new("rpc.method", call.method_name().to_owned()),
+                KeyValue::new("grpc.method", call.method().to_owned()),
+            ]);
+            if let Some(peer) = call.remote_addr() {
+                all.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+                all.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+            }
+            all.extend(attributes());
+            span.set_attributes(all);
+        }
+        let context = span.span_context().clone();
+        let headers = call.metadata_mut().as_mut();
+        headers.remove("traceparent");
+        headers.remove("tracestate");
+        if !(context.is_sampled() || has_parent) || !context.is_valid() {
+            return None;
+        }
+        let forwarded = Context::new().with_remote_span_context(context);
+        self.propagator
+            .inject_context(&forwarded, &mut Inject(headers));
+        Some(TracedCall {
+            span: Arc::new(Mutex::new(Some(span))),
+        })
+    }
+}
+
+/// A traced call's span, ended by its observer.
+#[derive(Debug)]
+pub struct TracedCall<S> {
+    span: Arc<Mutex<Option<S>>>,
+}
+
+impl<S> TracedCall<S> {
+    /// The trace and span ids, as hex (for logs).
+    pub fn ids(&self) -> Option<(String, String)>
+    where
+        S: opentelemetry::trace::Span,
+    {
+        let span = self.span.lock().unwrap_or_else(|e| e.into_inner());
+        let context = span.as_ref()?.span_context();
+        Some((
+            context.trace_id().to_string(),
+            context.span_id().to_string(),
+        ))
+    }
+
+    /// Ends the span of a call the director refused with `status`.
+    pub fn refused(self, status: &tonic::Status)
+    where
+        S: opentelemetry::trace::Span,
+    {
+        let span = self.span.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut span) = span {
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", status.code() as i64));
+            span.set_status(Status::error(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            )));
+            span.end();
+        }
+    }
+
+    /// The observer that ends the span when the call is over (status, endpoint, bytes),
+    /// then tells `inner`.
+    pub fn observer(self, inner: Option<SharedObserver>) -> SharedObserver
+    where
+        S: opentelemetry::trace::Span + Send + Sync + 'static,
+    {
+        Arc::new(SpanEnd {
+            span: self.span,
+            inner,
+        })
+    }
+}
+
+struct SpanEnd<S> {
+    span: Arc<Mutex<Option<S>>>,
+    inner: Option<SharedObserver>,
+}
+
+impl<S> CallObserver for SpanEnd<S>
+where
+    S: opentelemetry::trace::Span + Send + Sync + 'static,
+{
+    fn call_ended(&self, call: &CallRecord<'_>) {
+        let span = self.span.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut span) = span.filter(|span| span.is_recording()) {
+            span.set_attributes([
+                KeyValue::new("rpc.grpc.status_code", call.grpc_status as i64),
+                KeyValue::new("grpcproxy.endpoint", call.backend.to_owned()),
+                KeyValue::new("grpcproxy.request_bytes", call.request_bytes as i64),
+                KeyValue::new("grpcproxy.response_bytes", call.response_bytes as i64),
+            ]);
+            if let Some(unreachable) = call.unreachable {
+                span.set_attribute(KeyValue::new(
+                    "grpcproxy.unreachable",
+                    unreachable.to_owned(),
+                ));
+            }
+            if call.grpc_status != tonic::Code::Ok {
+                let message = call.grpc_message.unwrap_or_default();
+                span.set_status(Status::error(format!("{:?}: {message}", call.grpc_status)));
+            }
+            span.end_with_timestamp(call.started + call.duration);
+        }
+        if let Some(inner) = &self.inner {
+            inner.call_ended(call);
+        }
+    }
+}
+
+/// Any director, with every call traced by a [`CallTracer`].
+///
+/// ```
+/// use grpcproxy::trace::{CallTracer, Traced};
+/// use grpcproxy::{SingleUpstream, StreamDirector, Upstream};
+/// use opentelemetry::trace::noop::NoopTracer;
+///
+/// fn director(_: impl StreamDirector) {}
+/// let backend = Upstream::new("http://127.0.0.1:50052").unwrap();
+/// director(Traced::new(SingleUpstream::new(backend), CallTracer::new(NoopTracer::new())));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Traced<D, T> {
+    inner: D,
+    tracer: CallTracer<T>,
+}
+
+impl<D, T> Traced<D, T> {
+    /// `inner`, traced by `tracer`.
+    pub fn new(inner: D, tracer: CallTracer<T>) -> Self {
+        Self { inner, tracer }
+    }
+}
+
+impl<D, T> StreamDirector for Traced<D, T>
+where
+    D: StreamDirector,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    fn direct(
+        &self,
+        mut call: CallInfo,
+    ) -> impl Future<Output = Result<Target, tonic::Status>> + Send {
+        let traced = self.tracer.start(&mut call, Vec::new);
+        let directed = self.inner.direct(call);
+        async move {
+            match (directed.await, traced) {
+                (Ok(target), Some(traced)) => {
+                    let inner = target.overrides.observer.clone();
+                    Ok(target.with_observer(traced.observer(inner)))
+                }
+                (Err(status), Some(traced)) => {
+                    traced.refused(&status);
+                    Err(status)
+                }
+                (directed, None) => directed,
+            }
+        }
+    }
+}
