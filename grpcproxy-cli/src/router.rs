@@ -501,5 +501,7 @@ fn refused_record<'a>(call: &'a CallInfo, code: tonic::Code, message: &'a str) -
             .metadata()
             .get("user-agent")
             .and_then(|v| v.to_str().ok()),
+        trace_id: None,
+        span_id: None,
     }
 }

@@ -26,7 +26,7 @@ fn bad_files_are_rejected_with_exact_messages() {
     let cases: Vec<(String, &str)> = vec![
         (
             "listenrs = []\n".into(),
-            "1:1: unknown field `listenrs`, expected one of `server`, `limits`, `listeners`, `routes`, `clusters`, `admin`, `access_log`, `tap`",
+            "1:1: unknown field `listenrs`, expected one of `server`, `limits`, `listeners`, `routes`, `clusters`, `admin`, `access_log`, `tap`, `tracing`",
         ),
         ("[server]\ndrain_timeout = \"30s\"\n".into(), "1:1: missing field `listeners`"),
         ("listeners = []\n".into(), "1:13: listeners: at least one listener is needed"),

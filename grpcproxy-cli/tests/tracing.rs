@@ -110,11 +110,42 @@ async fn backend() -> (RawBackend, Arc<Mutex<Vec<Option<String>>>>) {
 }
 
 fn traced_proxy(backend: SocketAddr, tracing: &str) -> (support::Proxy, tempfile::NamedTempFile) {
+    traced_proxy_with(backend, tracing, "")
+}
+
+/// A traced proxy with `extra` tables (an access log, a tap).
+fn traced_proxy_with(
+    backend: SocketAddr,
+    tracing: &str,
+    extra: &str,
+) -> (support::Proxy, tempfile::NamedTempFile) {
     let config = format!(
-        "{}\n[tracing]\n{tracing}\n",
+        "{}\n{extra}\n[tracing]\n{tracing}\n",
         support::one_route_config("backend", &[backend], "", "")
     );
     support::start_with_config(&config, 1)
+}
+
+/// The JSON lines of `path` once it has `n` of them (within 10 s).
+fn lines(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} lines in {}",
+            lines.len(),
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 async fn call(proxy: SocketAddr, headers: &[(&str, &str)]) -> Option<String> {
@@ -136,11 +167,18 @@ const PARENT: &str = "b7ad6b7169203331";
 async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_proxys() {
     let receiver = Receiver::start(&[]);
     let (backend, seen) = backend().await;
-    let (proxy, _file) = traced_proxy(
+    let dir = tempfile::tempdir().unwrap();
+    let (access_log, tap) = (dir.path().join("access.log"), dir.path().join("tap.json"));
+    let (proxy, _file) = traced_proxy_with(
         backend.addr(),
         &format!(
             "otlp_endpoint = \"http://127.0.0.1:{}\"\nservice_name = \"edge\"\nsample_rate = 1.0",
             receiver.port
+        ),
+        &format!(
+            "[access_log]\npath = \"{}\"\n[tap]\nfile = \"{}\"\nencoding = \"json\"\n",
+            access_log.display(),
+            tap.display()
         ),
     );
     let addr = proxy.listening[0];
@@ -186,6 +224,20 @@ async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_pro
     assert_eq!(attributes["rpc.grpc.status_code"], 0);
     assert_eq!(attributes["grpcproxy.request_bytes"], 7);
     assert_eq!(attributes["grpcproxy.response_bytes"], 7);
+    // The access log and the tap name the trace and the proxy's span.
+    let logged = &lines(&access_log, 1)[0];
+    assert_eq!(logged["trace_id"], TRACE, "{logged}");
+    assert_eq!(logged["span_id"], proxy_span.as_str(), "{logged}");
+    let started = lines(&tap, 1)
+        .into_iter()
+        .find(|event| event.get("started").is_some())
+        .expect("a CallStarted event");
+    assert_eq!(started["started"]["traceId"], TRACE, "{started}");
+    assert_eq!(
+        started["started"]["spanId"],
+        proxy_span.as_str(),
+        "{started}"
+    );
 
     // No caller trace, sample_rate 1: a root span, and the backend continues it.
     assert_eq!(call(addr, &[]).await.as_deref(), Some("0"));

@@ -35,6 +35,12 @@ pub struct CallRecord<'a> {
     pub authority: Option<&'a str>,
     /// The client's `user-agent`.
     pub user_agent: Option<&'a str>,
+    /// The call's trace id (32 hex digits), when the call was traced: the tracing
+    /// observer (`trace::TracedCall::observer`, feature `otel`) sets it for the observers
+    /// it wraps; `None` otherwise.
+    pub trace_id: Option<&'a str>,
+    /// The proxy's span id in that trace (16 hex digits), when traced.
+    pub span_id: Option<&'a str>,
 }
 
 /// Told about every call it was attached to ([`Target::with_observer`](crate::Target::with_observer))

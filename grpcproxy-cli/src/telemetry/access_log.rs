@@ -76,8 +76,12 @@ impl AccessLog {
             "grpc_message": call.grpc_message,
             "authority": call.authority,
             "user_agent": call.user_agent,
-        })
-        .to_string();
+        });
+        if let (Some(trace_id), Some(span_id)) = (call.trace_id, call.span_id) {
+            line["trace_id"] = trace_id.into();
+            line["span_id"] = span_id.into();
+        }
+        let mut line = line.to_string();
         line.push('\n');
         if self.lines.try_send(Entry::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -315,6 +315,8 @@ mod tests {
             grpc_message: None,
             authority: None,
             user_agent: None,
+            trace_id: None,
+            span_id: None,
         }
     }
 

@@ -302,6 +302,8 @@ impl Drop for CallState {
                 grpc_message: self.message.get().map(|m| &**m),
                 authority: observed.authority.as_ref().map(|a| a.as_str()),
                 user_agent: observed.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+                trace_id: None,
+                span_id: None,
             });
         }
         self.stats.live.fetch_sub(1, Ordering::AcqRel);

@@ -149,6 +149,8 @@ fn refusal_record<'a>(
         grpc_message: Some(status.message()).filter(|m| !m.is_empty()),
         authority: None,
         user_agent: None,
+        trace_id: None,
+        span_id: None,
     }
 }
 

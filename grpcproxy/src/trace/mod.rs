@@ -104,11 +104,16 @@ where
         if !(context.is_sampled() || has_parent) || !context.is_valid() {
             return None;
         }
+        let ids = (
+            context.trace_id().to_string(),
+            context.span_id().to_string(),
+        );
         let forwarded = Context::new().with_remote_span_context(context);
         self.propagator
             .inject_context(&forwarded, &mut Inject(headers));
         Some(TracedCall {
             span: Arc::new(Mutex::new(Some(span))),
+            ids: Arc::new(ids),
         })
     }
 }
@@ -117,20 +122,14 @@ where
 #[derive(Debug)]
 pub struct TracedCall<S> {
     span: Arc<Mutex<Option<S>>>,
+    /// The trace id and the proxy's span id, as hex.
+    ids: Arc<(String, String)>,
 }
 
 impl<S> TracedCall<S> {
-    /// The trace and span ids, as hex (for logs).
-    pub fn ids(&self) -> Option<(String, String)>
-    where
-        S: opentelemetry::trace::Span,
-    {
-        let span = self.span.lock().unwrap_or_else(|e| e.into_inner());
-        let context = span.as_ref()?.span_context();
-        Some((
-            context.trace_id().to_string(),
-            context.span_id().to_string(),
-        ))
+    /// The trace id and the proxy's span id, as hex (for logs).
+    pub fn ids(&self) -> (&str, &str) {
+        (&self.ids.0, &self.ids.1)
     }
 
     /// Ends the span of a call the director refused with `status`.
@@ -158,6 +157,7 @@ impl<S> TracedCall<S> {
     {
         Arc::new(SpanEnd {
             span: self.span,
+            ids: self.ids,
             inner,
         })
     }
@@ -165,6 +165,7 @@ impl<S> TracedCall<S> {
 
 struct SpanEnd<S> {
     span: Arc<Mutex<Option<S>>>,
+    ids: Arc<(String, String)>,
     inner: Option<SharedObserver>,
 }
 
@@ -194,7 +195,11 @@ where
             span.end_with_timestamp(call.started + call.duration);
         }
         if let Some(inner) = &self.inner {
-            inner.call_ended(call);
+            inner.call_ended(&CallRecord {
+                trace_id: Some(&self.ids.0),
+                span_id: Some(&self.ids.1),
+                ..call.clone()
+            });
         }
     }
 }

@@ -224,6 +224,8 @@ mod tests {
                 peer: "127.0.0.1:9".into(),
                 metadata: metadata.clone(),
                 backend: "b:1".into(),
+                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                span_id: "b7ad6b7169203331".into(),
             }),
             Kind::Message(Message {
                 call_id: 7,

@@ -126,6 +126,31 @@ pub struct CallStarted {
     pub metadata: Vec<Metadata>,
     #[prost(string, tag = "6")]
     pub backend: String,
+    /// The call's W3C trace id (32 hex digits), from the `traceparent` as forwarded;
+    /// empty when the call carried none.
+    #[prost(string, tag = "7")]
+    pub trace_id: String,
+    /// The `traceparent`'s parent id as forwarded (16 hex digits): the proxy's span when
+    /// it traces the call, else the caller's.
+    #[prost(string, tag = "8")]
+    pub span_id: String,
+}
+
+/// The trace id and parent id of the `traceparent` in `metadata`, if it is well formed
+/// (`00-<32 hex>-<16 hex>-<2 hex>`); empty strings otherwise.
+fn trace_ids(metadata: &http::HeaderMap) -> (String, String) {
+    let parsed = metadata
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let mut parts = value.split('-');
+            let (_version, trace, span, _flags) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let hex =
+                |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+            (hex(trace, 32) && hex(span, 16)).then(|| (trace.to_owned(), span.to_owned()))
+        });
+    parsed.unwrap_or_default()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -243,16 +268,21 @@ fn metadata(headers: &http::HeaderMap) -> Vec<Metadata> {
 impl From<&Event> for TapEvent {
     fn from(event: &Event) -> Self {
         let kind = match event {
-            Event::Started(e) => Kind::Started(CallStarted {
-                call_id: e.call_id,
-                time_unix_nanos: e
-                    .time
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64),
-                method: e.method.clone(),
-                peer: e.peer.map(|p| p.to_string()).unwrap_or_default(),
-                metadata: metadata(&e.metadata),
-                backend: e.backend.clone(),
+            Event::Started(e) => Kind::Started({
+                let (trace_id, span_id) = trace_ids(&e.metadata);
+                CallStarted {
+                    call_id: e.call_id,
+                    time_unix_nanos: e
+                        .time
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64),
+                    method: e.method.clone(),
+                    peer: e.peer.map(|p| p.to_string()).unwrap_or_default(),
+                    metadata: metadata(&e.metadata),
+                    backend: e.backend.clone(),
+                    trace_id,
+                    span_id,
+                }
             }),
             Event::Message(m) => Kind::Message(Message {
                 call_id: m.call_id,
@@ -289,5 +319,36 @@ impl From<&Event> for TapEvent {
             instance: String::new(),
             event: Some(kind),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace_ids;
+
+    fn with(traceparent: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", traceparent.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn trace_ids_come_from_a_well_formed_traceparent_only() {
+        let good = with("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(
+            trace_ids(&good),
+            (
+                "0af7651916cd43dd8448eb211c80319c".to_owned(),
+                "b7ad6b7169203331".to_owned()
+            )
+        );
+        for bad in [
+            "00-xyz-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c",
+            "garbage",
+        ] {
+            assert_eq!(trace_ids(&with(bad)), Default::default(), "{bad}");
+        }
+        assert_eq!(trace_ids(&http::HeaderMap::new()), Default::default());
     }
 }
