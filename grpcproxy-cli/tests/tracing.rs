@@ -270,6 +270,44 @@ async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_pro
         assert_ne!(span["trace_id"], TRACE, "{bad}");
     }
 
+    // An OpenCensus caller (grpc-trace-bin, no traceparent) is continued the same way.
+    let census = {
+        use base64::Engine;
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let mut bytes = vec![0, 0];
+        bytes.extend(hex(TRACE));
+        bytes.push(1);
+        bytes.extend(hex(PARENT));
+        bytes.extend([2, 1]);
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+    };
+    assert_eq!(
+        call(addr, &[("grpc-trace-bin", &census)]).await.as_deref(),
+        Some("0")
+    );
+    let span = receiver.next_span();
+    assert_eq!(
+        (&span["trace_id"], &span["parent_span_id"]),
+        (&Value::from(TRACE), &Value::from(PARENT)),
+        "{span}"
+    );
+    let forwarded = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .flatten()
+        .expect("a traceparent");
+    assert_eq!(
+        forwarded,
+        format!("00-{TRACE}-{}-01", span["span_id"].as_str().unwrap())
+    );
+
     // A failed call: the span says so.
     assert_eq!(call(addr, &[("x-fail", "5")]).await.as_deref(), Some("5"));
     let failed = receiver.next_span();
@@ -279,7 +317,7 @@ async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_pro
 
     let exported = support::wait_for_metric(
         proxy.admin.unwrap(),
-        "grpcproxy_tracing_spans_total{result=\"exported\"} 7",
+        "grpcproxy_tracing_spans_total{result=\"exported\"} 8",
     );
     assert!(
         exported.contains("grpcproxy_tracing_spans_total{result=\"dropped\"} 0"),

@@ -3,7 +3,8 @@
 //! `traceparent` whose parent is that span, so the hop shows in the trace.
 //!
 //! - [`CallTracer`] does it for one call from a director: extracts the caller's context
-//!   from the metadata (a malformed `traceparent` is ignored, as W3C says), starts the span
+//!   from the metadata (`traceparent`, else OpenCensus `grpc-trace-bin`; a malformed one is
+//!   ignored, as W3C says), starts the span
 //!   (sampled as the tracer's sampler says: parent-based ratio in the binary), rewrites
 //!   `traceparent`/`tracestate` for the backend, and gives an observer that ends the span
 //!   with the call's status, endpoint and bytes.
@@ -23,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod census;
 mod headers;
 mod queue;
 
@@ -76,9 +78,17 @@ where
         call: &mut CallInfo,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Option<TracedCall<T::Span>> {
-        let parent = self
+        let headers = call.metadata().as_ref();
+        let mut parent = self
             .propagator
-            .extract_with_context(&Context::new(), &Extract(call.metadata().as_ref()));
+            .extract_with_context(&Context::new(), &Extract(headers));
+        // No W3C context: an OpenCensus one, from older gRPC stacks.
+        let census = headers.contains_key(census::KEY);
+        if !parent.span().span_context().is_valid() {
+            if let Some(context) = census::extract(headers) {
+                parent = Context::new().with_remote_span_context(context);
+            }
+        }
         let has_parent = parent.span().span_context().is_valid();
         let builder = SpanBuilder::from_name(call.method().to_owned()).with_kind(SpanKind::Server);
         let mut span = self.tracer.build_with_context(builder, &parent);
@@ -101,6 +111,7 @@ where
         let headers = call.metadata_mut().as_mut();
         headers.remove("traceparent");
         headers.remove("tracestate");
+        headers.remove(census::KEY);
         if !(context.is_sampled() || has_parent) || !context.is_valid() {
             return None;
         }
@@ -108,6 +119,10 @@ where
             context.trace_id().to_string(),
             context.span_id().to_string(),
         );
+        if census {
+            // The backend reads the same kind of context it was sent, with the proxy's hop.
+            headers.insert(census::KEY, census::encode(&context));
+        }
         let forwarded = Context::new().with_remote_span_context(context);
         self.propagator
             .inject_context(&forwarded, &mut Inject(headers));
