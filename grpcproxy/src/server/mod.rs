@@ -1,7 +1,9 @@
-//! Serving a proxy on its own: an HTTP/2-only listener with graceful shutdown.
+//! Serving a proxy on its own: an HTTP/2 listener with graceful shutdown (HTTP/1.1 too,
+//! for gRPC-Web, with [`ServerOptions::http1`]).
 //!
-//! Client connections are served with h2 directly: one task per connection drives it,
-//! one task per call runs the service and pipes its response.
+//! HTTP/2 client connections are served with h2 directly: one task per connection drives
+//! it, one task per call runs the service and pipes its response. HTTP/1.1 ones are served
+//! by hyper (`http1.rs`), each request handed to the same service.
 
 mod connection;
 mod http1;

@@ -8,7 +8,7 @@
 //!   (sampled as the tracer's sampler says: parent-based ratio in the binary), rewrites
 //!   `traceparent`/`tracestate` for the backend, and gives an observer that ends the span
 //!   with the call's status, endpoint and bytes.
-//! - [`Traced`] wraps any [`StreamDirector`](crate::StreamDirector) with it.
+//! - [`Traced`] wraps any [`StreamDirector`] with it.
 //! - [`SpanQueue`] exports finished spans without ever blocking a call: a bounded queue,
 //!   batches sent by a task, drops and failures counted.
 //!
