@@ -31,6 +31,18 @@ function deadlineVerdict(code, message, codes) {
   throw new CheckFailed(`code ${code}: ${message}`);
 }
 
+// The status the `status` check asks for: FAILED_PRECONDITION, a message that needs
+// percent-encoding, and a google.rpc.Status (`Status`, a protobufjs type) in the details
+// carrying one Any whose value is `detail` (an encoded interop.v1.Request).
+const STATUS_MESSAGE = 'interop: précondition ✓ 100%';
+function statusDetails(Status, detail) {
+  return Buffer.from(Status.encode(Status.create({
+    code: 9,
+    message: STATUS_MESSAGE,
+    details: [{ type_url: 'type.googleapis.com/interop.v1.Request', value: detail }],
+  })).finish());
+}
+
 function withTimeout(work) {
   let timer;
   const timeout = new Promise((_, reject) => {
@@ -56,4 +68,6 @@ async function runChecks(label, checks, peer) {
   }
 }
 
-module.exports = { CheckFailed, expect, same, pattern, deadlineVerdict, runChecks };
+module.exports = {
+  CheckFailed, expect, same, pattern, deadlineVerdict, runChecks, STATUS_MESSAGE, statusDetails,
+};

@@ -8,7 +8,9 @@
 
 const crypto = require('crypto');
 const { grpc, Interop, Status, Health, ServerReflection, OPTIONS, exitWhenStdinCloses } = require('./common');
-const { CheckFailed, expect, same, pattern, deadlineVerdict, runChecks } = require('./checks');
+const {
+  CheckFailed, expect, same, pattern, deadlineVerdict, runChecks, STATUS_MESSAGE, statusDetails,
+} = require('./checks');
 
 const GZIP = 2; // grpc-js's code for gzip in grpc.default_compression_algorithm
 
@@ -148,13 +150,8 @@ const checks = {
   },
 
   async status({ stub }) {
-    const message = 'interop: précondition ✓ 100%';
-    const detail = Interop.service.Unary.requestSerialize({ payload: Buffer.from('detail') });
-    const details = Buffer.from(Status.encode(Status.create({
-      code: 9,
-      message,
-      details: [{ type_url: 'type.googleapis.com/interop.v1.Request', value: detail }],
-    })).finish());
+    const message = STATUS_MESSAGE;
+    const details = statusDetails(Status, Interop.service.Unary.requestSerialize({ payload: Buffer.from('detail') }));
     try {
       await promise(stub, 'Unary', { fail_code: 9, fail_message: message, fail_details: details });
     } catch (error) {

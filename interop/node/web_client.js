@@ -14,7 +14,9 @@ global.XMLHttpRequest = require('xhr2');
 const grpcWeb = require('grpc-web');
 const protobuf = require('protobufjs');
 const { exitWhenStdinCloses } = require('./common');
-const { CheckFailed, expect, same, pattern, deadlineVerdict, runChecks } = require('./checks');
+const {
+  CheckFailed, expect, same, pattern, deadlineVerdict, runChecks, STATUS_MESSAGE, statusDetails,
+} = require('./checks');
 
 const PROTO_DIR = path.join(__dirname, '..', 'proto');
 // Field names as in the .proto (fail_code), as the other clients write them.
@@ -123,13 +125,8 @@ const checks = {
   },
 
   async status(peer) {
-    const message = 'interop: précondition ✓ 100%';
-    const detail = Req.encode(Req.create({ payload: Buffer.from('detail') })).finish();
-    const details = Buffer.from(Status.encode(Status.create({
-      code: 9,
-      message,
-      details: [{ type_url: 'type.googleapis.com/interop.v1.Request', value: detail }],
-    })).finish());
+    const message = STATUS_MESSAGE;
+    const details = statusDetails(Status, Req.encode(Req.create({ payload: Buffer.from('detail') })).finish());
     try {
       await unary(peer, 'Unary', { fail_code: 9, fail_message: message, fail_details: details });
     } catch (error) {

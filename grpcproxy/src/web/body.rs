@@ -8,6 +8,7 @@ use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 /// The length of a frame's prefix: flag byte, then a 4-byte big-endian length.
@@ -39,7 +40,7 @@ pin_project! {
     #[derive(Debug)]
     enum RequestKind<B> {
         Stream { #[pin] body: B },
-        Decoded { bytes: Option<Bytes> },
+        Decoded { #[pin] body: Full<Bytes> },
     }
 }
 
@@ -53,7 +54,7 @@ impl<B> WebRequestBody<B> {
     pub(super) fn decoded(bytes: Bytes) -> Self {
         Self {
             kind: RequestKind::Decoded {
-                bytes: Some(bytes).filter(|bytes| !bytes.is_empty()),
+                body: Full::new(bytes),
             },
         }
     }
@@ -69,8 +70,8 @@ impl<B: Body<Data = Bytes>> Body for WebRequestBody<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             RequestKindProj::Stream { body } => body.poll_frame(cx),
-            RequestKindProj::Decoded { bytes } => {
-                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            RequestKindProj::Decoded { body } => {
+                body.poll_frame(cx).map_err(|never| match never {})
             }
         }
     }
@@ -78,16 +79,14 @@ impl<B: Body<Data = Bytes>> Body for WebRequestBody<B> {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             RequestKind::Stream { body } => body.is_end_stream(),
-            RequestKind::Decoded { bytes } => bytes.is_none(),
+            RequestKind::Decoded { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             RequestKind::Stream { body } => body.size_hint(),
-            RequestKind::Decoded { bytes } => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            RequestKind::Decoded { body } => body.size_hint(),
         }
     }
 }
@@ -120,7 +119,7 @@ pin_project! {
         /// gRPC-Web: trailers become a frame; `text` base64-encodes.
         Web { #[pin] body: B, text: Option<Base64Carry>, ended: bool },
         /// An answer of the layer's own (a preflight, a refusal).
-        Fixed { bytes: Option<Bytes> },
+        Fixed { #[pin] body: Full<Bytes> },
     }
 }
 
@@ -179,7 +178,7 @@ impl<B> WebResponseBody<B> {
     pub(super) fn fixed(bytes: Bytes) -> Self {
         Self {
             kind: ResponseKind::Fixed {
-                bytes: Some(bytes).filter(|bytes| !bytes.is_empty()),
+                body: Full::new(bytes),
             },
         }
     }
@@ -216,9 +215,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             ResponseKindProj::Native { body } => body.poll_frame(cx),
-            ResponseKindProj::Fixed { bytes } => {
-                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
-            }
+            ResponseKindProj::Fixed { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseKindProj::Web {
                 mut body,
                 text,
@@ -273,7 +270,7 @@ where
             ResponseKind::Web { body, text, ended } => {
                 *ended || (body.is_end_stream() && text.as_ref().is_none_or(|c| c.len == 0))
             }
-            ResponseKind::Fixed { bytes } => bytes.is_none(),
+            ResponseKind::Fixed { body } => body.is_end_stream(),
         }
     }
 
@@ -281,9 +278,7 @@ where
         match &self.kind {
             ResponseKind::Native { body } => body.size_hint(),
             ResponseKind::Web { .. } => SizeHint::default(),
-            ResponseKind::Fixed { bytes } => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            ResponseKind::Fixed { body } => body.size_hint(),
         }
     }
 }

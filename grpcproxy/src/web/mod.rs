@@ -287,18 +287,20 @@ impl WebCall {
         if let Some(cors) = &self.cors {
             cors.apply(&mut head.headers);
         }
-        let grpc = head
+        let web = head
             .headers
             .get(header::CONTENT_TYPE)
             .filter(|value| is_grpc_content_type(value))
-            .map(|value| value.as_bytes()["application/grpc".len()..].to_vec());
-        let Some(rest) = grpc else {
+            .map(|value| {
+                // What follows `application/grpc` (`+proto`, `;…`), kept.
+                let rest = value.to_str().unwrap_or_default();
+                self.content_type(rest.get("application/grpc".len()..).unwrap_or_default())
+            });
+        let Some(content_type) = web else {
             // Not a gRPC answer (an HTTP error of the service's): as it is.
             return Response::from_parts(head, WebResponseBody::native(body));
         };
-        let rest = String::from_utf8(rest).unwrap_or_default();
-        head.headers
-            .insert(header::CONTENT_TYPE, self.content_type(&rest));
+        head.headers.insert(header::CONTENT_TYPE, content_type);
         Response::from_parts(head, WebResponseBody::web(body, self.text))
     }
 
