@@ -160,6 +160,12 @@ async fn call(proxy: SocketAddr, headers: &[(&str, &str)]) -> Option<String> {
     response.grpc_status().map(str::to_owned)
 }
 
+/// The `traceparent` of the backend's latest call.
+fn last_traceparent(seen: &Mutex<Vec<Option<String>>>) -> String {
+    let last = seen.lock().unwrap().last().cloned().flatten();
+    last.expect("the backend's latest call carried a traceparent")
+}
+
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
 
@@ -296,13 +302,7 @@ async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_pro
         (&Value::from(TRACE), &Value::from(PARENT)),
         "{span}"
     );
-    let forwarded = seen
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .flatten()
-        .expect("a traceparent");
+    let forwarded = last_traceparent(&seen);
     assert_eq!(
         forwarded,
         format!("00-{TRACE}-{}-01", span["span_id"].as_str().unwrap())
@@ -370,13 +370,7 @@ async fn sample_rate_zero_traces_only_what_callers_sampled() {
         call(addr, &[("traceparent", &unsampled)]).await.as_deref(),
         Some("0")
     );
-    let forwarded = seen
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .flatten()
-        .expect("forwarded");
+    let forwarded = last_traceparent(&seen);
     assert!(
         forwarded.starts_with(&format!("00-{TRACE}-")) && forwarded.ends_with("-00"),
         "{forwarded}"
