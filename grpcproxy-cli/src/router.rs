@@ -503,5 +503,8 @@ fn refused_record<'a>(call: &'a CallInfo, code: tonic::Code, message: &'a str) -
             .and_then(|v| v.to_str().ok()),
         trace_id: None,
         span_id: None,
+        request_messages: 0,
+        response_messages: 0,
+        attempts: &[],
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use grpcproxy_testing::raw::{
-    frames_body, grpc_frame, grpc_response, header_map, RawBackend, RawClient,
+    frames_body, grpc_frame, grpc_response, header_map, read_request, RawBackend, RawClient,
 };
 use http_body::Frame;
 use serde_json::Value;
@@ -79,30 +79,38 @@ impl Receiver {
     }
 }
 
-/// A backend that answers every call OK (or with the status its `x-fail` header names)
-/// and keeps the `traceparent` of each call.
+/// A backend that reads the whole request, then answers OK (or with the status its
+/// `x-fail` header names) after `x-delay-ms`, with `x-answers` messages (default 1; 0:
+/// trailers-only), and keeps the `traceparent` of each call.
 async fn backend() -> (RawBackend, Arc<Mutex<Vec<Option<String>>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let backend = RawBackend::start(move |request: http::Request<hyper::body::Incoming>| {
-        let traceparent = request
-            .headers()
-            .get("traceparent")
-            .map(|v| v.to_str().unwrap().to_owned());
-        log.lock().unwrap().push(traceparent);
-        let status = request
-            .headers()
-            .get("x-fail")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_else(|| "0".into());
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        log.lock().unwrap().push(header("traceparent"));
+        let status = header("x-fail").unwrap_or_else(|| "0".into());
+        let delay: u64 = header("x-delay-ms").map_or(0, |v| v.parse().unwrap());
+        let answers: usize = header("x-answers").map_or(1, |v| v.parse().unwrap());
         async move {
-            grpc_response(frames_body(vec![
-                Frame::data(grpc_frame(false, b"ok")),
-                Frame::trailers(header_map(&[
-                    ("grpc-status", &status),
-                    ("grpc-message", "as asked"),
-                ])),
-            ]))
+            let _ = read_request(request.into_body()).await;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let trailers = header_map(&[("grpc-status", &status), ("grpc-message", "as asked")]);
+            if answers == 0 {
+                // Trailers-only: the status in the one HEADERS frame.
+                let mut response = grpc_response(frames_body(Vec::new()));
+                response.headers_mut().extend(trailers);
+                return response;
+            }
+            let mut frames: Vec<_> = (0..answers)
+                .map(|_| Frame::data(grpc_frame(false, b"ok")))
+                .collect();
+            frames.push(Frame::trailers(trailers));
+            grpc_response(frames_body(frames))
         }
     })
     .await;
@@ -230,6 +238,9 @@ async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_pro
     assert_eq!(attributes["rpc.grpc.status_code"], 0);
     assert_eq!(attributes["grpcproxy.request_bytes"], 7);
     assert_eq!(attributes["grpcproxy.response_bytes"], 7);
+    assert_eq!(attributes["grpcproxy.request_messages"], 1);
+    assert_eq!(attributes["grpcproxy.response_messages"], 1);
+    assert_eq!(span["events"], Value::Array(vec![]), "sent once: {span}");
     // The access log and the tap name the trace and the proxy's span.
     let logged = &lines(&access_log, 1)[0];
     assert_eq!(logged["trace_id"], TRACE, "{logged}");
@@ -323,6 +334,154 @@ async fn the_proxy_continues_the_callers_trace_and_the_backend_continues_the_pro
         exported.contains("grpcproxy_tracing_spans_total{result=\"dropped\"} 0"),
         "{exported}"
     );
+}
+
+/// The events of `span`, as (name, attributes), checked to fall within the span.
+fn events(span: &Value) -> Vec<(String, Value)> {
+    let (start, end) = (
+        span["start_time_unix_nano"].as_u64().unwrap(),
+        span["end_time_unix_nano"].as_u64().unwrap(),
+    );
+    let events = span["events"].as_array().unwrap();
+    events
+        .iter()
+        .map(|event| {
+            let at = event["time_unix_nano"].as_u64().unwrap();
+            assert!(start <= at && at <= end, "{event} outside the span {span}");
+            (
+                event["name"].as_str().unwrap().to_owned(),
+                event["attributes"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_hedges_mirrors_and_messages_are_on_the_span() {
+    let receiver = Receiver::start(&[]);
+    let (backend, seen) = backend().await;
+    let addr = backend.addr();
+    let config = format!(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+name = "retried"
+match.method = "Retried"
+cluster = "backend"
+retry = {{ on = ["unavailable"], attempts = 3, backoff = "1ms", max_backoff = "1ms" }}
+
+[[routes]]
+name = "hedged"
+match.method = "Hedged"
+cluster = "backend"
+hedge = {{ delay = "50ms", max = 2 }}
+
+[[routes]]
+name = "mirrored"
+match.method = "Mirrored"
+cluster = "backend"
+mirror = {{ cluster = "shadow", percent = 100 }}
+
+[[routes]]
+name = "r"
+cluster = "backend"
+
+[clusters.backend]
+endpoints = ["{addr}"]
+
+[clusters.shadow]
+endpoints = ["{addr}"]
+
+[tracing]
+otlp_endpoint = "http://127.0.0.1:{}"
+sample_rate = 1.0
+"#,
+        receiver.port
+    );
+    let (proxy, _file) = support::start_with_config(&config, 1);
+    let client = RawClient::connect(proxy.listening[0]).await;
+    let endpoint = Value::from(addr.to_string());
+    let call = |method: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let client = &client;
+        async move {
+            let path = format!("/shop.Greeter/{method}");
+            let body = frames_body(vec![Frame::data(grpc_frame(false, b"hi"))]);
+            let response = client.call(&path, header_map(headers), body).await;
+            response.grpc_status().map(str::to_owned)
+        }
+    };
+
+    // Every try fails with UNAVAILABLE (trailers-only, so retryable): two retries, each an
+    // event after the try it replaces, and the span ends with the last try's status.
+    let failing = &[("x-fail", "14"), ("x-answers", "0")];
+    assert_eq!(call("Retried", failing).await.as_deref(), Some("14"));
+    let span = receiver.next_span();
+    eprintln!("a retried call's span: {span}");
+    assert_eq!(span["attributes"]["grpcproxy.route"], "retried", "{span}");
+    assert_eq!(span["attributes"]["rpc.grpc.status_code"], 14);
+    let retries = events(&span);
+    assert_eq!(retries.len(), 2, "{span}");
+    for ((name, attributes), attempt) in retries.iter().zip([2, 3]) {
+        assert_eq!(name, "retry");
+        assert_eq!(attributes["grpcproxy.attempt"], attempt, "{span}");
+        assert_eq!(attributes["grpcproxy.previous_status_code"], 14, "{span}");
+        assert_eq!(attributes["grpcproxy.endpoint"], endpoint, "{span}");
+    }
+    // Each try went to the backend with the proxy's span as its parent.
+    let proxy_span = span["span_id"].as_str().unwrap();
+    let tries: Vec<String> = seen.lock().unwrap().drain(..).flatten().collect();
+    assert_eq!(tries.len(), 3, "{tries:?}");
+    assert!(tries.iter().all(|t| t.contains(proxy_span)), "{tries:?}");
+
+    // No answer within 50 ms: a hedge went out; the first answer won.
+    assert_eq!(
+        call("Hedged", &[("x-delay-ms", "300")]).await.as_deref(),
+        Some("0")
+    );
+    let span = receiver.next_span();
+    assert_eq!(span["attributes"]["grpcproxy.route"], "hedged", "{span}");
+    let hedges = events(&span);
+    assert_eq!(hedges.len(), 1, "{span}");
+    assert_eq!(hedges[0].0, "hedge");
+    assert_eq!(hedges[0].1["grpcproxy.attempt"], 2, "{span}");
+    assert_eq!(hedges[0].1["grpcproxy.endpoint"], endpoint, "{span}");
+    assert!(hedges[0].1.get("grpcproxy.previous_status_code").is_none());
+
+    // A mirrored call: the copy to the shadow is an event.
+    assert_eq!(call("Mirrored", &[]).await.as_deref(), Some("0"));
+    let span = receiver.next_span();
+    assert_eq!(span["attributes"]["grpcproxy.route"], "mirrored", "{span}");
+    let mirrors = events(&span);
+    assert_eq!(mirrors.len(), 1, "{span}");
+    assert_eq!(mirrors[0].0, "mirror");
+    assert_eq!(mirrors[0].1["grpcproxy.endpoint"], endpoint, "{span}");
+    assert!(mirrors[0].1.get("grpcproxy.attempt").is_none(), "{span}");
+
+    // Messages each way: three in two DATA frames (two in the first), four answers.
+    let two = [grpc_frame(false, b"a"), grpc_frame(false, b"bc")].concat();
+    let response = client
+        .call(
+            "/shop.Greeter/SayHello",
+            header_map(&[("x-answers", "4")]),
+            frames_body(vec![
+                Frame::data(two.into()),
+                Frame::data(grpc_frame(false, b"d")),
+            ]),
+        )
+        .await;
+    assert_eq!(response.grpc_status(), Some("0"));
+    let span = receiver.next_span();
+    let attributes = &span["attributes"];
+    assert_eq!(attributes["grpcproxy.request_messages"], 3, "{span}");
+    assert_eq!(attributes["grpcproxy.response_messages"], 4, "{span}");
+    assert_eq!(attributes["grpcproxy.request_bytes"], 5 * 3 + 4, "{span}");
+    assert_eq!(attributes["grpcproxy.response_bytes"], 7 * 4, "{span}");
+    assert!(events(&span).is_empty(), "{span}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,7 +90,7 @@ pub use codec::RawCodec;
 pub use director::{SingleUpstream, StreamDirector, Target};
 pub use header_edits::HeaderEdits;
 pub use http2::{Http2Settings, RecvBody};
-pub use observe::{CallObserver, CallRecord, SharedObserver};
+pub use observe::{Attempt, AttemptKind, CallObserver, CallRecord, SharedObserver};
 pub use proxy::{ProxyOptions, ProxyStats, ResponseBody, TransparentProxy};
 pub use register::{ProxyRoutes, RouteError};
 pub use upstream::{

@@ -41,6 +41,67 @@ pub struct CallRecord<'a> {
     pub trace_id: Option<&'a str>,
     /// The proxy's span id in that trace (16 hex digits), when traced.
     pub span_id: Option<&'a str>,
+    /// Messages that began in the request (counted from their 5-byte prefixes).
+    pub request_messages: u64,
+    /// Messages that began in the response.
+    pub response_messages: u64,
+    /// The tries beyond the first (retries, hedges) and the mirror, in the order they
+    /// went out; empty for a call sent once.
+    pub attempts: &'a [Attempt],
+}
+
+/// A try of a call beyond its first, or its mirror ([`CallRecord::attempts`]).
+///
+/// ```
+/// use grpcproxy::{Attempt, AttemptKind};
+///
+/// fn retries(attempts: &[Attempt]) -> usize {
+///     attempts.iter().filter(|a| a.kind == AttemptKind::Retry).count()
+/// }
+/// assert_eq!(retries(&[]), 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Why it went out.
+    pub kind: AttemptKind,
+    /// The try's number (the first try is 1); 0 for a mirror.
+    pub number: u32,
+    /// The backend it was sent to.
+    pub endpoint: Arc<str>,
+    /// When it went out.
+    pub at: SystemTime,
+    /// For a retry: the status of the try before it (`DEADLINE_EXCEEDED` for a try cut by
+    /// the per-try timeout).
+    pub after: Option<Code>,
+}
+
+/// Why a call was sent once more ([`Attempt::kind`]).
+///
+/// ```
+/// assert_eq!(grpcproxy::AttemptKind::Hedge.as_str(), "hedge");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The try before it failed with a status the retry policy retries.
+    Retry,
+    /// No try had answered within the hedging delay.
+    Hedge,
+    /// A copy of the call to the mirror (its answer goes nowhere).
+    Mirror,
+    /// A mirror the policy had no room for: no copy went out.
+    MirrorDropped,
+}
+
+impl AttemptKind {
+    /// The kind as a lowercase word (`retry`, `hedge`, `mirror`, `mirror_dropped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Hedge => "hedge",
+            Self::Mirror => "mirror",
+            Self::MirrorDropped => "mirror_dropped",
+        }
+    }
 }
 
 /// Told about every call it was attached to ([`Target::with_observer`](crate::Target::with_observer))

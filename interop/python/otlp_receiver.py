@@ -6,8 +6,9 @@ Usage: otlp_receiver.py [--http] [--delay-ms N]
 With --http it takes OTLP/HTTP instead (POST /v1/traces, application/x-protobuf).
 Prints `LISTENING <port>`, then per span: {"trace_id", "span_id", "parent_span_id" (hex),
 "name", "kind", "attributes" {key: value}, "status_code", "status_message",
-"service_name"}. With --delay-ms it waits that long before answering each export (a slow
-collector). Exits when its standard input closes.
+"service_name", "start_time_unix_nano", "end_time_unix_nano", "events" [{"name",
+"time_unix_nano", "attributes"}]}. With --delay-ms it waits that long before answering
+each export (a slow collector). Exits when its standard input closes.
 """
 
 import json
@@ -56,6 +57,16 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                         "status_code": span.status.code,
                         "status_message": span.status.message,
                         "service_name": resource.get("service.name"),
+                        "start_time_unix_nano": span.start_time_unix_nano,
+                        "end_time_unix_nano": span.end_time_unix_nano,
+                        "events": [
+                            {
+                                "name": event.name,
+                                "time_unix_nano": event.time_unix_nano,
+                                "attributes": {a.key: value_of(a.value) for a in event.attributes},
+                            }
+                            for event in span.events
+                        ],
                     }))
         with self.lock:
             for line in lines:

@@ -317,6 +317,9 @@ mod tests {
             user_agent: None,
             trace_id: None,
             span_id: None,
+            request_messages: 0,
+            response_messages: 0,
+            attempts: &[],
         }
     }
 

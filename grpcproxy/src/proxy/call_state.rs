@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use atomic_waker::AtomicWaker;
@@ -68,6 +68,10 @@ pub(crate) struct CallState {
     message: OnceLock<Box<str>>,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
+    request_messages: AtomicU64,
+    response_messages: AtomicU64,
+    /// Retries, hedges and the mirror, kept only for an observer.
+    attempts: Mutex<Vec<crate::Attempt>>,
     /// The message-queue tap of the call, when the queue wants it.
     tap: OnceLock<Arc<crate::mq::tap::CallTap>>,
     /// The mirror's watch on the call, when it is mirrored.
@@ -113,6 +117,9 @@ impl CallState {
             message: OnceLock::new(),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
+            request_messages: AtomicU64::new(0),
+            response_messages: AtomicU64::new(0),
+            attempts: Mutex::new(Vec::new()),
             tap: OnceLock::new(),
             mirror: OnceLock::new(),
             started: Instant::now(),
@@ -140,8 +147,8 @@ impl CallState {
         self.mirror.get()
     }
 
-    /// Whether anyone (observer or tap) wants the byte counts.
-    fn counting(&self) -> bool {
+    /// Whether anyone (observer or tap) wants the byte and message counts.
+    pub(crate) fn counting(&self) -> bool {
         self.record.get().is_some() || self.tap.get().is_some()
     }
 
@@ -165,15 +172,49 @@ impl CallState {
         );
     }
 
-    pub(crate) fn add_request_bytes(&self, n: usize) {
+    /// Counts `bytes` of request DATA in which `messages` messages began.
+    pub(crate) fn add_request(&self, bytes: usize, messages: u64) {
         if self.counting() {
-            self.request_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.request_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            if messages > 0 {
+                self.request_messages.fetch_add(messages, Ordering::Relaxed);
+            }
         }
     }
 
-    pub(crate) fn add_response_bytes(&self, n: usize) {
+    /// Counts `bytes` of response DATA in which `messages` messages began.
+    pub(crate) fn add_response(&self, bytes: usize, messages: u64) {
         if self.counting() {
-            self.response_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.response_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            if messages > 0 {
+                self.response_messages
+                    .fetch_add(messages, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records a try beyond the first (or the mirror) for the observer, if there is one.
+    pub(crate) fn attempted(
+        &self,
+        kind: crate::AttemptKind,
+        number: u32,
+        endpoint: &Arc<str>,
+        after: Option<tonic::Code>,
+    ) {
+        if self.record.get().is_some() {
+            let attempt = crate::Attempt {
+                kind,
+                number,
+                endpoint: endpoint.clone(),
+                at: SystemTime::now(),
+                after,
+            };
+            self.attempts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(attempt);
         }
     }
 
@@ -284,6 +325,7 @@ impl Drop for CallState {
                 response_bytes: self.response_bytes.load(Ordering::Relaxed),
             }));
         }
+        let attempts = std::mem::take(self.attempts.get_mut().unwrap_or_else(|e| e.into_inner()));
         if let Some(observed) = self.record.get() {
             let (backend, unreachable) = match self.failover.get() {
                 Some((used, unreachable)) => (used, Some(&**unreachable)),
@@ -304,6 +346,9 @@ impl Drop for CallState {
                 user_agent: observed.user_agent.as_ref().and_then(|v| v.to_str().ok()),
                 trace_id: None,
                 span_id: None,
+                request_messages: self.request_messages.load(Ordering::Relaxed),
+                response_messages: self.response_messages.load(Ordering::Relaxed),
+                attempts: &attempts,
             });
         }
         self.stats.live.fetch_sub(1, Ordering::AcqRel);

@@ -325,14 +325,21 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             headers.insert(GRPC_TIMEOUT, format_timeout(remaining));
         }
         let feed = overrides.mirror.and_then(|to| {
-            let (feed, watch) = mirror::start(
+            let endpoint = to.upstream.shared_address().clone();
+            let started = mirror::start(
                 *to,
                 &headers,
                 &call.path,
                 call.client_authority.clone(),
                 deadline,
                 state.tap(),
-            )?;
+            );
+            let kind = match started {
+                Some(_) => crate::AttemptKind::Mirror,
+                None => crate::AttemptKind::MirrorDropped,
+            };
+            state.attempted(kind, 0, &endpoint, None);
+            let (feed, watch) = started?;
             state.mirror_with(watch);
             Some(feed)
         });

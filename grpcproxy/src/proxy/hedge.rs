@@ -87,6 +87,7 @@ impl Route {
                 policy.stats().hedged();
                 tracing::debug!(attempt = sent, "hedging the call");
                 let (to, _) = self.endpoints_for(sent);
+                call.attempted(crate::AttemptKind::Hedge, sent, to.shared_address(), None);
                 let request = resend.request_for(to, body, sent, self.deadline);
                 racing.push((sent, send(sent, request)));
                 timer.as_mut().reset(Instant::now() + policy.delay());

@@ -25,36 +25,47 @@ pub(super) fn poll_skipping_empty_data<B: Body<Data = Bytes>>(
     }
 }
 
-/// Checks message prefixes against a size limit as DATA goes by.
+/// Reads message prefixes as DATA goes by: counts the messages that begin and checks
+/// their sizes against the limit.
 #[derive(Debug, Clone)]
-pub(super) struct MessageLimit {
+pub(super) struct MessageMeter {
     decoder: FrameDecoder,
-    max: u32,
+    max: Option<u32>,
 }
 
-impl MessageLimit {
-    pub(super) fn new(max: u32) -> Self {
-        Self {
+/// A message announced more than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TooLarge;
+
+impl MessageMeter {
+    /// A meter for a call's direction, when one is needed: there is a size limit, or
+    /// someone counts the call's messages.
+    pub(super) fn needed(max: Option<u32>, counting: bool) -> Option<Self> {
+        (max.is_some() || counting).then(|| Self {
             decoder: FrameDecoder::new(),
             max,
-        }
+        })
     }
 
     /// The limit, in bytes.
-    pub(super) fn max(&self) -> u32 {
+    pub(super) fn max(&self) -> Option<u32> {
         self.max
     }
 
-    /// True if a message in `chunk` announces more than the limit.
-    pub(super) fn exceeded_by(&mut self, chunk: &[u8]) -> bool {
-        let mut exceeded = false;
-        let max = self.max;
+    /// The number of messages that begin in `chunk`, or [`TooLarge`] when one announces
+    /// more than the limit.
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<u64, TooLarge> {
+        let (mut begun, mut largest) = (0u64, 0u32);
         self.decoder.feed(chunk, |event| {
             if let FrameEvent::Header(header) = event {
-                exceeded |= header.len > max;
+                begun += 1;
+                largest = largest.max(header.len);
             }
         });
-        exceeded
+        match self.max {
+            Some(max) if largest > max => Err(TooLarge),
+            _ => Ok(begun),
+        }
     }
 }
 
@@ -88,9 +99,20 @@ pub(super) mod tests {
 
     #[test]
     fn a_message_over_the_limit_is_seen_in_its_prefix() {
-        let mut limit = MessageLimit::new(4);
-        assert!(!limit.exceeded_by(&[0, 0, 0, 0, 4, 1, 2]));
-        assert!(!limit.exceeded_by(&[3, 4]));
-        assert!(limit.exceeded_by(&[0, 0, 0, 0, 5]));
+        let mut meter = MessageMeter::needed(Some(4), false).unwrap();
+        assert_eq!(meter.feed(&[0, 0, 0, 0, 4, 1, 2]), Ok(1));
+        assert_eq!(meter.feed(&[3, 4]), Ok(0));
+        assert_eq!(meter.feed(&[0, 0, 0, 0, 5]), Err(TooLarge));
+    }
+
+    #[test]
+    fn messages_are_counted_where_they_begin() {
+        assert!(MessageMeter::needed(None, false).is_none());
+        let mut meter = MessageMeter::needed(None, true).unwrap();
+        // Two whole messages in one chunk, then a third split inside its prefix.
+        assert_eq!(meter.feed(&[0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0]), Ok(2));
+        assert_eq!(meter.feed(&[0, 0, 2, 7]), Ok(1));
+        assert_eq!(meter.feed(&[8]), Ok(0));
+        assert_eq!(meter.feed(&[0, 0, 0, 0, 0]), Ok(1));
     }
 }

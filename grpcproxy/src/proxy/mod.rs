@@ -151,6 +151,9 @@ fn refusal_record<'a>(
         user_agent: None,
         trace_id: None,
         span_id: None,
+        request_messages: 0,
+        response_messages: 0,
+        attempts: &[],
     }
 }
 

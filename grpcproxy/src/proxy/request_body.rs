@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::call_state::{AbortReason, CallState};
-use super::messages::{poll_skipping_empty_data, MessageLimit};
+use super::messages::{poll_skipping_empty_data, MessageMeter};
 use super::request_copy::CopySender;
 use crate::boxed::BoxError;
 
@@ -36,7 +36,7 @@ pin_project! {
         #[pin]
         inner: B,
         call: Arc<CallState>,
-        limit: Option<MessageLimit>,
+        meter: Option<MessageMeter>,
         // Whether messages count as activity (a stream idle timeout is set).
         touch: bool,
         // The copy for the call's mirror, if it is mirrored.
@@ -48,8 +48,8 @@ impl<B> RequestBody<B> {
     pub(super) fn new(inner: B, call: Arc<CallState>, limit: Option<u32>, touch: bool) -> Self {
         Self {
             inner,
+            meter: MessageMeter::needed(limit, call.counting()),
             call,
-            limit: limit.map(MessageLimit::new),
             touch,
             mirror: None,
         }
@@ -100,13 +100,15 @@ where
         match poll_skipping_empty_data(inner.as_mut(), cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Some(limit) = this.limit.as_mut() {
-                        if limit.exceeded_by(data) {
+                    let messages = match this.meter.as_mut().map(|m| m.feed(data)) {
+                        Some(Err(_)) => {
                             this.call.abort(AbortReason::RequestTooLarge);
                             return Poll::Ready(Some(Err(aborted(AbortReason::RequestTooLarge))));
                         }
-                    }
-                    this.call.add_request_bytes(data.len());
+                        Some(Ok(messages)) => messages,
+                        None => 0,
+                    };
+                    this.call.add_request(data.len(), messages);
                     if *this.touch {
                         this.call.touch();
                     }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::call_state::{abort_status, AbortReason, CallState};
-use super::messages::{poll_skipping_empty_data, MessageLimit};
+use super::messages::{poll_skipping_empty_data, MessageMeter};
 use super::timeouts::{is_late_error, Timers};
 use crate::status::status_from_upstream_error;
 use crate::upstream::UpstreamBody;
@@ -94,7 +94,7 @@ pin_project! {
         #[pin]
         timers: Timers,
         guard: ResponseGuard,
-        limit: Option<MessageLimit>,
+        meter: Option<MessageMeter>,
         backend: Arc<str>,
     }
 }
@@ -125,13 +125,14 @@ impl ResponseBody {
             guard.call.touch(); // the response headers just arrived
         }
         let timers = Timers::new(deadline, idle, &guard.call);
+        let meter = MessageMeter::needed(limit, guard.call.counting());
         Self {
             inner: Inner::Forward {
                 forward: Forwarding {
                     upstream,
                     timers,
                     guard,
-                    limit: limit.map(MessageLimit::new),
+                    meter,
                     backend,
                 },
             },
@@ -178,7 +179,7 @@ impl Forwarding {
             Some(Ok(frame)) => frame,
             Some(Err(err)) => {
                 let status = match call.abort_reason() {
-                    Some(reason) => abort_status(reason, this.limit.as_ref().map(|l| l.max())),
+                    Some(reason) => abort_status(reason, this.meter.as_ref().and_then(|m| m.max())),
                     None => status_from_upstream_error(err.as_ref(), this.backend),
                 };
                 tracing::debug!(code = ?status.code(), message = status.message(), "backend stream failed");
@@ -187,13 +188,15 @@ impl Forwarding {
             None => return Poll::Ready(Step::End),
         };
         if let Some(data) = frame.data_ref() {
-            if let Some(limit) = this.limit.as_mut() {
-                if limit.exceeded_by(data) {
-                    let max = Some(limit.max());
+            let messages = match this.meter.as_mut().map(|m| m.feed(data)) {
+                Some(Err(_)) => {
+                    let max = this.meter.as_ref().and_then(|m| m.max());
                     return Poll::Ready(Self::abort(call, AbortReason::ResponseTooLarge, max));
                 }
-            }
-            call.add_response_bytes(data.len());
+                Some(Ok(messages)) => messages,
+                None => 0,
+            };
+            call.add_response(data.len(), messages);
             if this.timers.has_idle_timeout() {
                 call.touch();
             }

@@ -151,6 +151,12 @@ impl Route {
             tokio::time::sleep(wait).await;
             attempt += 1;
             let (to, alternate) = self.endpoints_for(attempt);
+            call.attempted(
+                crate::AttemptKind::Retry,
+                attempt,
+                to.shared_address(),
+                Some(code),
+            );
             let request = resend.request_for(to, body, attempt, self.deadline);
             let send = self.send_to(to, alternate, request, path, client_authority, call);
             tried = match policy.try_timeout() {

@@ -3,6 +3,43 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
 
+/// The trace headers a request carries, found in one pass over its header names (cheaper
+/// than a lookup per name: most calls carry none, and each lookup hashes its name).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Carried {
+    pub(super) traceparent: bool,
+    pub(super) tracestate: bool,
+    pub(super) census: bool,
+}
+
+impl Carried {
+    pub(super) fn in_headers(headers: &HeaderMap) -> Self {
+        let mut carried = Self::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "traceparent" => carried.traceparent = true,
+                "tracestate" => carried.tracestate = true,
+                super::census::KEY => carried.census = true,
+                _ => {}
+            }
+        }
+        carried
+    }
+
+    /// Removes the trace headers found, so that only the proxy's go on.
+    pub(super) fn remove_from(self, headers: &mut HeaderMap) {
+        if self.traceparent {
+            headers.remove("traceparent");
+        }
+        if self.tracestate {
+            headers.remove("tracestate");
+        }
+        if self.census {
+            headers.remove(super::census::KEY);
+        }
+    }
+}
+
 /// Reads trace context from request headers.
 pub(super) struct Extract<'a>(pub(super) &'a HeaderMap);
 

@@ -7,7 +7,8 @@
 //!   ignored, as W3C says), starts the span
 //!   (sampled as the tracer's sampler says: parent-based ratio in the binary), rewrites
 //!   `traceparent`/`tracestate` for the backend, and gives an observer that ends the span
-//!   with the call's status, endpoint and bytes.
+//!   with the call's status, endpoint, bytes and messages each way, and an event per retry,
+//!   hedge and mirror.
 //! - [`Traced`] wraps any [`StreamDirector`] with it.
 //! - [`SpanQueue`] exports finished spans without ever blocking a call: a bounded queue,
 //!   batches sent by a task, drops and failures counted.
@@ -39,7 +40,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 pub use queue::{SpanQueue, SpanQueueOptions, SpanQueueStats};
 
 use crate::{CallInfo, CallObserver, CallRecord, SharedObserver, StreamDirector, Target};
-use headers::{Extract, Inject};
+use headers::{Carried, Extract, Inject};
 
 /// Starts a span for each call it is given, continuing the caller's trace.
 ///
@@ -79,12 +80,15 @@ where
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Option<TracedCall<T::Span>> {
         let headers = call.metadata().as_ref();
-        let mut parent = self
-            .propagator
-            .extract_with_context(&Context::new(), &Extract(headers));
+        let carried = Carried::in_headers(headers);
+        let mut parent = if carried.traceparent {
+            self.propagator
+                .extract_with_context(&Context::new(), &Extract(headers))
+        } else {
+            Context::new()
+        };
         // No W3C context: an OpenCensus one, from older gRPC stacks.
-        let census = headers.contains_key(census::KEY);
-        if !parent.span().span_context().is_valid() {
+        if carried.census && !parent.span().span_context().is_valid() {
             if let Some(context) = census::extract(headers) {
                 parent = Context::new().with_remote_span_context(context);
             }
@@ -109,9 +113,7 @@ where
         }
         let context = span.span_context().clone();
         let headers = call.metadata_mut().as_mut();
-        headers.remove("traceparent");
-        headers.remove("tracestate");
-        headers.remove(census::KEY);
+        carried.remove_from(headers);
         if !(context.is_sampled() || has_parent) || !context.is_valid() {
             return None;
         }
@@ -119,7 +121,7 @@ where
             context.trace_id().to_string(),
             context.span_id().to_string(),
         );
-        if census {
+        if carried.census {
             // The backend reads the same kind of context it was sent, with the proxy's hop.
             headers.insert(census::KEY, census::encode(&context));
         }
@@ -164,8 +166,8 @@ impl<S> TracedCall<S> {
         }
     }
 
-    /// The observer that ends the span when the call is over (status, endpoint, bytes),
-    /// then tells `inner`.
+    /// The observer that ends the span when the call is over (status, endpoint, bytes and
+    /// messages each way, an event per retry, hedge and mirror), then tells `inner`.
     pub fn observer(self, inner: Option<SharedObserver>) -> SharedObserver
     where
         S: opentelemetry::trace::Span + Send + Sync + 'static,
@@ -196,7 +198,16 @@ where
                 KeyValue::new("grpcproxy.endpoint", call.backend.to_owned()),
                 KeyValue::new("grpcproxy.request_bytes", call.request_bytes as i64),
                 KeyValue::new("grpcproxy.response_bytes", call.response_bytes as i64),
+                KeyValue::new("grpcproxy.request_messages", call.request_messages as i64),
+                KeyValue::new("grpcproxy.response_messages", call.response_messages as i64),
             ]);
+            for attempt in call.attempts {
+                span.add_event_with_timestamp(
+                    attempt.kind.as_str(),
+                    attempt.at,
+                    attempt_attributes(attempt),
+                );
+            }
             if let Some(unreachable) = call.unreachable {
                 span.set_attribute(KeyValue::new(
                     "grpcproxy.unreachable",
@@ -217,6 +228,28 @@ where
             });
         }
     }
+}
+
+/// What a retry, hedge or mirror event on the span says of its try.
+fn attempt_attributes(attempt: &crate::Attempt) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(3);
+    if attempt.number > 0 {
+        attributes.push(KeyValue::new(
+            "grpcproxy.attempt",
+            i64::from(attempt.number),
+        ));
+    }
+    attributes.push(KeyValue::new(
+        "grpcproxy.endpoint",
+        attempt.endpoint.to_string(),
+    ));
+    if let Some(after) = attempt.after {
+        attributes.push(KeyValue::new(
+            "grpcproxy.previous_status_code",
+            after as i64,
+        ));
+    }
+    attributes
 }
 
 /// Any director, with every call traced by a [`CallTracer`].
