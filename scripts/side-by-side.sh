@@ -12,6 +12,7 @@
 #   TOP_A / TOP_B: TOML added at the end of that side's file (a table such as [tracing]).
 #   SHAPE_A / SHAPE_B: that side's load shape (default unary; web-unary is the same call as
 #   gRPC-Web, which needs grpc_web = true on the listener).
+#   GRPCPROXY_B: another build for side b (two builds side by side: GRPCPROXY for a).
 # At the end: each proxy's peak RSS (VmHWM) and its grpcproxy_mirror_calls_total lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +69,9 @@ endpoints = ["127.0.0.1:$backend_port"]
 $shadow_cluster
 $top
 EOF
-  "$proxy" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
+  binary=$proxy
+  [ "$side" = b ] && binary=${GRPCPROXY_B:-$proxy}
+  "$binary" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
   pids+=($!)
   pid[$side]=$!
   addr[$side]="127.0.0.1:$p"
@@ -98,7 +101,7 @@ PY
 done
 for side in a b; do
   echo "$side: peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/${pid[$side]}/status")" >&2
-  python3 -c "import urllib.request,sys; [print('$side:', l) for l in urllib.request.urlopen('http://${admin[$side]}/metrics').read().decode().splitlines() if l.startswith(('grpcproxy_mirror_calls_total', 'grpcproxy_tracing_spans_total'))]" >&2
+  python3 -c "import urllib.request,sys; [print('$side:', l) for l in urllib.request.urlopen('http://${admin[$side]}/metrics').read().decode().splitlines() if l.startswith(('grpcproxy_mirror_calls_total', 'grpcproxy_tracing_spans_total', 'grpcproxy_tap_events_'))]" >&2
 done
 python3 - "$dir/a.results" "$dir/b.results" <<'PY'
 import statistics, sys

@@ -14,7 +14,7 @@ if ! cmp -s requirements.txt "$venv/installed-requirements.txt"; then
   cp requirements.txt "$venv/installed-requirements.txt"
 fi
 "$venv/bin/kubernetes-validate" --strict --kubernetes-version 1.37.0 --quiet \
-  configmap.yaml deployment.yaml service.yaml pdb.yaml
+  configmap.yaml deployment.yaml service.yaml pdb.yaml hpa.yaml backend-headless.yaml
 config=$(mktemp --suffix .toml)
 trap 'rm -f "$config"' EXIT
 "$venv/bin/python" - "$config" <<'PY'
@@ -25,4 +25,4 @@ open(sys.argv[1], "w").write(data)
 PY
 # (its DNS warning about names that only resolve inside a cluster is expected here)
 "$binary" check-config "$config" >/dev/null 2>&1 || "$binary" check-config "$config"
-echo "deploy/kubernetes: 4 manifests valid for Kubernetes 1.37, configuration checked"
+echo "deploy/kubernetes: 6 manifests valid for Kubernetes 1.37, configuration checked"

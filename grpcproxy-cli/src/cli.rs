@@ -43,8 +43,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
     log_format: logging::Format,
-    /// This process's name in the tap's events (default: the host name, which is the pod's
-    /// name on Kubernetes): replicas publishing to one stream each say who they are.
+    /// This process's name in the tap's events (wins over tap.instance; default: the host
+    /// name, which is the pod's name on Kubernetes, the process id and the start time):
+    /// replicas publishing to one stream each say who they are.
     #[arg(long, global = true)]
     instance: Option<String>,
     /// Threads that run calls (default: server.worker_threads, else one per core).
@@ -177,7 +178,15 @@ pub fn main() -> std::process::ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             (None, _, _, Some((loaded, prepared))) => {
-                let instance = cli.instance.unwrap_or_else(crate::tap::host_name);
+                let configured = loaded.config.tap.as_ref();
+                let configured = configured.and_then(|t| t.get_ref().instance.clone());
+                let instance = match cli.instance.or(configured) {
+                    Some(name) if !crate::config::valid_instance(&name) => anyhow::bail!(
+                        "--instance {name:?} is not 1 to 128 visible characters without spaces"
+                    ),
+                    Some(name) => name,
+                    None => crate::tap::default_instance(),
+                };
                 run::run(loaded, prepared, threads, instance)
                     .await
                     .map(done)

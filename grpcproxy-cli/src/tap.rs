@@ -19,8 +19,21 @@ pub(crate) enum TapQueue {
     File(Filtered<FileQueue>),
 }
 
-/// The host name (on Kubernetes, the pod's name): the default `--instance`.
-pub(crate) fn host_name() -> String {
+/// The default `--instance`: the host name (on Kubernetes, the pod's name), the process id
+/// and the start time (UTC, to the second), e.g. `edge-7f9c-1-20261129T091500Z`: unique per
+/// start, so a restarted process (a container restarted in its pod keeps the pod's name
+/// and often pid 1) never reuses its earlier self's call ids.
+pub(crate) fn default_instance() -> String {
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = started
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    format!("{}-{}-{compact}", host_name(), std::process::id())
+}
+
+/// The host name (on Kubernetes, the pod's name).
+fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -76,11 +89,12 @@ impl TapQueue {
                         TapStorage::File => StreamStorage::File,
                         TapStorage::Memory => StreamStorage::Memory,
                     },
+                    replicas: tap.replicas,
                 },
                 instance,
                 ..NatsOptions::new(url)
             };
-            tracing::info!(url = %redact_url(url), "tap publishing to NATS");
+            tracing::info!(url = %redact_url(url), instance = %options.instance, "tap publishing to NATS");
             return Ok(TapQueue::Nats(Filtered::new(
                 NatsQueue::start(options),
                 tap.methods.clone(),
@@ -99,9 +113,10 @@ impl TapQueue {
             instance,
             ..FileOptions::new(&path)
         };
+        let instance = options.instance.clone();
         let queue = FileQueue::start(options)
             .map_err(|e| anyhow::anyhow!("tap.file: cannot open {path}: {e}"))?;
-        tracing::info!(path, "tap recording to a file");
+        tracing::info!(path, %instance, "tap recording to a file");
         Ok(TapQueue::File(filter(queue)))
     }
 }

@@ -142,10 +142,19 @@ async fn replay_both_ways(source: &[String], original: &TestServer) {
     }
     // PingResponse { value: "unary", counter: 42 → 43, payload }: field 2's varint is the
     // byte after "unary" (tag 0x0a, length 5, 5 bytes, tag 0x10).
+    // Calls are named by the instance that recorded them and their id there.
+    let instance = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("DIFFER call ")?
+                .split_once('/')
+                .map(|(i, _)| i)
+        })
+        .expect("a DIFFER line");
     assert!(
-        out.contains(
-            "DIFFER call 1 /grpcproxy.testing.TestService/Ping\n         response message 0: 312 bytes, first difference at byte 8 (recorded 0x2a, replayed 0x2b)\n"
-        ),
+        out.contains(&format!(
+            "DIFFER call {instance}/1 /grpcproxy.testing.TestService/Ping\n         response message 0: 312 bytes, first difference at byte 8 (recorded 0x2a, replayed 0x2b)\n"
+        )),
         "{out}"
     );
     assert!(

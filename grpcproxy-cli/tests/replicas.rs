@@ -3,7 +3,9 @@
 //! `server.max_connection_age = "2s"` its clients' connections move (GOAWAY, reconnect) and
 //! the new replica gets a share of the calls within 10 s; without it, it gets none: the
 //! HTTP/2 connections never move (grpc/grpc #7957). Shares are read from each replica's
-//! `/metrics`, and printed.
+//! `/metrics`, and printed. And a rolling restart (SIGTERM, drain, start again, one replica
+//! at a time) under 8 grpcio client loops fails no call, with HAProxy checking each
+//! replica's `/ready` and sending a refused connection to another replica.
 
 mod support;
 
@@ -48,18 +50,40 @@ fn haproxy_binary() -> PathBuf {
 }
 
 impl Haproxy {
+    /// Checked by connecting to each replica's port.
     fn start(replicas: &[SocketAddr]) -> Self {
-        let addr = free_addr();
         let servers: String = replicas
             .iter()
             .enumerate()
             .map(|(i, r)| format!("  server r{i} {r} check inter 200ms fall 1 rise 1\n"))
             .collect();
+        Self::start_with(&servers, "")
+    }
+
+    /// As a rolling restart wants it: each replica checked on its admin `/ready` (503
+    /// once it drains), and a connection that a replica refuses sent to another one.
+    fn start_ready_checked(replicas: &[(SocketAddr, SocketAddr)]) -> Self {
+        let servers: String = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, (r, admin))| {
+                format!(
+                    "  server r{i} {r} check port {} inter 200ms fall 1 rise 2\n",
+                    admin.port()
+                )
+            })
+            .collect();
+        let options = "  option httpchk GET /ready\n  option redispatch\n  retries 3\n";
+        Self::start_with(&servers, options)
+    }
+
+    fn start_with(servers: &str, backend_options: &str) -> Self {
+        let addr = free_addr();
         let config = format!(
             "global\n  maxconn 1000\n\
              defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
              frontend grpc\n  bind {addr}\n  default_backend replicas\n\
-             backend replicas\n  balance roundrobin\n{servers}"
+             backend replicas\n  balance roundrobin\n{backend_options}{servers}"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
@@ -95,6 +119,79 @@ fn replica(
          [[routes]]\ncluster = \"ping\"\n[clusters.ping]\nendpoints = [\"{backend}\"]\n"
     );
     support::start_with_config(&config, 1)
+}
+
+/// A replica on fixed listener and admin addresses (so that it can restart on them).
+fn fixed_replica(
+    address: SocketAddr,
+    admin: SocketAddr,
+    backend: SocketAddr,
+) -> (support::Proxy, tempfile::NamedTempFile) {
+    let config = format!(
+        "[server]\ndrain_timeout = \"10s\"\n[admin]\naddress = \"{admin}\"\n\
+         [[listeners]]\naddress = \"{address}\"\n\
+         [[routes]]\ncluster = \"ping\"\n[clusters.ping]\nendpoints = [\"{backend}\"]\n"
+    );
+    support::start_with_config(&config, 1)
+}
+
+/// grpcio clients calling in loops (`interop/python/call_loops.py`), one channel each.
+struct CallLoops {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for CallLoops {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl CallLoops {
+    /// `loops` channels to `target` calling Ping("roll"); returns once each has had an
+    /// answer.
+    fn start(target: SocketAddr, loops: usize) -> Self {
+        use std::io::BufRead;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/python");
+        let python = dir.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "the Python peers are missing: run `bash interop/install.sh` (scripts/test.sh does)"
+        );
+        // PingRequest { value: "roll" }
+        let request = "0a04726f6c6c";
+        let mut child = Command::new(python)
+            .arg(dir.join("call_loops.py"))
+            .args([&target.to_string(), &loops.to_string()])
+            .args(["/grpcproxy.testing.TestService/Ping", request])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = stdout.next().expect("the loops start").unwrap();
+        assert_eq!(first, "STARTED");
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Stops the loops: (calls that succeeded, calls that failed, the failures by kind).
+    fn finish(mut self) -> (u64, u64, serde_json::Value) {
+        drop(self.stdin.take());
+        let line = self.stdout.next().expect("the loops report").unwrap();
+        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (
+            report["ok"].as_u64().unwrap(),
+            report["failed"].as_u64().unwrap(),
+            report["errors"].clone(),
+        )
+    }
 }
 
 /// Calls the replica served so far.
@@ -174,4 +271,50 @@ async fn a_new_replica_gets_a_share_only_when_connections_age() {
         "without an age no connection moves: {pinned:?}"
     );
     assert!(pinned[..3].iter().all(|&calls| calls > 0), "{pinned:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_call() {
+    let (backend, _service) = ping_backend().await;
+    let slots: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+    let mut replicas: Vec<_> = slots
+        .iter()
+        .map(|(address, admin)| fixed_replica(*address, *admin, backend.addr()))
+        .collect();
+    let haproxy = Haproxy::start_ready_checked(&slots);
+    // Two passing checks (200 ms apart) put each replica in rotation.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loops = tokio::task::spawn_blocking(move || CallLoops::start(haproxy.addr, 8))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    for (i, (address, admin)) in slots.iter().enumerate() {
+        // SIGTERM, drain (GOAWAY; in-flight calls finish), exit; then start it again.
+        let served_before = served(&replicas[i].0);
+        support::sigterm(&replicas[i].0);
+        let status = support::wait_exit(&mut replicas[i].0, Duration::from_secs(20));
+        assert!(status.success(), "replica {i}: {status:?}");
+        replicas[i] = fixed_replica(*address, *admin, backend.addr());
+        eprintln!("replica {i} restarted (it had served {served_before} calls)");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let took = started.elapsed();
+    let (ok, failed, errors) = tokio::task::spawn_blocking(move || loops.finish())
+        .await
+        .unwrap();
+    let now: Vec<u64> = replicas.iter().map(|(r, _)| served(r)).collect();
+    eprintln!(
+        "rolling restart of 3 replicas in {took:?} under 8 grpcio loops: {ok} calls ok, {failed} failed {errors}; served since the restarts {now:?}"
+    );
+    assert_eq!(failed, 0, "{errors}");
+    assert!(ok > 1000, "the loops kept calling: {ok}");
+    // The connections of each replica restarted went to the others: the first two
+    // restarted serve again (the last one gets connections only as clients reconnect,
+    // which without max_connection_age they no longer do).
+    assert!(
+        now[0] > 0 && now[1] > 0,
+        "the restarted replicas serve again: {now:?}"
+    );
 }

@@ -250,6 +250,19 @@ fn tap_credentials_and_files_are_checked() {
                 missing.display()
             ),
         ),
+        (
+            "nats_url = \"nats://n:4222\"\nreplicas = 7\n".to_string(),
+            "tap.replicas: 7 is not 1 to 5 (the copies JetStream keeps of the stream)".to_string(),
+        ),
+        (
+            "file = \"t.pb\"\nreplicas = 3\n".to_string(),
+            "tap.replicas: only for nats_url".to_string(),
+        ),
+        (
+            "file = \"t.pb\"\ninstance = \"edge 1\"\n".to_string(),
+            "tap.instance: \"edge 1\" is not 1 to 128 visible characters without spaces"
+                .to_string(),
+        ),
     ];
     for (tap, message) in cases {
         let file = support::write_config(&format!(
@@ -262,6 +275,24 @@ fn tap_credentials_and_files_are_checked() {
             "{tap}: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_bad_instance_name_on_the_command_line_is_refused() {
+    let file = support::write_config(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n\
+         [clusters.c]\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpcproxy"))
+        .args(["--config", file.path().to_str().unwrap(), "--instance", ""])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--instance \"\" is not 1 to 128 visible characters without spaces"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,3 +96,62 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }
+
+/// A JetStream cluster of nats-servers on loopback, each routed to the others (one
+/// cluster name, a server name each); nodes can be killed one by one.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The nodes, in the order they were started.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `nodes` servers (3 for an R3 stream). JetStream elects its meta leader a
+    /// few seconds later: clients that create streams must retry until then.
+    pub fn start(nodes: usize) -> Self {
+        let cluster_ports: Vec<u16> = (0..nodes)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let routes = routes.join(",");
+        let nodes = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let name = format!("n{i}");
+                let cluster = format!("nats://127.0.0.1:{port}");
+                NatsServer::start_with(&[
+                    "--server_name",
+                    &name,
+                    "--cluster_name",
+                    "grpcproxy-test",
+                    "--cluster",
+                    &cluster,
+                    "--routes",
+                    &routes,
+                ])
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// The client URLs of the nodes still running, comma-separated.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(NatsServer::url)
+            .collect();
+        urls.join(",")
+    }
+}

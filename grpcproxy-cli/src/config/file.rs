@@ -109,6 +109,12 @@ pub(crate) struct Tap {
     /// Where that stream lives: `file` or `memory`.
     #[serde(default)]
     pub(crate) storage: TapStorage,
+    /// Copies of that stream a JetStream cluster keeps (1 to 5): 3 survives a node's loss.
+    #[serde(default = "one")]
+    pub(crate) replicas: usize,
+    /// This process's name in its events (and the NATS header `Grpcproxy-Instance`);
+    /// default: the host name, the process id and the start time. `--instance` wins.
+    pub(crate) instance: Option<String>,
     /// How long an unacknowledged event is published again (deduplicated by its message
     /// id) before it counts as failed.
     #[serde(default = "publish_retry", with = "super::duration")]
@@ -507,6 +513,12 @@ fn one() -> usize {
     1
 }
 
+/// Whether `name` can name a process in tap events and a NATS header: 1 to 128 visible
+/// ASCII characters.
+pub(crate) fn valid_instance(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
 }
@@ -753,6 +765,7 @@ impl Config {
                 ("credentials_file", t.credentials_file.is_some()),
                 ("token_file", t.token_file.is_some()),
                 ("tls", t.tls.is_some()),
+                ("replicas", t.replicas != 1),
             ];
             for (field, given) in nats_only {
                 if given && t.nats_url.is_none() {
@@ -821,6 +834,21 @@ impl Config {
                 problems.push(Problem::new(
                     tap.span(),
                     format!("tap.sample_rate: {} is not between 0 and 1", t.sample_rate),
+                ));
+            }
+            if !(1..=5).contains(&t.replicas) {
+                problems.push(Problem::new(
+                    tap.span(),
+                    format!(
+                        "tap.replicas: {} is not 1 to 5 (the copies JetStream keeps of the stream)",
+                        t.replicas
+                    ),
+                ));
+            }
+            if let Some(instance) = t.instance.as_deref().filter(|i| !valid_instance(i)) {
+                problems.push(Problem::new(
+                    tap.span(),
+                    format!("tap.instance: {instance:?} is not 1 to 128 visible characters without spaces"),
                 ));
             }
         }

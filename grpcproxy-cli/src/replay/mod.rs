@@ -26,7 +26,8 @@ pub(crate) struct ReplayArgs {
     /// A tap file (protobuf or JSON lines); repeat for rotated files, oldest first.
     #[arg(long)]
     file: Vec<PathBuf>,
-    /// Read the recording from this NATS server's JetStream (with --stream).
+    /// Read the recording from this NATS server's JetStream (with --stream); a cluster's
+    /// servers comma-separated.
     #[arg(long, requires = "stream")]
     nats: Option<String>,
     /// The JetStream stream the tap published to.
@@ -38,6 +39,9 @@ pub(crate) struct ReplayArgs {
     /// Only calls whose method starts with this (`/pkg.Service/`); repeatable.
     #[arg(long)]
     filter: Vec<String>,
+    /// Only calls recorded by this proxy instance (its `--instance`); repeatable.
+    #[arg(long)]
+    instance: Vec<String>,
     /// Start at most this many calls per second (default: as fast as they finish).
     #[arg(long)]
     rate: Option<f64>,
@@ -93,6 +97,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<Summary> {
     let calls: Vec<RecordedCall> = recording::calls(source.events().await?)
         .into_iter()
         .filter(|c| args.filter.is_empty() || args.filter.iter().any(|f| c.method.starts_with(f)))
+        .filter(|c| args.instance.is_empty() || args.instance.contains(&c.instance))
         .collect();
     println!(
         "replaying {} recorded calls against {}",
@@ -152,7 +157,10 @@ async fn report(
             return println!("FAIL   a replay task ended abnormally: {e}");
         }
     };
-    let who = format!("call {} {}", call.call_id, call.method);
+    let who = match call.instance.as_str() {
+        "" => format!("call {} {}", call.call_id, call.method),
+        instance => format!("call {instance}/{} {}", call.call_id, call.method),
+    };
     match verdict {
         Verdict::Match => {
             summary.matched += 1;

@@ -22,6 +22,8 @@ impl RecordedMessage {
 /// One call as the tap saw it.
 #[derive(Debug, Clone)]
 pub(crate) struct RecordedCall {
+    /// The proxy process that recorded it (empty in recordings from before instances).
+    pub(crate) instance: String,
     pub(crate) call_id: u64,
     pub(crate) method: String,
     pub(crate) metadata: Vec<wire::Metadata>,
@@ -72,8 +74,11 @@ pub(crate) fn calls(events: impl IntoIterator<Item = wire::TapEvent>) -> Vec<Rec
         let instance = event.instance;
         match event.event {
             Some(Kind::Started(started)) => {
-                index.insert((instance, started.call_id), calls.len());
+                // A process restarted under the same name counts its call ids from 1
+                // again: a call id seen before starts a new call, and what follows is its.
+                index.insert((instance.clone(), started.call_id), calls.len());
                 calls.push(RecordedCall {
+                    instance,
                     call_id: started.call_id,
                     method: started.method,
                     metadata: started.metadata,
@@ -197,6 +202,28 @@ mod tests {
         assert_eq!(calls[0].requests[0].payload, &b"from a"[..]);
         assert_eq!(calls[1].requests[0].payload, &b"from b"[..]);
         assert!(calls.iter().all(|c| c.unreplayable().is_none()));
+    }
+
+    #[test]
+    fn a_process_restarted_under_its_name_starts_new_calls_with_old_ids() {
+        let from = |event: TapEvent| TapEvent {
+            instance: "edge-1".into(),
+            ..event
+        };
+        let calls = calls([
+            from(start(1)),
+            from(message(1, wire::Direction::Request, 0, b"before")),
+            from(end(1, 1, 0)),
+            // Restarted: call ids count from 1 again.
+            from(start(1)),
+            from(message(1, wire::Direction::Request, 0, b"after")),
+            from(end(1, 1, 0)),
+        ]);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].requests[0].payload, &b"before"[..]);
+        assert_eq!(calls[1].requests[0].payload, &b"after"[..]);
+        assert!(calls.iter().all(|c| c.unreplayable().is_none()));
+        assert!(calls.iter().all(|c| c.instance == "edge-1"));
     }
 
     #[test]

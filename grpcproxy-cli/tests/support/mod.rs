@@ -213,8 +213,8 @@ pub fn wait_exit(proxy: &mut Proxy, within: Duration) -> ExitStatus {
     }
 }
 
-/// A string field of a JSON log line.
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
+/// The string value of `name` in a JSON log line.
+pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
     let key = format!("\"{name}\":\"");
     let start = line
         .find(&key)

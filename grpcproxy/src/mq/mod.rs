@@ -52,7 +52,7 @@ pub use file::{FileOptions, FileQueue};
 pub use filter::Filtered;
 pub use memory::MemoryQueue;
 #[cfg(feature = "nats")]
-pub use nats::{NatsOptions, NatsQueue, StreamLimits, StreamStorage};
+pub use nats::{NatsOptions, NatsQueue, StreamLimits, StreamStorage, INSTANCE_HEADER};
 #[cfg(feature = "nats")]
 pub use nats_options::NatsTls;
 pub use redact::redact_url;

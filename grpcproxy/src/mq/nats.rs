@@ -14,6 +14,14 @@ use super::redact::redact_url;
 use super::wire;
 use super::{MessageQueue, QueueStats, TapEvent};
 
+/// The NATS header every tap message carries when the queue has an instance
+/// ([`NatsOptions::instance`]): which proxy process published it.
+///
+/// ```
+/// assert_eq!(grpcproxy::mq::INSTANCE_HEADER, "Grpcproxy-Instance");
+/// ```
+pub const INSTANCE_HEADER: &str = "Grpcproxy-Instance";
+
 /// A [`MessageQueue`] that publishes every event, protobuf-encoded
 /// ([`wire::TapEvent`]), to NATS JetStream. The call path only hands events to a bounded
 /// channel; a background task publishes them, reconnects with backoff when the broker goes
@@ -178,7 +186,14 @@ async fn publish_loop(
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Content-Type", options.encoding.content_type());
-        headers.insert("Nats-Msg-Id", ids.next());
+        // `<publisher>-<n>`, n in publish order: JetStream stores an event published again
+        // once, and readers put events that landed late (published again after a lost
+        // acknowledgement) back in their publisher's order.
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, ids.next());
+        if !options.instance.is_empty() {
+            // Readers can pick an instance's events without decoding them.
+            headers.insert(INSTANCE_HEADER, options.instance.as_str());
+        }
         // The first attempt goes out here, in event order; the acknowledgement (and any
         // retry, deduplicated by the message id) is awaited off this loop.
         let message = nats_publish::Message {

@@ -8,14 +8,15 @@ pub(crate) enum UrlCredentials {
     Token(String),
 }
 
-/// The server URLs without their userinfo, and the first credentials they carried
-/// (percent-decoded).
-pub(crate) fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) {
+/// The server URLs (comma-separated in `urls`), each without its userinfo, and the first
+/// credentials they carried (percent-decoded).
+pub(crate) fn split_credentials(urls: &str) -> (Vec<String>, Option<UrlCredentials>) {
     let mut found = None;
     let stripped: Vec<String> = urls
         .split(',')
         .map(|text| {
-            let Ok(mut url) = url::Url::parse(text.trim()) else {
+            let text = text.trim();
+            let Ok(mut url) = url::Url::parse(text) else {
                 return text.to_owned(); // host:port without a scheme: no userinfo either
             };
             if url.username().is_empty() {
@@ -36,8 +37,9 @@ pub(crate) fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) 
             let _ = url.set_password(None);
             url.to_string()
         })
+        .filter(|text: &String| !text.is_empty())
         .collect();
-    (stripped.join(","), found)
+    (stripped, found)
 }
 
 /// Connects (retrying in the background until the broker is up), with `options`'
@@ -88,7 +90,7 @@ pub(crate) async fn connect(
 async fn apply(
     options: &super::nats_options::NatsOptions,
     mut connect: async_nats::ConnectOptions,
-) -> std::io::Result<(async_nats::ConnectOptions, String)> {
+) -> std::io::Result<(async_nats::ConnectOptions, Vec<String>)> {
     let (urls, from_url) = split_credentials(&options.url);
     if let Some(path) = &options.credentials_file {
         connect = connect.credentials_file(path).await.map_err(|e| {
@@ -127,7 +129,7 @@ mod tests {
     #[test]
     fn credentials_leave_the_url() {
         let (urls, found) = split_credentials("nats://al%40ce:S3cret%21@127.0.0.1:4222");
-        assert_eq!(urls, "nats://127.0.0.1:4222");
+        assert_eq!(urls, ["nats://127.0.0.1:4222"]);
         assert_eq!(
             found,
             Some(UrlCredentials::UserPassword(
@@ -135,12 +137,13 @@ mod tests {
                 "S3cret!".into()
             ))
         );
-        let (urls, found) = split_credentials("nats://t0k@a:1,nats://b:2,127.0.0.1:3");
-        assert_eq!(urls, "nats://a:1,nats://b:2,127.0.0.1:3");
+        // A cluster: every server is given to the client, each on its own.
+        let (urls, found) = split_credentials("nats://t0k@a:1, nats://b:2,127.0.0.1:3");
+        assert_eq!(urls, ["nats://a:1", "nats://b:2", "127.0.0.1:3"]);
         assert_eq!(found, Some(UrlCredentials::Token("t0k".into())));
         assert_eq!(
             split_credentials("nats://127.0.0.1:4222"),
-            ("nats://127.0.0.1:4222".into(), None)
+            (vec!["nats://127.0.0.1:4222".to_owned()], None)
         );
     }
 }

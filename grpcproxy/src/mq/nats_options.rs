@@ -75,6 +75,9 @@ pub struct StreamLimits {
     pub max_age: Duration,
     /// Where the stream lives: on disk (default) or in memory.
     pub storage: StreamStorage,
+    /// Copies of each event the JetStream cluster keeps (1 to 5; default 1): with 3, the
+    /// stream survives the loss of one node.
+    pub replicas: usize,
 }
 
 impl Default for StreamLimits {
@@ -83,6 +86,7 @@ impl Default for StreamLimits {
             max_bytes: 1 << 30,
             max_age: Duration::from_secs(24 * 3600),
             storage: StreamStorage::File,
+            replicas: 1,
         }
     }
 }

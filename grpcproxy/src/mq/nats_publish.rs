@@ -23,6 +23,7 @@ pub(crate) async fn ensure_stream(jetstream: &Context, name: &str, options: &Nat
             StreamStorage::Memory => stream::StorageType::Memory,
         },
         discard: stream::DiscardPolicy::Old,
+        num_replicas: limits.replicas,
         ..Default::default()
     };
     let mut delay = Duration::from_millis(100);
