@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/peers.sh
 install_peers nginx-light haproxy nghttp2-client
-cargo build --release --locked -p grpcproxy-cli -p grpcproxy-bench
+cargo build --release --locked -p grpcproxy-cli -p grpcproxy-bench --bins --examples
 exec target/release/grpcproxy-bench compare "$@"

@@ -26,7 +26,7 @@ cargo test --workspace --doc --all-features --locked 2>&1 | tee -a "$log"
 cargo test --manifest-path fuzz/Cargo.toml --locked 2>&1 | tee -a "$log"
 # The benchmark harness end to end on a short run: every target started, every scenario
 # driven, the report written (no timing is asserted; debug builds).
-cargo build --locked -q -p grpcproxy-cli -p grpcproxy-bench
+cargo build --locked -q -p grpcproxy-cli -p grpcproxy-bench --bins --examples
 # The Kubernetes manifests: schema-valid (pinned validator) and their configuration
 # accepted by check-config.
 bash deploy/kubernetes/validate.sh target/debug/grpcproxy
@@ -34,6 +34,7 @@ bench_out=$(mktemp -d)
 trap 'rm -f "$log"; rm -rf "$bench_out"' EXIT
 target/debug/grpcproxy-bench compare --quick --out "$bench_out" 2>&1 | tail -n 3
 grep -q "unary 8×32 16 B" "$bench_out/BENCHMARKS.md"
+grep -q "| h2 floor |" "$bench_out/BENCHMARKS.md"
 
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "tests: %d passed, %d failed\n", passed, failed; exit failed > 0 }' "$log"

@@ -147,7 +147,7 @@ pub(crate) async fn run(mut args: CompareArgs) -> anyhow::Result<()> {
             for target in order.map(|i| &running[i]) {
                 let sample = measure(scenario, target, round, &args).await?;
                 eprintln!(
-                    "round {} {:<30} {:<14} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  cpu {}",
+                    "round {} {:<30} {:<14} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  cpu {}  switches {}",
                     round + 1,
                     scenario.name,
                     target.kind.name(),
@@ -156,7 +156,10 @@ pub(crate) async fn run(mut args: CompareArgs) -> anyhow::Result<()> {
                     sample.report.latency_us.p99,
                     sample
                         .cpu_us_per_op
-                        .map_or("—".into(), |c| format!("{c:.1} µs/op"))
+                        .map_or("—".into(), |c| format!("{c:.1} µs/op")),
+                    sample
+                        .switches_per_op
+                        .map_or("—".into(), |c| format!("{c:.2}/op"))
                 );
                 samples.push(sample);
             }
@@ -211,9 +214,10 @@ async fn measure(
     load::run(&load).await?;
     load.duration = args.duration;
     let pids = target.pids();
-    let before = procfs::cpu_seconds(&pids);
+    let (before, switched) = (procfs::cpu_seconds(&pids), procfs::context_switches(&pids));
     let report = load::run(&load).await?;
     let cpu = procfs::cpu_seconds(&pids) - before;
+    let switches = procfs::context_switches(&pids) - switched;
     anyhow::ensure!(
         report.ops > 0,
         "{} on {}: no operation succeeded ({})",
@@ -226,6 +230,7 @@ async fn measure(
         target: target.kind,
         round,
         cpu_us_per_op: (!pids.is_empty()).then(|| cpu * 1e6 / report.ops as f64),
+        switches_per_op: (!pids.is_empty()).then(|| switches as f64 / report.ops as f64),
         report,
     })
 }

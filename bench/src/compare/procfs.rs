@@ -19,6 +19,26 @@ pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// Context switches so far of every thread of `pids`, voluntary (a thread that waits: a
+/// wake-up later) and not: what a call costs in hand-offs between threads and sleeps.
+pub(crate) fn context_switches(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Peak resident set size of `pids` together, in KiB (VmHWM).
 pub(crate) fn peak_rss_kib(pids: &[u32]) -> u64 {
     pids.iter()
@@ -69,6 +89,10 @@ mod tests {
         }
         assert!(super::cpu_seconds(&[me]) > 0.0);
         assert!(super::peak_rss_kib(&[me]) > 0);
+        // A sleep is a voluntary switch of this thread.
+        let before = super::context_switches(&[me]);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(super::context_switches(&[me]) > before);
         assert_eq!(super::with_children(me)[0], me);
     }
 }

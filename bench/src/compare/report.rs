@@ -18,6 +18,9 @@ pub(crate) struct Sample {
     pub(crate) report: Report,
     /// Proxy CPU (user + system) per operation over the run, µs; none for direct.
     pub(crate) cpu_us_per_op: Option<f64>,
+    /// The proxy's context switches (every thread, voluntary or not) per operation: its
+    /// wake-ups and hand-offs; none for direct.
+    pub(crate) switches_per_op: Option<f64>,
 }
 
 /// One h2load run (the independent cross-check).
@@ -65,6 +68,7 @@ pub(crate) struct Cell {
     pub(crate) p50: f64,
     pub(crate) p99: f64,
     pub(crate) cpu_us: Option<f64>,
+    pub(crate) switches: Option<f64>,
     pub(crate) errors: u64,
 }
 
@@ -80,12 +84,14 @@ impl Results {
         }
         let of = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(|s| f(s)).collect());
         let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_us_per_op).collect();
+        let switches: Vec<f64> = samples.iter().filter_map(|s| s.switches_per_op).collect();
         Some(Cell {
             ops_per_sec: of(&|s| s.report.ops_per_sec),
             all: samples.iter().map(|s| s.report.ops_per_sec).collect(),
             p50: of(&|s| s.report.latency_us.p50 as f64),
             p99: of(&|s| s.report.latency_us.p99 as f64),
             cpu_us: (!cpu.is_empty()).then(|| median(cpu)),
+            switches: (!switches.is_empty()).then(|| median(switches)),
             errors: samples.iter().map(|s| s.report.errors).sum(),
         })
     }
@@ -127,7 +133,7 @@ impl Results {
         );
         let _ = writeln!(
             md,
-            "| scenario | target | ops/s | ratio | p50 µs | p99 µs | proxy CPU µs/op | errors | every run (ops/s) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "| scenario | target | ops/s | ratio | p50 µs | p99 µs | proxy CPU µs/op | proxy switches/op | errors | every run (ops/s) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
         for scenario in &self.scenarios {
             for kind in Kind::ALL {
@@ -136,10 +142,11 @@ impl Results {
                 };
                 let ratio = self.ratio(scenario.name, kind).unwrap_or(f64::NAN);
                 let cpu = cell.cpu_us.map_or("—".into(), |c| format!("{c:.1}"));
+                let switches = cell.switches.map_or("—".into(), |c| format!("{c:.2}"));
                 let all: Vec<String> = cell.all.iter().map(|v| format!("{v:.0}")).collect();
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.0} | {ratio:.2}× | {:.0} | {:.0} | {cpu} | {} | {} |",
+                    "| {} | {} | {:.0} | {ratio:.2}× | {:.0} | {:.0} | {cpu} | {switches} | {} | {} |",
                     scenario.name,
                     kind.name(),
                     cell.ops_per_sec,
@@ -190,7 +197,9 @@ impl Results {
     /// Horizontal bars: each proxy's ratio to direct, per scenario.
     pub(crate) fn svg(&self) -> String {
         let kinds = &Kind::ALL[1..];
-        let colors = ["#2b6cb0", "#63b3ed", "#dd6b20", "#38a169", "#a0aec0"];
+        let colors = [
+            "#2b6cb0", "#63b3ed", "#dd6b20", "#38a169", "#805ad5", "#a0aec0",
+        ];
         let (bar, gap, left, width) = (14.0, 10.0, 190.0, 480.0);
         let group = bar * kinds.len() as f64 + gap;
         let height = 40.0 + group * self.scenarios.len() as f64 + 30.0;
@@ -205,9 +214,9 @@ impl Results {
             let _ = writeln!(
                 svg,
                 "<rect x=\"{}\" y=\"24\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"33\">{}</text>",
-                left + 100.0 * i as f64,
+                left + 85.0 * i as f64,
                 colors[i],
-                left + 100.0 * i as f64 + 14.0,
+                left + 85.0 * i as f64 + 14.0,
                 kind.name()
             );
         }

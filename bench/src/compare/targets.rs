@@ -23,18 +23,22 @@ pub(crate) enum Kind {
     GrpcproxyTap,
     Nginx,
     Haproxy,
+    /// The thinnest HTTP/2 relay on grpcproxy's own crates (`bench/examples/h2_floor.rs`):
+    /// what an HTTP/2-aware hop costs at least with tokio and h2 here.
+    H2Floor,
     /// HAProxy in `mode tcp`: bytes relayed, nothing parsed. Not a gRPC proxy (it cannot
     /// route calls), measured as the floor of what one more hop costs on this machine.
     L4Relay,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Direct,
         Kind::Grpcproxy,
         Kind::GrpcproxyTap,
         Kind::Nginx,
         Kind::Haproxy,
+        Kind::H2Floor,
         Kind::L4Relay,
     ];
 
@@ -45,6 +49,7 @@ impl Kind {
             Kind::GrpcproxyTap => "grpcproxy+tap",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
+            Kind::H2Floor => "h2 floor",
             Kind::L4Relay => "L4 relay",
         }
     }
@@ -165,6 +170,11 @@ pub(crate) fn start(
             command.arg("-p").arg(dir).arg("-c").arg(path);
             command
         }
+        Kind::H2Floor => {
+            let mut command = Command::new(h2_floor()?);
+            command.arg(addr.to_string()).arg(backend.to_string());
+            command
+        }
         Kind::Haproxy | Kind::L4Relay => {
             let config = haproxy_config(addr, backend, kind == Kind::L4Relay);
             let path = write(
@@ -189,6 +199,22 @@ pub(crate) fn start(
     };
     wait_listening(addr, kind)?;
     Ok(running)
+}
+
+/// The h2 floor relay, built beside this binary (`examples/h2_floor` of the same target
+/// directory).
+fn h2_floor() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .context("this binary has no directory")?
+        .join("examples/h2_floor");
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p grpcproxy-bench --examples` (add --release for a release run)",
+        path.display()
+    );
+    Ok(path)
 }
 
 /// nginx as its documentation and users tune it for gRPC: HTTP/2 on the listener,
