@@ -198,12 +198,14 @@ impl Results {
     pub(crate) fn svg(&self) -> String {
         let kinds = &Kind::ALL[1..];
         let colors = [
-            "#2b6cb0", "#63b3ed", "#dd6b20", "#38a169", "#805ad5", "#a0aec0",
+            "#2b6cb0", "#90cdf4", "#63b3ed", "#dd6b20", "#38a169", "#805ad5", "#a0aec0",
         ];
-        let (bar, gap, left, width) = (14.0, 10.0, 190.0, 480.0);
+        let (bar, gap, left, width): (f64, f64, f64, f64) = (14.0, 10.0, 190.0, 480.0);
         let group = bar * kinds.len() as f64 + gap;
         let height = 40.0 + group * self.scenarios.len() as f64 + 30.0;
-        let total = left + width + 60.0;
+        // The legend, a key per target, from the left edge: wider than the bars' area.
+        let legend: f64 = 10.0;
+        let total = (left + width + 60.0).max(legend + 100.0 * kinds.len() as f64);
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -214,9 +216,9 @@ impl Results {
             let _ = writeln!(
                 svg,
                 "<rect x=\"{}\" y=\"24\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"33\">{}</text>",
-                left + 85.0 * i as f64,
+                legend + 100.0 * i as f64,
                 colors[i],
-                left + 85.0 * i as f64 + 14.0,
+                legend + 100.0 * i as f64 + 14.0,
                 kind.name()
             );
         }

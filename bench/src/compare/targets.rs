@@ -19,6 +19,9 @@ pub(crate) enum Kind {
     /// The backend itself.
     Direct,
     Grpcproxy,
+    /// grpcproxy in quick mode (`--listen`/`--to`, no configuration file): what people
+    /// try first, held to config mode's figures.
+    GrpcproxyQuick,
     /// grpcproxy recording every call, payloads included, to a file.
     GrpcproxyTap,
     Nginx,
@@ -32,9 +35,10 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::Direct,
         Kind::Grpcproxy,
+        Kind::GrpcproxyQuick,
         Kind::GrpcproxyTap,
         Kind::Nginx,
         Kind::Haproxy,
@@ -46,6 +50,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Grpcproxy => "grpcproxy",
+            Kind::GrpcproxyQuick => "grpcproxy quick",
             Kind::GrpcproxyTap => "grpcproxy+tap",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
@@ -168,6 +173,12 @@ pub(crate) fn start(
             let path = write(dir, "nginx.conf", &config)?;
             let mut command = Command::new(find("nginx")?);
             command.arg("-p").arg(dir).arg("-c").arg(path);
+            command
+        }
+        Kind::GrpcproxyQuick => {
+            let mut command = Command::new(grpcproxy);
+            command.args(["--log-level", "warn", "--listen", &addr.to_string()]);
+            command.args(["--to", &format!("http://{backend}")]);
             command
         }
         Kind::H2Floor => {
