@@ -51,23 +51,19 @@ fn example_dir() -> PathBuf {
 async fn chromium_calls_through_the_grpc_web_listener() {
     let backend = grpcproxy_interop::backend::serve().await;
     let site = StaticSite::serve(example_dir()).await;
+    let listener = format!(
+        "grpc_web = true\ncors = {{ allow_origins = [\"http://{}\"], max_age = \"10m\" }}",
+        site.addr()
+    );
     let config = format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-grpc_web = true
-cors = {{ allow_origins = ["http://{site}"], max_age = "10m" }}
-
+        r#"{head}
 [[routes]]
 cluster = "interop"
 
 [clusters.interop]
 endpoints = ["{backend}"]
 "#,
-        site = site.addr(),
+        head = support::admin_and_listener(&listener),
         backend = backend.addr(),
     );
     let (proxy, _file) = support::start_with_config(&config, 1);

@@ -108,15 +108,7 @@ async fn one_reflection_lists_and_describes_every_backend() {
     })
     .await;
     let config = format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-reflection = true
-reflection_cache_ttl = "100ms"
-
+        r#"{head}
 [[routes]]
 match.service = "grpcproxy.testing.*"
 cluster = "ping"
@@ -137,6 +129,7 @@ endpoints = ["{silent}"]
 [clusters.interop]
 endpoints = ["{interop}"]
 "#,
+        head = support::admin_and_listener("reflection = true\nreflection_cache_ttl = \"100ms\""),
         ping = ping.addr(),
         silent = silent.addr(),
         interop = interop.addr(),

@@ -362,13 +362,7 @@ async fn retries_hedges_mirrors_and_messages_are_on_the_span() {
     let (backend, seen) = backend().await;
     let addr = backend.addr();
     let config = format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
+        r#"{}
 [[routes]]
 name = "retried"
 match.method = "Retried"
@@ -401,6 +395,7 @@ endpoints = ["{addr}"]
 otlp_endpoint = "http://127.0.0.1:{}"
 sample_rate = 1.0
 "#,
+        support::admin_and_listener(""),
         receiver.port
     );
     let (proxy, _file) = support::start_with_config(&config, 1);

@@ -102,18 +102,20 @@ pub fn one_route_config(
     config_text(&route, cluster, &endpoints, cluster_extra)
 }
 
+/// The head of most test configs: an admin listener and one listener (with
+/// `listener_extra` in its table), both on free ports; routes and clusters follow.
+pub fn admin_and_listener(listener_extra: &str) -> String {
+    format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n{listener_extra}\n"
+    )
+}
+
 /// Admin, one listener, one route (`route` in its table) to `cluster`, then the cluster's
 /// table (its endpoints, then `cluster_extra`).
 fn config_text(route: &str, cluster: &str, endpoints: &[String], cluster_extra: &str) -> String {
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     format!(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
+        r#"{}
 [[routes]]
 cluster = "{cluster}"
 {route}
@@ -121,6 +123,7 @@ cluster = "{cluster}"
 [clusters.{cluster}]
 endpoints = [{}]
 {cluster_extra}"#,
+        admin_and_listener(""),
         endpoints.join(", ")
     )
 }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use prost::Message;
 use tonic::codegen::tokio_stream::{self, wrappers::ReceiverStream};
@@ -146,63 +146,16 @@ impl<S> WithReflection<S> {
     }
 }
 
-pin_project! {
-    /// The response body of [`WithReflection`]: the inner service's, or the reflection's.
-    ///
-    /// ```
-    /// use grpcproxy::reflection::ReflectionBody;
-    ///
-    /// fn takes_any_body<B: http_body::Body<Data = bytes::Bytes>>() {}
-    /// takes_any_body::<ReflectionBody<grpcproxy::ResponseBody>>();
-    /// ```
-    #[derive(Debug)]
-    pub struct ReflectionBody<B> {
-        #[pin]
-        kind: BodyKind<B>,
-    }
-}
-
-pin_project! {
-    #[project = BodyKindProj]
-    #[derive(Debug)]
-    enum BodyKind<B> {
-        Inner { #[pin] body: B },
-        Reflection { #[pin] body: tonic::body::Body },
-    }
-}
-
-impl<B> Body for ReflectionBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().kind.project() {
-            BodyKindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            BodyKindProj::Reflection { body } => body.poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            BodyKind::Inner { body } => body.is_end_stream(),
-            BodyKind::Reflection { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            BodyKind::Inner { body } => body.size_hint(),
-            BodyKind::Reflection { body } => body.size_hint(),
-        }
-    }
-}
+/// The response body of [`WithReflection`]: the inner service's (`Left`), or the
+/// reflection's (`Right`).
+///
+/// ```
+/// use grpcproxy::reflection::ReflectionBody;
+///
+/// fn takes_any_body<B: http_body::Body<Data = bytes::Bytes>>() {}
+/// takes_any_body::<ReflectionBody<grpcproxy::ResponseBody>>();
+/// ```
+pub type ReflectionBody<B> = http_body_util::Either<B, tonic::body::Body>;
 
 type Local = Pin<Box<dyn Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send>>;
 
@@ -237,16 +190,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            FutureKindProj::Inner { call } => call.poll(cx).map_ok(|response| {
-                response.map(|body| ReflectionBody {
-                    kind: BodyKind::Inner { body },
-                })
-            }),
-            FutureKindProj::Reflection { call } => call.as_mut().poll(cx).map_ok(|response| {
-                response.map(|body| ReflectionBody {
-                    kind: BodyKind::Reflection { body },
-                })
-            }),
+            FutureKindProj::Inner { call } => call
+                .poll(cx)
+                .map_ok(|response| response.map(ReflectionBody::Left)),
+            FutureKindProj::Reflection { call } => call
+                .as_mut()
+                .poll(cx)
+                .map_ok(|response| response.map(ReflectionBody::Right)),
         }
     }
 }
