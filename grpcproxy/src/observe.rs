@@ -41,7 +41,8 @@ pub struct CallRecord<'a> {
     pub trace_id: Option<&'a str>,
     /// The proxy's span id in that trace (16 hex digits), when traced.
     pub span_id: Option<&'a str>,
-    /// Messages that began in the request (counted from their 5-byte prefixes).
+    /// Messages that began in the request (counted from their 5-byte prefixes; 0 when
+    /// the observer does not count them, [`CallObserver::counts_messages`]).
     pub request_messages: u64,
     /// Messages that began in the response.
     pub response_messages: u64,
@@ -126,6 +127,14 @@ impl AttemptKind {
 pub trait CallObserver: Send + Sync + 'static {
     /// The call is over.
     fn call_ended(&self, call: &CallRecord<'_>);
+
+    /// Whether it reads [`CallRecord::request_messages`] and
+    /// [`response_messages`](CallRecord::response_messages): counting them reads every
+    /// message's prefix as DATA goes by. Default `true`; an observer that does not need
+    /// them says `false`, and they may be 0.
+    fn counts_messages(&self) -> bool {
+        true
+    }
 }
 
 /// An observer shared by many calls.

@@ -126,6 +126,12 @@ impl CallObserver for RouteObserver {
             .report(call.backend, call.grpc_status, call.unreachable);
         self.refused(call);
     }
+
+    /// Metrics and the access log count bytes, not messages (a traced call's span
+    /// observer, around this one, does).
+    fn counts_messages(&self) -> bool {
+        false
+    }
 }
 
 /// Told about the calls the proxy answers before routing them (malformed method name,

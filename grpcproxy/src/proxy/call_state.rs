@@ -147,8 +147,15 @@ impl CallState {
         self.mirror.get()
     }
 
+    /// Whether the observer wants the message counts (the tap counts its own).
+    pub(crate) fn counting_messages(&self) -> bool {
+        self.record
+            .get()
+            .is_some_and(|observed| observed.observer.counts_messages())
+    }
+
     /// Whether anyone (observer or tap) wants the byte and message counts.
-    pub(crate) fn counting(&self) -> bool {
+    fn counting(&self) -> bool {
         self.record.get().is_some() || self.tap.get().is_some()
     }
 

@@ -39,7 +39,7 @@ pub(super) struct TooLarge;
 
 impl MessageMeter {
     /// A meter for a call's direction, when one is needed: there is a size limit, or
-    /// someone counts the call's messages.
+    /// the call's observer counts its messages.
     pub(super) fn needed(max: Option<u32>, counting: bool) -> Option<Self> {
         (max.is_some() || counting).then(|| Self {
             decoder: FrameDecoder::new(),

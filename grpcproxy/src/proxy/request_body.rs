@@ -48,7 +48,7 @@ impl<B> RequestBody<B> {
     pub(super) fn new(inner: B, call: Arc<CallState>, limit: Option<u32>, touch: bool) -> Self {
         Self {
             inner,
-            meter: MessageMeter::needed(limit, call.counting()),
+            meter: MessageMeter::needed(limit, call.counting_messages()),
             call,
             touch,
             mirror: None,

@@ -125,7 +125,7 @@ impl ResponseBody {
             guard.call.touch(); // the response headers just arrived
         }
         let timers = Timers::new(deadline, idle, &guard.call);
-        let meter = MessageMeter::needed(limit, guard.call.counting());
+        let meter = MessageMeter::needed(limit, guard.call.counting_messages());
         Self {
             inner: Inner::Forward {
                 forward: Forwarding {
