@@ -1,5 +1,10 @@
 //! The `grpcproxy` binary: the `grpcproxy_cli` library does the work.
 
+/// mimalloc rather than the system allocator (the `mimalloc` feature, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     grpcproxy_cli::cli::main()
 }

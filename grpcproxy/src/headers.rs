@@ -2,6 +2,13 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// `grpc-status`, looked up by name without parsing a string at every call.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+pub(crate) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// `grpc-timeout`.
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
 /// A static, not a `const`: a `const` array is built and dropped at every use.
 static HOP_BY_HOP: [HeaderName; 6] = [

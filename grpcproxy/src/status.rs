@@ -28,7 +28,7 @@ pub fn code_for_reset(reason: Reason) -> Code {
 /// True when `headers` carry a non-OK `grpc-status`.
 pub(crate) fn is_error_status(headers: &http::HeaderMap) -> bool {
     headers
-        .get("grpc-status")
+        .get(crate::headers::GRPC_STATUS)
         .is_some_and(|status| status.as_bytes() != b"0")
 }
 

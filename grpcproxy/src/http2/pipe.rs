@@ -136,11 +136,20 @@ where
                 }
                 *me.unsent = false;
             }
-            if let Poll::Ready(reason) = me.send.poll_reset(cx) {
-                tracing::debug!(?reason, "the peer reset the stream before the body ended");
-                return Poll::Ready(());
-            }
-            let sent = match ready!(me.body.as_mut().poll_frame(cx)) {
+            let frame = match me.body.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                // Nothing to send until the body has more: a peer's reset meanwhile ends
+                // the pipe (asked only now: a frame at hand finds a reset stream anyway,
+                // as the send fails).
+                Poll::Pending => {
+                    if let Poll::Ready(reason) = me.send.poll_reset(cx) {
+                        tracing::debug!(?reason, "the peer reset the stream before the body ended");
+                        return Poll::Ready(());
+                    }
+                    return Poll::Pending;
+                }
+            };
+            let sent = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let end = me.body.is_end_stream();

@@ -235,14 +235,14 @@ impl CallState {
     /// `grpc-message`.
     pub(crate) fn set_status_from(&self, headers: &http::HeaderMap) {
         if let Some(code) = headers
-            .get("grpc-status")
+            .get(crate::headers::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
         {
             let code = tonic::Code::from_i32(code);
             self.set_status(code);
             self.keep_message(code, || {
-                let raw = headers.get("grpc-message")?;
+                let raw = headers.get(crate::headers::GRPC_MESSAGE)?;
                 let text = percent_encoding::percent_decode(raw.as_bytes()).decode_utf8_lossy();
                 Some(text.into())
             });

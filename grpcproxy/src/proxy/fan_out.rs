@@ -159,7 +159,7 @@ async fn call(
 /// The `grpc-status` of `trailers` (UNKNOWN when missing or unreadable).
 fn code_of(trailers: &HeaderMap) -> Code {
     trailers
-        .get("grpc-status")
+        .get(crate::headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
         .map_or(Code::Unknown, Code::from_i32)
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, HOST, TE};
+use http::header::{HeaderValue, HOST, TE};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
@@ -38,12 +38,10 @@ use super::{mirror, reject, Shared};
 use crate::boxed::{BoxBody, BoxError};
 use crate::call::{connection_info, split_method};
 use crate::deadline::{format_timeout, parse_timeout};
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{strip_hop_by_hop, GRPC_TIMEOUT};
 use crate::mq::tap::CallTap;
 use crate::mq::{CallStarted, MessageQueue, TapEvent};
 use crate::{CallInfo, StreamDirector, Target};
-
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// A call the proxy admitted: what it knows before the director is asked.
 struct Admitted {

@@ -368,11 +368,11 @@ fn answer(frames: Vec<Bytes>, trailers: Option<&HeaderMap>) -> Answer {
     let empty = HeaderMap::new();
     let trailers = trailers.unwrap_or(&empty);
     let code = trailers
-        .get("grpc-status")
+        .get(crate::headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(tonic::Code::Unknown as i32);
     let message = trailers
-        .get("grpc-message")
+        .get(crate::headers::GRPC_MESSAGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();

@@ -15,10 +15,10 @@ use tokio::time::Instant;
 
 use crate::boxed::{BoxBody, BoxError};
 use crate::deadline::format_timeout;
+use crate::headers::GRPC_TIMEOUT;
 use crate::policy::{HedgePolicy, RetryPolicy};
 
 const PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Request bytes a hedged call keeps to send again (retries set their own).
 const HEDGE_BUFFER: usize = 64 << 10;

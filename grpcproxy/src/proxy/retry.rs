@@ -18,7 +18,7 @@ const PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 /// The `grpc-status` of a trailers-only answer.
 fn status_of(headers: &HeaderMap) -> Option<Code> {
     let code = headers
-        .get("grpc-status")?
+        .get(crate::headers::GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse::<i32>()
