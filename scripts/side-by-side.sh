@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two proxy configurations side by side against one bench backend: grpcproxy-bench load
-# alternates between them (unary 16 B, 8 connections x 32 streams), ROUNDS times, and
+# alternates between them (unary 16 B, 8 connections x 32 streams by default), ROUNDS times, and
 # prints each round and the medians of calls/s and CPU per call (the proxy's utime+stime
 # over the round, divided by its calls). Release binaries.
 # Usage: [SHADOW_BACKEND=1] bash scripts/side-by-side.sh EXTRA_A EXTRA_B [ROUNDS] [SECONDS]
@@ -13,6 +13,8 @@
 #   SHAPE_A / SHAPE_B: that side's load shape (default unary; web-unary is the same call as
 #   gRPC-Web, which needs grpc_web = true on the listener).
 #   GRPCPROXY_B: another build for side b (two builds side by side: GRPCPROXY for a).
+#   QUICK_B=1: side b runs quick mode (`--listen/--to`, with `--admin`) instead of a file.
+#   CONNECTIONS / STREAMS: the load's shape (default 8 x 32).
 # At the end: each proxy's peak RSS (VmHWM) and its grpcproxy_mirror_calls_total lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,7 +73,12 @@ $top
 EOF
   binary=$proxy
   [ "$side" = b ] && binary=${GRPCPROXY_B:-$proxy}
-  "$binary" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
+  if [ "$side" = b ] && [ "${QUICK_B:-}" = 1 ]; then
+    "$binary" --log-level warn --listen "127.0.0.1:$p" --to "http://127.0.0.1:$backend_port" \
+      --admin "127.0.0.1:$a" >"$dir/$side.log" 2>&1 &
+  else
+    "$binary" --log-level warn --config "$dir/$side.toml" >"$dir/$side.log" 2>&1 &
+  fi
   pids+=($!)
   pid[$side]=$!
   addr[$side]="127.0.0.1:$p"
@@ -86,7 +93,7 @@ for round in $(seq 1 "$rounds"); do
     before=$(cpu "${pid[$side]}")
     shape=${SHAPE_A:-unary}
     [ "$side" = b ] && shape=${SHAPE_B:-unary}
-    report=$("$bench" load --target "${addr[$side]}" --shape "$shape" --connections 8 --streams 32 --warmup 1s --duration "${seconds}s")
+    report=$("$bench" load --target "${addr[$side]}" --shape "$shape" --connections "${CONNECTIONS:-8}" --streams "${STREAMS:-32}" --warmup 1s --duration "${seconds}s")
     after=$(cpu "${pid[$side]}")
     python3 - "$side" "$round" "$before" "$after" "$ticks" "$report" >>"$dir/$side.results" <<'PY'
 import json, sys
