@@ -182,7 +182,8 @@ pub fn main() -> std::process::ExitCode {
                 let configured = configured.and_then(|t| t.get_ref().instance.clone());
                 let instance = match cli.instance.or(configured) {
                     Some(name) if !crate::config::valid_instance(&name) => anyhow::bail!(
-                        "--instance {name:?} is not 1 to 128 visible characters without spaces"
+                        "--instance {name:?} is not {}",
+                        crate::config::INSTANCE_RULE
                     ),
                     Some(name) => name,
                     None => crate::tap::default_instance(),

@@ -513,8 +513,11 @@ fn one() -> usize {
     1
 }
 
+/// What an instance name must be, for the errors that refuse one.
+pub(crate) const INSTANCE_RULE: &str = "1 to 128 visible characters without spaces";
+
 /// Whether `name` can name a process in tap events and a NATS header: 1 to 128 visible
-/// ASCII characters.
+/// ASCII characters ([`INSTANCE_RULE`]).
 pub(crate) fn valid_instance(name: &str) -> bool {
     (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -848,7 +851,7 @@ impl Config {
             if let Some(instance) = t.instance.as_deref().filter(|i| !valid_instance(i)) {
                 problems.push(Problem::new(
                     tap.span(),
-                    format!("tap.instance: {instance:?} is not 1 to 128 visible characters without spaces"),
+                    format!("tap.instance: {instance:?} is not {INSTANCE_RULE}"),
                 ));
             }
         }
