@@ -9,6 +9,8 @@
 //! ```
 
 mod admin;
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod cli;
 mod cluster;
 pub mod config;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
 
@@ -32,6 +32,8 @@ pin_project! {
         send: SendStream<Bytes>,
         // Data was queued that may still wait for window.
         unsent: bool,
+        // A DATA frame taken from the body that waits until the queued data has window.
+        held: Option<Bytes>,
         // Resets the stream when cut, even while it waits for window.
         cut: Option<Arc<dyn Cut>>,
     }
@@ -80,6 +82,7 @@ impl<B> Pipe<B> {
             body,
             send,
             unsent: false,
+            held: None,
             cut: None,
         }
     }
@@ -97,6 +100,7 @@ impl<B> Pipe<B> {
             body,
             send,
             unsent: true,
+            held: None,
             cut: None,
         }
     }
@@ -122,64 +126,80 @@ where
             return Poll::Ready(());
         }
         loop {
+            // The next frame is taken before the queued data has window: trailers and the
+            // end of the stream need none, so a unary response (one DATA frame, then
+            // trailers) asks for no window at all. A DATA frame waits in `held` instead.
+            let data = match me.held.take() {
+                Some(data) => data,
+                None => {
+                    let frame = match me.body.as_mut().poll_frame(cx) {
+                        Poll::Ready(frame) => frame,
+                        // Nothing to send until the body has more: a peer's reset meanwhile
+                        // ends the pipe (asked only now: a frame at hand finds a reset
+                        // stream anyway, as the send fails).
+                        Poll::Pending => {
+                            if let Poll::Ready(reason) = me.send.poll_reset(cx) {
+                                tracing::debug!(
+                                    ?reason,
+                                    "the peer reset the stream before the body ended"
+                                );
+                                return Poll::Ready(());
+                            }
+                            return Poll::Pending;
+                        }
+                    };
+                    match frame {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => data,
+                            Err(frame) => match frame.into_trailers() {
+                                Ok(trailers) => return ended(me.send.send_trailers(trailers)),
+                                Err(_) => continue, // no other frame kinds exist
+                            },
+                        },
+                        None => return ended(me.send.send_data(Bytes::new(), true)),
+                        Some(Err(e)) => {
+                            let e: BoxError = e.into();
+                            let reason = reset_reason(e.as_ref());
+                            tracing::debug!(error = %DisplayChain(e.as_ref()), ?reason, "body failed; resetting the stream");
+                            me.send.send_reset(reason);
+                            return Poll::Ready(());
+                        }
+                    }
+                }
+            };
+            let end = me.body.is_end_stream();
+            if data.is_empty() && !end {
+                continue;
+            }
             if *me.unsent {
-                // Everything queued must have window before the next frame is taken; window
-                // is asked for only then, so an idle stream holds back none of the
-                // connection's.
+                // Everything queued must have window before more data is queued; window is
+                // asked for only then, so an idle stream holds back none of the connection's.
                 me.send.reserve_capacity(1);
                 while me.send.capacity() == 0 {
-                    match ready!(me.send.poll_capacity(cx)) {
-                        Some(Ok(_)) => {}
+                    match me.send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(_))) => {}
                         // Reset or closed by the peer: the rest of the body is not needed.
-                        Some(Err(_)) | None => return Poll::Ready(()),
-                    }
-                }
-                *me.unsent = false;
-            }
-            let frame = match me.body.as_mut().poll_frame(cx) {
-                Poll::Ready(frame) => frame,
-                // Nothing to send until the body has more: a peer's reset meanwhile ends
-                // the pipe (asked only now: a frame at hand finds a reset stream anyway,
-                // as the send fails).
-                Poll::Pending => {
-                    if let Poll::Ready(reason) = me.send.poll_reset(cx) {
-                        tracing::debug!(?reason, "the peer reset the stream before the body ended");
-                        return Poll::Ready(());
-                    }
-                    return Poll::Pending;
-                }
-            };
-            let sent = match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let end = me.body.is_end_stream();
-                        if data.is_empty() && !end {
-                            continue;
-                        }
-                        *me.unsent = true;
-                        match me.send.send_data(data, end) {
-                            Ok(()) if !end => continue,
-                            sent => sent,
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                        Poll::Pending => {
+                            *me.held = Some(data);
+                            return Poll::Pending;
                         }
                     }
-                    Err(frame) => match frame.into_trailers() {
-                        Ok(trailers) => me.send.send_trailers(trailers),
-                        Err(_) => continue, // no other frame kinds exist
-                    },
-                },
-                None => me.send.send_data(Bytes::new(), true),
-                Some(Err(e)) => {
-                    let e: BoxError = e.into();
-                    let reason = reset_reason(e.as_ref());
-                    tracing::debug!(error = %DisplayChain(e.as_ref()), ?reason, "body failed; resetting the stream");
-                    me.send.send_reset(reason);
-                    Ok(())
                 }
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "the stream ended before the body");
             }
-            return Poll::Ready(());
+            *me.unsent = true;
+            match me.send.send_data(data, end) {
+                Ok(()) if !end => continue,
+                sent => return ended(sent),
+            }
         }
     }
+}
+
+/// The pipe's end once its last frame was handed to h2 (a failed send is logged).
+fn ended(sent: Result<(), h2::Error>) -> Poll<()> {
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "the stream ended before the body");
+    }
+    Poll::Ready(())
 }

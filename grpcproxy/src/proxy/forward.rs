@@ -33,7 +33,7 @@ use super::request_body::RequestBody;
 use super::response_body::{ResponseBody, ResponseGuard};
 use super::retry;
 use super::send::{Route, Sent};
-use super::timeouts::{effective_timeout, is_late_error, Bounded};
+use super::timeouts::{effective_timeout, is_late_error, Bounded, Timers};
 use super::{mirror, reject, Shared};
 use crate::boxed::{BoxBody, BoxError};
 use crate::call::{connection_info, split_method};
@@ -91,7 +91,9 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             Ok(admitted) => admitted,
             Err(refusal) => return Ok(refusal),
         };
-        let target = match self.direct(&call, info).await {
+        // The call's timers, carried from phase to phase (first the director's deadline).
+        let mut timers = Timers::new(self.direct_deadline(&call), None, call.state());
+        let target = match self.direct(&call, info, &mut timers).await {
             Ok(Ok(target)) => target,
             // The director's refusal: its own to count.
             Ok(Err(status)) => return Ok(status_response(status)),
@@ -105,8 +107,9 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         // call's future).
         if let Some(fan) = { fan_out } {
             // Boxed: only fanned-out calls pay for the members' state.
-            return Ok(Box::pin(self.fanned(call, route, request, *fan)).await);
+            return Ok(Box::pin(self.fanned(call, route, request, *fan, timers)).await);
         }
+        let idle = self.options.stream_idle_timeout;
         let sent = match route
             .resend
             .as_ref()
@@ -116,27 +119,17 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 let (path, authority) = (&call.path, &call.client_authority);
                 let send =
                     route.send_hedged(resend, policy, request, path, authority, call.state());
+                timers.set(route.deadline, idle, call.state());
                 // Boxed: only hedged calls pay for the race's state.
-                Bounded::new(
-                    Box::pin(send),
-                    route.deadline,
-                    self.options.stream_idle_timeout,
-                    call.state(),
-                )
-                .await
+                Bounded::new(Box::pin(send), &mut timers, call.state()).await
             }
             _ => {
                 // The first try, on the common path; a retry policy's per-try timeout
                 // bounds it, and only a call that needs another try pays for more.
                 let first_deadline = retry::start_first_try(&route);
                 let send = route.send(request, &call.path, &call.client_authority, call.state());
-                let first = Bounded::new(
-                    send,
-                    first_deadline,
-                    self.options.stream_idle_timeout,
-                    call.state(),
-                )
-                .await;
+                timers.set(first_deadline, idle, call.state());
+                let first = Bounded::new(send, &mut timers, call.state()).await;
                 match route
                     .resend
                     .as_ref()
@@ -153,14 +146,10 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                                 authority,
                                 call.state(),
                             );
-                            Bounded::new(
-                                Box::pin(again),
-                                route.deadline,
-                                self.options.stream_idle_timeout,
-                                call.state(),
-                            )
-                            .await
-                            .and_then(|sent| sent)
+                            timers.set(route.deadline, idle, call.state());
+                            Bounded::new(Box::pin(again), &mut timers, call.state())
+                                .await
+                                .and_then(|sent| sent)
                         }
                         Ok(tried) => tried.ok_or(AbortReason::TryTimeout),
                         Err(reason) => Err(reason),
@@ -169,7 +158,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 }
             }
         };
-        Ok(self.respond(call, route, sent))
+        Ok(self.respond(call, route, sent, timers))
     }
 
     /// Send and respond for a fanned-out call: every member at once, their answers merged
@@ -180,6 +169,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         route: Route,
         request: Request<BoxBody>,
         fan: crate::policy::FanOut,
+        mut timers: Timers,
     ) -> Response<ResponseBody> {
         let send = super::fan_out::send(
             fan,
@@ -188,14 +178,10 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             route.authority.clone(),
             call.client_authority.clone(),
         );
-        let sent = Bounded::new(
-            send,
-            route.deadline,
-            self.options.stream_idle_timeout,
-            call.state(),
-        )
-        .await;
-        self.respond(call, route, sent)
+        let idle = self.options.stream_idle_timeout;
+        timers.set(route.deadline, idle, call.state());
+        let sent = Bounded::new(send, &mut timers, call.state()).await;
+        self.respond(call, route, sent, timers)
     }
 
     /// Admit: checks the method name and the deadline, prepares the metadata and starts
@@ -247,17 +233,21 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         Ok((admitted, info))
     }
 
-    /// Direct: the director's answer, within the deadline the proxy would enforce anyway.
+    /// The deadline of the direct phase: the one the proxy would enforce anyway.
+    fn direct_deadline(&self, call: &Admitted) -> Option<Instant> {
+        self.options
+            .effective_timeout(call.requested)
+            .map(|t| call.received + t)
+    }
+
+    /// Direct: the director's answer, within the call's `timers` (its deadline only).
     fn direct<'a>(
         &'a self,
         call: &'a Admitted,
         info: CallInfo,
+        timers: &'a mut Timers,
     ) -> Bounded<'a, impl Future<Output = Result<Target, Status>> + 'a> {
-        let deadline = self
-            .options
-            .effective_timeout(call.requested)
-            .map(|t| call.received + t);
-        Bounded::new(self.director.direct(info), deadline, None, call.state())
+        Bounded::new(self.director.direct(info), timers, call.state())
     }
 
     /// Build: the upstream request for `target`, with the call's tap and observer set up
@@ -395,6 +385,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         call: Admitted,
         route: Route,
         sent: Result<Sent, AbortReason>,
+        mut timers: Timers,
     ) -> Response<ResponseBody> {
         let state = call.state();
         let limit = self.options.max_message_size;
@@ -423,7 +414,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             return status_response(status);
         }
         state.set_status_from(response.headers());
-        if http_body::Body::is_end_stream(response.body()) {
+        let trailers_only = http_body::Body::is_end_stream(response.body());
+        if trailers_only {
             // Trailers-only: the status is in the headers.
             if let Some(tap) = state.tap() {
                 tap.trailers(response.headers());
@@ -435,9 +427,9 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         if let Some(edits) = &route.response_edits {
             edits.apply(response.headers_mut());
         }
-        let idle = self.options.stream_idle_timeout;
+        timers.set(route.deadline, self.options.stream_idle_timeout, state);
         response.map(|body| {
-            ResponseBody::forward(body, call.guard, route.deadline, idle, limit, backend)
+            ResponseBody::forward(body, call.guard, timers, limit, backend, trailers_only)
         })
     }
 }

@@ -4,13 +4,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tonic::Status;
 
 use super::call_state::{abort_status, AbortReason, CallState};
@@ -91,7 +89,6 @@ pin_project! {
     #[derive(Debug)]
     struct Forwarding {
         upstream: UpstreamBody,
-        #[pin]
         timers: Timers,
         guard: ResponseGuard,
         meter: Option<MessageMeter>,
@@ -114,17 +111,16 @@ impl ResponseBody {
     pub(super) fn forward(
         upstream: UpstreamBody,
         mut guard: ResponseGuard,
-        deadline: Option<Instant>,
-        idle: Option<Duration>,
+        timers: Timers,
         limit: Option<u32>,
         backend: Arc<str>,
+        trailers_only: bool,
     ) -> Self {
         // A trailers-only response is complete already: it will not be polled.
-        guard.finished = upstream.is_end_stream();
-        if idle.is_some() {
+        guard.finished = trailers_only;
+        if timers.has_idle_timeout() {
             guard.call.touch(); // the response headers just arrived
         }
-        let timers = Timers::new(deadline, idle, &guard.call);
         let meter = MessageMeter::needed(limit, guard.call.counting_messages());
         Self {
             inner: Inner::Forward {
@@ -167,9 +163,9 @@ impl Forwarding {
     }
 
     fn poll_step(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Step> {
-        let mut this = self.project();
+        let this = self.project();
         let call = &this.guard.call;
-        if let Poll::Ready(reason) = this.timers.as_mut().poll_expired(call, cx) {
+        if let Poll::Ready(reason) = this.timers.poll_expired(call, cx) {
             return Poll::Ready(Self::abort(call, reason, None));
         }
         if let Some(tap) = call.tap() {

@@ -34,32 +34,62 @@ pub(super) fn is_late_error(deadline: Option<Instant>, headers: &http::HeaderMap
     deadline.is_some_and(|d| Instant::now() >= d) && crate::status::is_error_status(headers)
 }
 
-pin_project! {
-    /// The call's deadline and its stream idle timer.
-    #[derive(Debug)]
-    pub(super) struct Timers {
-        #[pin]
-        deadline: Option<Sleep>,
-        // The stream idle timeout and its timer, re-armed when it fires after activity.
-        idle: Option<Duration>,
-        #[pin]
-        idle_timer: Option<Sleep>,
-    }
+/// The call's deadline and its stream idle timer: made once per call and carried from
+/// phase to phase (the director, the send, the response body), so a timer registered while
+/// the proxy waits for the backend stays registered for the body. Each timer is boxed, and
+/// only when set: a call without a deadline or idle timeout carries 32 bytes and no
+/// allocation (the call's future and its response are moved whole, BENCHMARKS.md).
+#[derive(Debug)]
+pub(super) struct Timers {
+    deadline: Option<Pin<Box<Sleep>>>,
+    // The stream idle timeout and its timer, re-armed when it fires after activity.
+    idle: Option<Duration>,
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Timers {
     /// Timers for `deadline` (if any) and for `call` going idle for `idle` (if set).
     pub(super) fn new(deadline: Option<Instant>, idle: Option<Duration>, call: &CallState) -> Self {
-        Self {
-            deadline: deadline.map(tokio::time::sleep_until),
-            idle,
-            idle_timer: idle.map(|timeout| tokio::time::sleep_until(call.idle_at(timeout))),
+        let mut timers = Self {
+            deadline: None,
+            idle: None,
+            idle_timer: None,
+        };
+        timers.set(deadline, idle, call);
+        timers
+    }
+
+    /// The limits of the next phase: the deadline moves to `deadline` (a timer already
+    /// registered for the same instant stays as it is), the idle timer starts or stops.
+    pub(super) fn set(
+        &mut self,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+        call: &CallState,
+    ) {
+        match (deadline, &mut self.deadline) {
+            (Some(at), Some(sleep)) if sleep.deadline() != at => sleep.as_mut().reset(at),
+            (Some(_), Some(_)) => {}
+            (Some(at), slot @ None) => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
+            (None, slot) => *slot = None,
+        }
+        match (idle, self.idle) {
+            (Some(timeout), Some(running)) if timeout == running => {}
+            (Some(timeout), _) => {
+                self.idle = Some(timeout);
+                let at = call.idle_at(timeout);
+                self.idle_timer = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+            (None, _) => {
+                self.idle = None;
+                self.idle_timer = None;
+            }
         }
     }
 
     /// The call's deadline.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.deadline.as_ref().map(Sleep::deadline)
+        self.deadline.as_ref().map(|sleep| sleep.deadline())
     }
 
     /// Whether a stream idle timeout is set (then messages count as activity).
@@ -70,17 +100,16 @@ impl Timers {
     /// Ready with the reason once the deadline has passed or `call` has carried nothing for
     /// the idle timeout.
     pub(super) fn poll_expired(
-        self: Pin<&mut Self>,
+        &mut self,
         call: &CallState,
         cx: &mut Context<'_>,
     ) -> Poll<AbortReason> {
-        let this = self.project();
-        if let Some(deadline) = this.deadline.as_pin_mut() {
-            if deadline.poll(cx).is_ready() {
+        if let Some(deadline) = &mut self.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(AbortReason::Deadline);
             }
         }
-        if let (Some(timeout), Some(mut timer)) = (*this.idle, this.idle_timer.as_pin_mut()) {
+        if let (Some(timeout), Some(timer)) = (self.idle, &mut self.idle_timer) {
             // Re-armed only when it fires: activity costs a timestamp, not a timer reset.
             while timer.as_mut().poll(cx).is_ready() {
                 let idle_at = call.idle_at(timeout);
@@ -96,7 +125,7 @@ impl Timers {
 
 pin_project! {
     /// Runs `future` until the call's time is up: its deadline ([`AbortReason::Deadline`])
-    /// or the idle timeout ([`AbortReason::Idle`]).
+    /// or the idle timeout ([`AbortReason::Idle`]), on the call's [`Timers`].
     ///
     /// One small struct instead of nested `async fn` wrappers: each of those would hold its
     /// future twice (as argument and as awaited value), and the call's future is moved
@@ -104,24 +133,17 @@ pin_project! {
     pub(super) struct Bounded<'a, F> {
         #[pin]
         future: F,
-        #[pin]
-        timers: Timers,
+        timers: &'a mut Timers,
         call: &'a CallState,
     }
 }
 
 impl<'a, F: Future> Bounded<'a, F> {
-    /// `future`, until `deadline` (if any) and until `call` has been idle for `idle` (if
-    /// set). Built in one go: the struct is large, so no builder copies it.
-    pub(super) fn new(
-        future: F,
-        deadline: Option<Instant>,
-        idle: Option<Duration>,
-        call: &'a CallState,
-    ) -> Self {
+    /// `future`, until the deadline or idle timeout of `timers` (set for this phase).
+    pub(super) fn new(future: F, timers: &'a mut Timers, call: &'a CallState) -> Self {
         Self {
             future,
-            timers: Timers::new(deadline, idle, call),
+            timers,
             call,
         }
     }
