@@ -376,3 +376,92 @@ async fn calls_past_the_age_grace_are_cut() {
         "the backend call ended too"
     );
 }
+
+/// A backend on h2 itself that answers every call with `messages` DATA frames (message
+/// `i` is 1,000 bytes of `i`), then trailers `grpc-status: 0` and `x-last: yes`, all at once.
+async fn backend_that_answers_at_once(messages: u8) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut connection = h2::server::handshake(io).await.unwrap();
+                while let Some(Ok((_request, mut reply))) = connection.accept().await {
+                    let head = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    let mut send = reply.send_response(head, false).unwrap();
+                    for i in 0..messages {
+                        let message = grpcproxy_testing::raw::grpc_frame(false, &[i; 1_000]);
+                        send.send_data(message, false).unwrap();
+                    }
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    trailers.insert("x-last", "yes".parse().unwrap());
+                    send.send_trailers(trailers).unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_every_message_in_order_then_the_trailers() {
+    // The response pipe takes the next frame while earlier data still waits for the
+    // client's window: a DATA frame waits in the pipe, trailers go behind the data. A client
+    // with a 100-byte window that reads slowly must still get every byte in order, then the
+    // trailers, whatever the backend had sent at once.
+    let backend = backend_that_answers_at_once(5).await;
+    let proxy = serve_proxy(&format!("http://{backend}"), ProxyOptions::default()).await;
+
+    let io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(100)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/pkg.Download/Five", proxy.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut client = client.ready().await.unwrap();
+    let (response, mut upload) = client.send_request(request, false).unwrap();
+    upload
+        .send_data(grpcproxy_testing::raw::grpc_frame(false, b"go"), true)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("response head")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let read = async {
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            received.extend_from_slice(&chunk);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+        }
+        body.trailers().await.unwrap()
+    };
+    let trailers = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the whole body within 10 s")
+        .expect("trailers");
+    let expected: Vec<u8> = (0..5u8)
+        .flat_map(|i| grpcproxy_testing::raw::grpc_frame(false, &[i; 1_000]).to_vec())
+        .collect();
+    assert_eq!(
+        received.len(),
+        expected.len(),
+        "every byte of the 5 messages"
+    );
+    assert!(received == expected, "the messages in order, byte for byte");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-last"], "yes");
+}

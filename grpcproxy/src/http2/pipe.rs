@@ -18,9 +18,10 @@ use crate::boxed::BoxError;
 use crate::status::{reset_reason, DisplayChain};
 
 pin_project! {
-    /// Moves `body` onto `send`, one frame at a time, never more than one frame ahead of
-    /// the stream's flow-control window (however slowly the peer reads, at most one frame
-    /// waits in h2). The stream always ends on a DATA frame or trailers, and a failing body
+    /// Moves `body` onto `send`, one frame at a time, never more than one DATA frame ahead
+    /// of the stream's flow-control window (however slowly the peer reads, at most one
+    /// frame waits in h2 and one in the pipe; trailers queue behind the data without
+    /// waiting). The stream always ends on a DATA frame or trailers, and a failing body
     /// resets it with the matching reason. Done early when the peer resets the stream.
     ///
     /// ```ignore
