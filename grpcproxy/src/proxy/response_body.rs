@@ -254,11 +254,15 @@ impl Body for ResponseBody {
         Poll::Ready(frame.map(Ok))
     }
 
+    /// A forwarded response is at its end only when it is trailers-only; otherwise the
+    /// backend's stream is not asked (that takes h2's lock, and a gRPC response ends on
+    /// trailers anyway): a body that is in fact over says so by returning `None`, and
+    /// `false` is always allowed.
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Empty => true,
             Inner::Text { .. } => false,
-            Inner::Forward { forward } => forward.upstream.is_end_stream(),
+            Inner::Forward { forward } => forward.guard.finished,
         }
     }
 
