@@ -60,9 +60,12 @@ impl<B> RequestBody<B> {
     where
         B: Body,
     {
-        // A request without a body is never polled: its half-close is now.
-        if let (Some(feed), true) = (feed.as_mut(), self.inner.is_end_stream()) {
-            feed.end();
+        // A request without a body is never polled: its half-close is now. (The body is
+        // asked only for a mirrored call: the question takes h2's lock.)
+        if let Some(feed) = feed.as_mut() {
+            if self.inner.is_end_stream() {
+                feed.end();
+            }
         }
         self.mirror = feed;
         self
@@ -121,9 +124,11 @@ where
                     }
                 }
                 // The frame that ends the stream (END_STREAM on it): the sender may not
-                // poll again to see the end.
-                if let (Some(mirror), true) = (this.mirror, inner.is_end_stream()) {
-                    mirror.end();
+                // poll again to see the end. (Asked only for a mirrored call.)
+                if let Some(mirror) = this.mirror {
+                    if inner.is_end_stream() {
+                        mirror.end();
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -50,19 +50,16 @@ pub(crate) fn start<C: Cut + 'static>(
         return Err(NotStarted::Closed(Box::new(request), e));
     }
     let (parts, mut body) = request.into_parts();
-    // `None`: nothing ready yet; `Some(None)`: the body has ended.
-    let first = if body.is_end_stream() {
-        Some(None)
-    } else {
-        match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) => Some(Some(frame)),
-            // A stream reset as soon as it opened (a rapid-reset flood) costs the backend
-            // nothing: its HEADERS and RST_STREAM would share the backend connection with
-            // every other client, and trip the backend's own reset limits for all of them.
-            Poll::Ready(Some(Err(e))) => return Err(NotStarted::Failed(e)),
-            Poll::Ready(None) => Some(None),
-            Poll::Pending => None,
-        }
+    // `None`: nothing ready yet; `Some(None)`: the body has ended. (Polled without asking
+    // `is_end_stream` first: an ended body answers `None`, and the question takes h2's lock.)
+    let first = match Pin::new(&mut body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => Some(Some(frame)),
+        // A stream reset as soon as it opened (a rapid-reset flood) costs the backend
+        // nothing: its HEADERS and RST_STREAM would share the backend connection with
+        // every other client, and trip the backend's own reset limits for all of them.
+        Poll::Ready(Some(Err(e))) => return Err(NotStarted::Failed(e)),
+        Poll::Ready(None) => Some(None),
+        Poll::Pending => None,
     };
     // END_STREAM never rides on the request HEADERS: gRPC's PROTOCOL-HTTP2.md says a
     // request stream with no data left to send MUST end with an empty DATA frame, and
