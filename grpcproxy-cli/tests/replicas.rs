@@ -34,11 +34,18 @@ impl Drop for Haproxy {
     }
 }
 
+/// `n` distinct free addresses on 127.0.0.3, a loopback address of this file's own: no
+/// other test's listener (on 127.0.0.1) nor any outgoing connection (their source is
+/// 127.0.0.1) can take one between its pick here and the bind of the replica given it.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.3:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_addrs(1)[0]
 }
 
 fn haproxy_binary() -> PathBuf {
@@ -208,7 +215,7 @@ fn served(replica: &support::Proxy) -> u64 {
 /// replica starts; what each replica served in the 10 s after that.
 async fn scale_up(server: &str) -> Vec<u64> {
     let (backend, _service) = ping_backend().await;
-    let addresses: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    let addresses = free_addrs(4);
     let mut replicas: Vec<(support::Proxy, tempfile::NamedTempFile)> = addresses[..3]
         .iter()
         .map(|a| replica(*a, backend.addr(), server))
@@ -276,7 +283,10 @@ async fn a_new_replica_gets_a_share_only_when_connections_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_fails_no_call() {
     let (backend, _service) = ping_backend().await;
-    let slots: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+    let slots: Vec<(SocketAddr, SocketAddr)> = free_addrs(6)
+        .chunks(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
     let mut replicas: Vec<_> = slots
         .iter()
         .map(|(address, admin)| fixed_replica(*address, *admin, backend.addr()))

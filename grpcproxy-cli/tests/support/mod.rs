@@ -61,7 +61,13 @@ pub fn start(args: &[&str], listeners: usize) -> Proxy {
             "grpcproxy did not log its listeners within 10 s"
         );
         if let Some(status) = proxy.child.try_wait().unwrap() {
-            panic!("grpcproxy exited early: {status:?}");
+            std::thread::sleep(Duration::from_millis(100)); // its last lines
+            let log: Vec<String> = proxy
+                .startup
+                .drain(..)
+                .chain(proxy.logs.try_iter())
+                .collect();
+            panic!("grpcproxy exited early: {status:?}; its log: {log:#?}");
         }
         let Ok(line) = proxy.logs.recv_timeout(Duration::from_millis(100)) else {
             continue;
