@@ -3,8 +3,8 @@
 //! The `mimalloc` crate hands every request to `mi_malloc_aligned`. In mimalloc 3 that call
 //! takes the plain small-block path only when a free block happens to be aligned, and for
 //! blocks over 1 KiB whose size class is not a power of two it over-allocates (size plus
-//! alignment) and marks the page as holding interior pointers, even for an alignment of 8.
-//! A proxied call allocates four such blocks (its boxed future, its task). Here an
+//! alignment) and marks the page as holding interior pointers, even for an alignment of 8:
+//! 4.5 such blocks per proxied call, among them its boxed future. Here an
 //! alignment a plain block already guarantees (at most 16 bytes, a divisor of the size)
 //! goes to `mi_malloc`; any other keeps the aligned call. BENCHMARKS.md ("#24: what was
 //! kept") has the instructions it saves per call.
@@ -43,7 +43,7 @@ const PLAIN_ALIGN: usize = 16;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MiMalloc;
 
-/// Whether a plain block is aligned enough for `layout`.
+/// Whether a plain block of `size` bytes is aligned to `align`.
 fn plain(align: usize, size: usize) -> bool {
     align <= PLAIN_ALIGN && size % align == 0
 }

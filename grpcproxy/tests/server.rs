@@ -19,6 +19,15 @@ fn tick() -> Bytes {
     grpcproxy_testing::raw::grpc_frame(false, &[7; 16])
 }
 
+/// The head of a gRPC request for `path` on `proxy`, for an h2 client.
+fn grpc_head(proxy: std::net::SocketAddr, path: &str) -> http::Request<()> {
+    http::Request::post(format!("http://{proxy}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
 /// A backend on h2 itself that never reads a request body (its window: h2's default 64
 /// KiB) and never answers, with its own budget for small frames raised so that only the
 /// proxy's is tested.
@@ -62,11 +71,7 @@ async fn a_client_streaming_small_messages_to_a_slow_backend_keeps_its_connectio
         .await
         .unwrap();
     let connection = tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{}/pkg.Upload/Ticks", proxy.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let request = grpc_head(proxy.addr, "/pkg.Upload/Ticks");
     let mut client = client.ready().await.unwrap();
     let (_response, mut upload) = client.send_request(request, false).unwrap();
 
@@ -423,11 +428,7 @@ async fn a_slow_reader_gets_every_message_in_order_then_the_trailers() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{}/pkg.Download/Five", proxy.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let request = grpc_head(proxy.addr, "/pkg.Download/Five");
     let mut client = client.ready().await.unwrap();
     let (response, mut upload) = client.send_request(request, false).unwrap();
     upload

@@ -91,8 +91,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             Ok(admitted) => admitted,
             Err(refusal) => return Ok(refusal),
         };
-        // The call's timers, carried from phase to phase (first the director's deadline).
-        let mut timers = Timers::new(self.direct_deadline(&call), None, call.state());
+        // The call's timers, carried from phase to phase.
+        let mut timers = Timers::default();
         let target = match self.direct(&call, info, &mut timers).await {
             Ok(Ok(target)) => target,
             // The director's refusal: its own to count.
@@ -119,17 +119,17 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 let (path, authority) = (&call.path, &call.client_authority);
                 let send =
                     route.send_hedged(resend, policy, request, path, authority, call.state());
-                timers.set(route.deadline, idle, call.state());
                 // Boxed: only hedged calls pay for the race's state.
-                Bounded::new(Box::pin(send), &mut timers, call.state()).await
+                let (deadline, state) = (route.deadline, call.state());
+                Bounded::new(Box::pin(send), &mut timers, deadline, idle, state).await
             }
             _ => {
                 // The first try, on the common path; a retry policy's per-try timeout
                 // bounds it, and only a call that needs another try pays for more.
                 let first_deadline = retry::start_first_try(&route);
                 let send = route.send(request, &call.path, &call.client_authority, call.state());
-                timers.set(first_deadline, idle, call.state());
-                let first = Bounded::new(send, &mut timers, call.state()).await;
+                let first =
+                    Bounded::new(send, &mut timers, first_deadline, idle, call.state()).await;
                 match route
                     .resend
                     .as_ref()
@@ -146,8 +146,8 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                                 authority,
                                 call.state(),
                             );
-                            timers.set(route.deadline, idle, call.state());
-                            Bounded::new(Box::pin(again), &mut timers, call.state())
+                            let (deadline, state) = (route.deadline, call.state());
+                            Bounded::new(Box::pin(again), &mut timers, deadline, idle, state)
                                 .await
                                 .and_then(|sent| sent)
                         }
@@ -179,8 +179,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             call.client_authority.clone(),
         );
         let idle = self.options.stream_idle_timeout;
-        timers.set(route.deadline, idle, call.state());
-        let sent = Bounded::new(send, &mut timers, call.state()).await;
+        let sent = Bounded::new(send, &mut timers, route.deadline, idle, call.state()).await;
         self.respond(call, route, sent, timers)
     }
 
@@ -233,21 +232,24 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
         Ok((admitted, info))
     }
 
-    /// The deadline of the direct phase: the one the proxy would enforce anyway.
-    fn direct_deadline(&self, call: &Admitted) -> Option<Instant> {
-        self.options
-            .effective_timeout(call.requested)
-            .map(|t| call.received + t)
-    }
-
-    /// Direct: the director's answer, within the call's `timers` (its deadline only).
+    /// Direct: the director's answer, within the deadline the proxy would enforce anyway.
     fn direct<'a>(
         &'a self,
         call: &'a Admitted,
         info: CallInfo,
         timers: &'a mut Timers,
     ) -> Bounded<'a, impl Future<Output = Result<Target, Status>> + 'a> {
-        Bounded::new(self.director.direct(info), timers, call.state())
+        let deadline = self
+            .options
+            .effective_timeout(call.requested)
+            .map(|t| call.received + t);
+        Bounded::new(
+            self.director.direct(info),
+            timers,
+            deadline,
+            None,
+            call.state(),
+        )
     }
 
     /// Build: the upstream request for `target`, with the call's tap and observer set up

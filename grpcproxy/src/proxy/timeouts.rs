@@ -39,7 +39,7 @@ pub(super) fn is_late_error(deadline: Option<Instant>, headers: &http::HeaderMap
 /// the proxy waits for the backend stays registered for the body. Each timer is boxed, and
 /// only when set: a call without a deadline or idle timeout carries 32 bytes and no
 /// allocation (the call's future and its response are moved whole, BENCHMARKS.md).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Timers {
     deadline: Option<Pin<Box<Sleep>>>,
     // The stream idle timeout and its timer, re-armed when it fires after activity.
@@ -48,17 +48,6 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    /// Timers for `deadline` (if any) and for `call` going idle for `idle` (if set).
-    pub(super) fn new(deadline: Option<Instant>, idle: Option<Duration>, call: &CallState) -> Self {
-        let mut timers = Self {
-            deadline: None,
-            idle: None,
-            idle_timer: None,
-        };
-        timers.set(deadline, idle, call);
-        timers
-    }
-
     /// The limits of the next phase: the deadline moves to `deadline` (a timer already
     /// registered for the same instant stays as it is), the idle timer starts or stops.
     pub(super) fn set(
@@ -139,8 +128,18 @@ pin_project! {
 }
 
 impl<'a, F: Future> Bounded<'a, F> {
-    /// `future`, until the deadline or idle timeout of `timers` (set for this phase).
-    pub(super) fn new(future: F, timers: &'a mut Timers, call: &'a CallState) -> Self {
+    /// `future`, until `deadline` (if any) and until `call` has been idle for `idle` (if
+    /// set), on the call's `timers` (moved to this phase's limits). Inlined: the struct
+    /// holds the phase's future, built in place only when the call's future builds it.
+    #[inline(always)]
+    pub(super) fn new(
+        future: F,
+        timers: &'a mut Timers,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+        call: &'a CallState,
+    ) -> Self {
+        timers.set(deadline, idle, call);
         Self {
             future,
             timers,
