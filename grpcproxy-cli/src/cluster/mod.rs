@@ -237,9 +237,14 @@ impl Cluster {
                 return Err(NoPick::Full(max));
             }
         }
-        let now = self.now();
         let set = self.set.load();
         let endpoints = &set.list;
+        // The clock is read only when an endpoint has been ejected (most picks never
+        // need it); one ejected meanwhile counts as ejected now.
+        let ejections = endpoints
+            .iter()
+            .any(|e| e.ejected_until.load(Ordering::Relaxed) != 0);
+        let now = if ejections { self.now() } else { 0 };
         let mut available = endpoints.iter().filter(|e| e.available(now)).count();
         // Panic mode (Envoy's): with too few endpoints available, the health verdicts are
         // less likely than an overload of the few left; balance over all of them.
@@ -292,8 +297,8 @@ impl Cluster {
     /// count towards ejection; anything else resets the count.
     pub(crate) fn report(&self, backend: &str, status: Code, unreachable: Option<&str>) {
         let set = self.set.load();
-        let now = self.now();
-        let failed = |endpoint| outlier::failed(&self.name, &self.outlier, &set, endpoint, now);
+        let failed =
+            |endpoint| outlier::failed(&self.name, &self.outlier, &set, endpoint, self.now());
         if let Some(endpoint) = unreachable.and_then(|address| set.find(address)) {
             failed(endpoint);
         }
@@ -301,7 +306,7 @@ impl Cluster {
             if status == Code::Unavailable {
                 failed(endpoint);
             } else {
-                outlier::served(endpoint, now);
+                outlier::served(endpoint, || self.now());
             }
         }
     }

@@ -8,15 +8,16 @@ use super::endpoint::Endpoint;
 use super::set::EndpointSet;
 use crate::config::Outlier;
 
-/// A call on `endpoint` went well at `now` (ms since the cluster's epoch).
-pub(super) fn served(endpoint: &Endpoint, now: u64) {
+/// A call on `endpoint` went well; `now` tells the time (ms since the cluster's epoch),
+/// asked only when the endpoint was ejected lately.
+pub(super) fn served(endpoint: &Endpoint, now: impl FnOnce() -> u64) {
     // Loads first: most calls succeed, and a store on every call would bounce the
     // endpoint's cache line between worker threads.
     if endpoint.consecutive_failures.load(Ordering::Relaxed) != 0 {
         endpoint.consecutive_failures.store(0, Ordering::Relaxed);
     }
     if endpoint.recent_ejections.load(Ordering::Relaxed) != 0
-        && endpoint.ejected_until.load(Ordering::Relaxed) <= now
+        && endpoint.ejected_until.load(Ordering::Relaxed) <= now()
     {
         endpoint.recent_ejections.store(0, Ordering::Relaxed);
     }

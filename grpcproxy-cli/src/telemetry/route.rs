@@ -26,7 +26,9 @@ pub(crate) struct RouteMetrics {
     pub(super) request_bytes: Counter,
     pub(super) response_bytes: Counter,
     pub(super) requests: Family<CallLabels, Counter>,
-    pub(super) by_method: RwLock<HashMap<Box<str>, MethodCounters>>,
+    /// Hashed with foldhash, not SipHash: looked up on every call, and never larger than
+    /// `max_methods`, so a client's choice of names cannot make it slow.
+    pub(super) by_method: RwLock<HashMap<Box<str>, MethodCounters, foldhash::fast::RandomState>>,
     /// Methods counted by name; the calls of further ones count as `other`.
     pub(super) max_methods: usize,
 }

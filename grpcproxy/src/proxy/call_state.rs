@@ -88,8 +88,6 @@ pub(crate) struct Observed {
     pub(crate) method: http::uri::PathAndQuery,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) backend: Arc<str>,
-    pub(crate) started: SystemTime,
-    pub(crate) started_at: Instant,
     pub(crate) authority: Option<http::uri::Authority>,
     pub(crate) user_agent: Option<http::HeaderValue>,
 }
@@ -103,7 +101,8 @@ impl std::fmt::Debug for dyn crate::CallObserver {
 const NO_STATUS: i32 = -1;
 
 impl CallState {
-    pub(crate) fn start(stats: &Arc<ProxyStats>) -> Arc<Self> {
+    /// The state of a call the proxy received at `started`.
+    pub(crate) fn start(stats: &Arc<ProxyStats>, started: Instant) -> Arc<Self> {
         stats.live.fetch_add(1, Ordering::AcqRel);
         stats.started.fetch_add(1, Ordering::Relaxed);
         Arc::new(Self {
@@ -122,7 +121,7 @@ impl CallState {
             attempts: Mutex::new(Vec::new()),
             tap: OnceLock::new(),
             mirror: OnceLock::new(),
-            started: Instant::now(),
+            started,
             active_ms: AtomicU64::new(0),
         })
     }
@@ -320,12 +319,13 @@ impl Drop for CallState {
             // A call the proxy or the client ended cancels its mirror.
             watch.primary_ended(self.abort_reason().is_none().then_some(status));
         }
+        let duration = self.started.elapsed();
         if let Some(tap) = self.tap.get() {
             tap.publish(tap.ended(crate::mq::CallEnded {
                 call_id: tap.call_id,
                 code: status,
                 trailers: None,
-                duration: self.started.elapsed(),
+                duration,
                 request_messages: 0,
                 response_messages: 0,
                 request_bytes: self.request_bytes.load(Ordering::Relaxed),
@@ -344,8 +344,9 @@ impl Drop for CallState {
                 backend,
                 unreachable,
                 grpc_status: status,
-                started: observed.started,
-                duration: observed.started_at.elapsed(),
+                // The wall clock read once, at the end, for both ends of the call.
+                started: SystemTime::now() - duration,
+                duration,
                 request_bytes: self.request_bytes.load(Ordering::Relaxed),
                 response_bytes: self.response_bytes.load(Ordering::Relaxed),
                 grpc_message: self.message.get().map(|m| &**m),

@@ -225,7 +225,7 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             requested,
             client_authority,
             peer: peer.remote_addr,
-            guard: ResponseGuard::new(CallState::start(&self.stats)),
+            guard: ResponseGuard::new(CallState::start(&self.stats, received.into_std())),
         };
         let metadata = MetadataMap::from_headers(parts.headers);
         let info = CallInfo::split_at(path, split, metadata).with_peer(peer, parts.extensions);
@@ -279,8 +279,6 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 method: call.path.clone(),
                 peer: call.peer,
                 backend: upstream.shared_address().clone(),
-                started: SystemTime::now() - call.received.elapsed(),
-                started_at: call.received.into_std(),
                 authority: call.client_authority.clone(),
                 user_agent: metadata.as_ref().get(http::header::USER_AGENT).cloned(),
             });

@@ -162,7 +162,12 @@ mod tests {
     async fn empty_data_frames_are_not_forwarded() {
         let body = data_frames(&[b"", b"ab", b"", b"", b"c", b""]);
         let stats = Arc::new(super::super::ProxyStats::default());
-        let request = RequestBody::new(body, CallState::start(&stats), None, false);
+        let request = RequestBody::new(
+            body,
+            CallState::start(&stats, std::time::Instant::now()),
+            None,
+            false,
+        );
         let mut request = std::pin::pin!(request);
         let mut seen = Vec::new();
         while let Some(frame) = request.frame().await {
