@@ -35,6 +35,28 @@ trap 'rm -f "$log"; rm -rf "$bench_out"' EXIT
 target/debug/grpcproxy-bench compare --quick --out "$bench_out" 2>&1 | tail -n 3
 grep -q "unary 8×32 16 B" "$bench_out/BENCHMARKS.md"
 grep -q "| h2 floor |" "$bench_out/BENCHMARKS.md"
+# Stopped by a signal mid-run (SIGTERM: a background job ignores SIGINT), the harness
+# stops every server it started.
+stop_log="$bench_out/stop.log"
+target/debug/grpcproxy-bench compare --quick --out "$bench_out/stopped" >"$stop_log" 2>&1 &
+harness=$!
+for _ in $(seq 1 600); do grep -q "^round 1" "$stop_log" && break; sleep 0.1; done
+children=$(ps -o pid= --ppid "$harness" | tr -d ' ')
+[ -n "$children" ] || { echo "bench stop check: the harness started no servers" >&2; exit 1; }
+kill -TERM "$harness"
+if wait "$harness"; then echo "bench stop check: the harness ignored SIGTERM" >&2; exit 1; fi
+sleep 1
+outlived=0
+for pid in $children; do
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+  if [ -n "$state" ] && [ "$state" != Z ]; then
+    echo "bench stop check: server $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline")) outlived the harness" >&2
+    kill "$pid" || true
+    outlived=1
+  fi
+done
+[ "$outlived" = 0 ] || exit 1
+echo "bench stop check: SIGTERM stopped the harness and its $(echo "$children" | wc -l) servers"
 
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "tests: %d passed, %d failed\n", passed, failed; exit failed > 0 }' "$log"

@@ -56,7 +56,25 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
-            Command::Compare(args) => compare::run(args).await,
+            // Stopped by a signal, the run is dropped where it waits: the servers it
+            // started are stopped with it (they are killed when dropped).
+            Command::Compare(args) => tokio::select! {
+                result = compare::run(args) => result,
+                signal = stop_signal() => {
+                    signal?;
+                    anyhow::bail!("stopped by a signal; the servers it started are stopped")
+                }
+            },
         }
     })
+}
+
+/// Completes at the first SIGINT or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted,
+        _ = terminate.recv() => Ok(()),
+    }
 }
