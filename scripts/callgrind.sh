@@ -3,8 +3,9 @@
 # the profile says"): grpcproxy with one worker thread runs under valgrind, the bench
 # backend and load generator run natively, unary 16 B at 8 connections x 32 streams.
 # Counters are zeroed after a warm-up, so start-up is not counted.
-# Usage: [ROUTE_EXTRA='retry = {...}'] bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
-# (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs)
+# Usage: [ROUTE_EXTRA='retry = {...}'] [QUICK=1] bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
+# (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs; QUICK=1:
+# quick mode, `--listen/--to`, with its default two workers, instead of the file)
 # Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves
 # the profile in $OUT (default /tmp/grpcproxy-callgrind) for callgrind_annotate.
 set -euo pipefail
@@ -34,8 +35,13 @@ ${ROUTE_EXTRA:-}
 [clusters.backend]
 endpoints = ["127.0.0.1:$backend_port"]
 EOF
+if [ -n "${QUICK:-}" ]; then # quick mode: no file, the same listener, route and cluster
+  run=(--listen "127.0.0.1:$proxy_port" --to "http://127.0.0.1:$backend_port")
+else
+  run=(--config "$out/proxy.toml")
+fi
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-  "$proxy" --log-level warn --config "$out/proxy.toml" >"$out/proxy.log" 2>&1 &
+  "$proxy" --log-level warn "${run[@]}" >"$out/proxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$proxy_port),1)" 2>/dev/null; then break; fi
