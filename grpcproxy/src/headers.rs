@@ -130,6 +130,28 @@ mod tests {
     }
 
     #[test]
+    fn every_te_value_is_checked_not_only_the_first() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.append(header::TE, HeaderValue::from_static("Trailers"));
+        headers.append(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut headers);
+        assert!(!headers.contains_key(header::TE));
+        assert_eq!(headers.len(), 1);
+
+        // `trailers` in any case, however often, is kept as it is.
+        let mut headers = HeaderMap::new();
+        headers.append(header::TE, HeaderValue::from_static("TRAILERS"));
+        headers.append(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers);
+        let kept: Vec<_> = headers.get_all(header::TE).iter().collect();
+        assert_eq!(kept, ["TRAILERS", "trailers"]);
+    }
+
+    #[test]
     fn grpc_metadata_survives() {
         let mut headers = HeaderMap::new();
         for (k, v) in [

@@ -21,7 +21,7 @@ pub struct CallRecord<'a> {
     /// The status the client got: the backend's, or the proxy's own (deadline, limits,
     /// backend failure). `CANCELLED` when the client went away before any status.
     pub grpc_status: Code,
-    /// When the call arrived (for a routed call: the wall clock at its end, less `duration`).
+    /// When the call arrived: the wall clock when it ended, less `duration`.
     pub started: SystemTime,
     /// From arrival until both directions were over.
     pub duration: Duration,

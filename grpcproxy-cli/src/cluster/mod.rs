@@ -468,6 +468,25 @@ mod tests {
     }
 
     #[test]
+    fn an_ejected_endpoint_gets_no_pick_until_its_ejection_ends() {
+        let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8", "127.0.0.1:9"]);
+        let first = cluster.endpoints()[0].clone();
+        let picked_first = |cluster: &Cluster| {
+            (0..30).any(|_| Arc::ptr_eq(&cluster.pick().unwrap().endpoint, &first))
+        };
+        assert!(picked_first(&cluster), "before any failure");
+        for _ in 0..5 {
+            cluster.report(first.upstream.address(), Code::Unavailable, None);
+        }
+        // Two of three available (above the panic threshold): the ejected one is left out.
+        assert!(!picked_first(&cluster));
+        // Its ejection over (moved to the past), it is picked again.
+        first.ejected_until.store(1, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(picked_first(&cluster));
+    }
+
+    #[test]
     fn below_the_panic_threshold_calls_spread_over_every_endpoint() {
         let cluster = cluster(&["127.0.0.1:7", "127.0.0.1:8"]);
         let [first, second] = [0, 1].map(|i| cluster.endpoints()[i].clone());
