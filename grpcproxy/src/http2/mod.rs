@@ -1,11 +1,13 @@
 //! HTTP/2 pieces both sides of the proxy share: the receive body, the pipe that sends a
 //! body, keepalive PINGs, and the connection settings with their builders.
 
+mod io;
 mod keepalive;
 mod pipe;
 mod recv_body;
 mod settings;
 
+pub(crate) use io::Io;
 pub(crate) use keepalive::keepalive;
 pub(crate) use pipe::{Cut, CutBy, Pipe, PipeCut};
 pub use recv_body::RecvBody;

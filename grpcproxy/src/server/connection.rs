@@ -11,12 +11,12 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::Request;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::open_streams::{OpenStream, StreamCount};
 use super::stream::{Cut, StreamTask};
 use super::{answer_http1, starts_with_preface, CallService};
+use crate::http2::Io;
 use crate::{ConnectionInfo, RecvBody};
 
 /// One accepted client connection, about to be served.
@@ -65,7 +65,7 @@ enum Event {
 impl<S: CallService> Connection<S> {
     pub(super) async fn serve_cleartext(self, stream: TcpStream) {
         match tokio::time::timeout(self.handshake_timeout, starts_with_preface(&stream)).await {
-            Ok(Ok(true)) => self.serve(stream).await,
+            Ok(Ok(true)) => self.serve(Io::Tcp(stream)).await,
             Ok(Ok(false)) if self.http1 => self.serve_http1(stream).await,
             Ok(Ok(false)) => answer_http1(stream).await,
             Ok(Err(_)) | Err(_) => {}
@@ -92,19 +92,16 @@ impl<S: CallService> Connection<S> {
         if self.http1 && alpn != Some(b"h2".as_slice()) {
             self.serve_http1(tls).await;
         } else {
-            self.serve(tls).await;
+            self.serve(Io::ServerTls(Box::new(tls))).await;
         }
     }
 
     /// Drives the connection until it ends: accepts its calls, each served by a task of its
     /// own, and closes it gracefully (GOAWAY, then in-flight calls finish) on drain or idle
     /// timeout, or at once when keepalive finds the client gone.
-    async fn serve<T>(mut self, io: T)
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    async fn serve(mut self, io: Io) {
         let peer = self.info.remote_addr;
-        let h2 = self.h2.handshake::<T, Bytes>(io);
+        let h2 = self.h2.handshake::<Io, Bytes>(io);
         let Some(mut connection) = handshake(self.handshake_timeout, peer, "HTTP/2", h2).await
         else {
             return;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{UpstreamError, UpstreamErrorKind};
+use crate::http2::Io;
 use crate::Http2Settings;
 
 /// A handshaken connection: clones share it; calls open streams on it.
@@ -138,19 +138,16 @@ impl Connection {
 /// Runs the HTTP/2 handshake over `io` and spawns the task that drives the connection,
 /// counted in `open` until it ends; if it is rotated for unconfirmed resets, `rotated`
 /// counts it.
-pub(crate) async fn handshake<T>(
+pub(crate) async fn handshake(
     address: &Arc<str>,
     settings: &Http2Settings,
-    io: T,
+    io: Io,
     open: &Arc<AtomicUsize>,
     rotated: &Arc<Rotations>,
-) -> Result<Connection, UpstreamError>
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+) -> Result<Connection, UpstreamError> {
     let (sender, mut connection) = settings
         .client_builder()
-        .handshake::<T, Bytes>(io)
+        .handshake::<Io, Bytes>(io)
         .await
         .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Handshake, e))?;
     let state = Arc::new(State {

@@ -12,6 +12,7 @@ use tokio_rustls::TlsConnector;
 use super::connection::{handshake, Connection};
 use super::in_flight::InFlight;
 use super::{UpstreamError, UpstreamErrorKind};
+use crate::http2::Io;
 use crate::Http2Settings;
 
 /// How to reach the backend: address, TLS, and HTTP/2 settings.
@@ -265,13 +266,15 @@ impl Pool {
                 .map_err(|e| UpstreamError::new(address.clone(), UpstreamErrorKind::Connect, e))?;
             match &endpoint.tls {
                 None => {
-                    handshake(&address, &endpoint.settings, tcp, &self.open, &self.rotated).await
+                    let io = Io::Tcp(tcp);
+                    handshake(&address, &endpoint.settings, io, &self.open, &self.rotated).await
                 }
                 Some((connector, name)) => {
                     let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
                         UpstreamError::new(address.clone(), UpstreamErrorKind::Tls, e)
                     })?;
-                    handshake(&address, &endpoint.settings, tls, &self.open, &self.rotated).await
+                    let io = Io::ClientTls(Box::new(tls));
+                    handshake(&address, &endpoint.settings, io, &self.open, &self.rotated).await
                 }
             }
         };
