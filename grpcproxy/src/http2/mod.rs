@@ -1,5 +1,6 @@
-//! HTTP/2 pieces both sides of the proxy share: the receive body, the pipe that sends a
-//! body, keepalive PINGs, and the connection settings with their builders.
+//! HTTP/2 pieces both sides of the proxy share: the transport its connections run on, the
+//! receive body, the pipe that sends a body, keepalive PINGs, and the connection settings
+//! with their builders.
 
 mod io;
 mod keepalive;
