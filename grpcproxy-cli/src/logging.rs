@@ -3,8 +3,7 @@
 use std::io::IsTerminal;
 
 use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
-use tracing_subscriber::layer::Layer;
-use tracing_subscriber::{EnvFilter, Registry};
+use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -18,7 +17,7 @@ pub(crate) enum Format {
 pub(crate) fn init(level: &str, format: Format) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(directives(level))
         .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
-    let asked = Layer::<Registry>::max_level_hint(&filter);
+    let asked = filter.max_level_hint();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -25,10 +25,10 @@ pub(crate) enum Io {
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// The same call on whichever transport `$io` is.
+/// The same call on whichever transport `$io` (an `&Io` or `&mut Io`) is.
 macro_rules! each {
     ($io:expr, $stream:ident => $call:expr) => {
-        match $io.get_mut() {
+        match $io {
             Io::Tcp($stream) => $call,
             Io::ServerTls($stream) => $call,
             Io::ClientTls($stream) => $call,
@@ -42,7 +42,7 @@ impl AsyncRead for Io {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_read(cx, buf))
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -52,7 +52,7 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write(cx, buf))
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -60,23 +60,19 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Tcp(s) => s.is_write_vectored(),
-            Io::ServerTls(s) => s.is_write_vectored(),
-            Io::ClientTls(s) => s.is_write_vectored(),
-        }
+        each!(self, s => s.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_flush(cx))
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_shutdown(cx))
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
@@ -104,7 +100,7 @@ mod tests {
         server.shutdown().await.unwrap();
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
-        assert_eq!(&rest, &b"abcd"[..written]);
         assert_eq!(written, 4);
+        assert_eq!(rest, b"abcd");
     }
 }
