@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,18 +34,21 @@ impl Drop for Haproxy {
     }
 }
 
-/// `n` distinct free addresses on 127.0.0.3, a loopback address of this file's own: no
-/// other test's listener (on 127.0.0.1) nor any outgoing connection (their source is
-/// 127.0.0.1) can take one between its pick here and the bind of the replica given it.
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
+/// The loopback address each test of this file picks its addresses on: its own, so that
+/// no other test's listener (on 127.0.0.1, or the other test's here) nor any outgoing
+/// connection (their source is 127.0.0.1) can take one between its pick and the bind of
+/// the replica or HAProxy given it. (Both tests once shared 127.0.0.3: a replica found its
+/// port taken, and HAProxy, which binds with SO_REUSEPORT, could share one with the other
+/// test's HAProxy, which then took some of this test's connections.)
+const SCALE_UP_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+const ROLLING_RESTART_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+
+/// `n` distinct free addresses on `ip`.
+fn free_addrs(ip: IpAddr, n: usize) -> Vec<SocketAddr> {
     let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.3:0").unwrap())
+        .map(|_| std::net::TcpListener::bind((ip, 0)).unwrap())
         .collect();
     held.iter().map(|l| l.local_addr().unwrap()).collect()
-}
-
-fn free_addr() -> SocketAddr {
-    free_addrs(1)[0]
 }
 
 fn haproxy_binary() -> PathBuf {
@@ -64,7 +67,7 @@ impl Haproxy {
             .enumerate()
             .map(|(i, r)| format!("  server r{i} {r} check inter 200ms fall 1 rise 1\n"))
             .collect();
-        Self::start_with(&servers, "")
+        Self::start_with(replicas[0].ip(), &servers, "")
     }
 
     /// As a rolling restart wants it: each replica checked on its admin `/ready` (503
@@ -81,11 +84,12 @@ impl Haproxy {
             })
             .collect();
         let options = "  option httpchk GET /ready\n  option redispatch\n  retries 3\n";
-        Self::start_with(&servers, options)
+        Self::start_with(replicas[0].0.ip(), &servers, options)
     }
 
-    fn start_with(servers: &str, backend_options: &str) -> Self {
-        let addr = free_addr();
+    /// Listening on `ip`, its test's own loopback address.
+    fn start_with(ip: IpAddr, servers: &str, backend_options: &str) -> Self {
+        let addr = free_addrs(ip, 1)[0];
         let config = format!(
             "global\n  maxconn 1000\n\
              defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
@@ -215,7 +219,7 @@ fn served(replica: &support::Proxy) -> u64 {
 /// replica starts; what each replica served in the 10 s after that.
 async fn scale_up(server: &str) -> Vec<u64> {
     let (backend, _service) = ping_backend().await;
-    let addresses = free_addrs(4);
+    let addresses = free_addrs(SCALE_UP_IP, 4);
     let mut replicas: Vec<(support::Proxy, tempfile::NamedTempFile)> = addresses[..3]
         .iter()
         .map(|a| replica(*a, backend.addr(), server))
@@ -283,7 +287,7 @@ async fn a_new_replica_gets_a_share_only_when_connections_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_fails_no_call() {
     let (backend, _service) = ping_backend().await;
-    let slots: Vec<(SocketAddr, SocketAddr)> = free_addrs(6)
+    let slots: Vec<(SocketAddr, SocketAddr)> = free_addrs(ROLLING_RESTART_IP, 6)
         .chunks(2)
         .map(|pair| (pair[0], pair[1]))
         .collect();
