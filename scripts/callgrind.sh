@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Instructions per proxied unary call, counted exactly with callgrind (BENCHMARKS.md, "What
 # the profile says"): grpcproxy with one worker thread runs under valgrind, the bench
-# backend and load generator run natively, unary 16 B at 8 connections x 32 streams.
+# backend and load generator run natively, unary 16 B at 8 connections x 32 streams (or the
+# load SHAPE, CONNECTIONS and STREAMS ask for).
 # Counters are zeroed after a warm-up, so start-up is not counted.
-# Usage: [ROUTE_EXTRA='retry = {...}'] [QUICK=1] bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
-# (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs; QUICK=1:
-# quick mode, `--listen/--to`, with its default two workers, instead of the file)
+# Usage: [ROUTE_EXTRA='retry = {...}'] [TOP_EXTRA='[limits] ...'] [QUICK=1] [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32]
+#        bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
+# (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs; TOP_EXTRA:
+# TOML added at the end of the file, a table such as [limits]; QUICK=1:
+# quick mode, `--listen/--to`, with its default two workers, instead of the file; FLOOR=1:
+# the h2 floor, target/release/examples/h2_floor or GRPCPROXY_BINARY, instead of grpcproxy;
+# SHAPE, CONNECTIONS, STREAMS: the load, as `grpcproxy-bench load` takes them: ping-pong
+# and push count a message as a call)
 # Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves
 # the profile in $OUT (default /tmp/grpcproxy-callgrind) for callgrind_annotate.
 set -euo pipefail
@@ -34,20 +40,27 @@ cluster = "backend"
 ${ROUTE_EXTRA:-}
 [clusters.backend]
 endpoints = ["127.0.0.1:$backend_port"]
+${TOP_EXTRA:-}
 EOF
-if [ -n "${QUICK:-}" ]; then # quick mode: no file, the same listener, route and cluster
-  run=(--listen "127.0.0.1:$proxy_port" --to "http://127.0.0.1:$backend_port")
+if [ -n "${FLOOR:-}" ]; then # the h2 floor: its listener and its backend, nothing else
+  proxy=${1:-target/release/examples/h2_floor}
+  run=("127.0.0.1:$proxy_port" "127.0.0.1:$backend_port")
+elif [ -n "${QUICK:-}" ]; then # quick mode: no file, the same listener, route and cluster
+  run=(--log-level warn --listen "127.0.0.1:$proxy_port" --to "http://127.0.0.1:$backend_port")
 else
-  run=(--config "$out/proxy.toml")
+  run=(--log-level warn --config "$out/proxy.toml")
 fi
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-  "$proxy" --log-level warn "${run[@]}" >"$out/proxy.log" 2>&1 &
+  "$proxy" "${run[@]}" >"$out/proxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$proxy_port),1)" 2>/dev/null; then break; fi
   sleep 0.2
 done
-load() { "$bench" load --target "127.0.0.1:$proxy_port" --connections 8 --streams 32 --warmup 0s --duration "$1"; }
+load() {
+  "$bench" load --target "127.0.0.1:$proxy_port" --shape "${SHAPE:-unary}" \
+    --connections "${CONNECTIONS:-8}" --streams "${STREAMS:-32}" --warmup 0s --duration "$1"
+}
 load 3s >/dev/null # warm-up: connections, caches, the allocator's arenas
 callgrind_control -z "${pids[1]}" >/dev/null 2>&1
 report=$(load "${seconds}s")

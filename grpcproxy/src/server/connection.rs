@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::open_streams::{OpenStream, StreamCount};
 use super::stream::{Cut, StreamTask};
 use super::{answer_http1, starts_with_preface, CallService};
-use crate::http2::Io;
+use crate::http2::{Io, SideEvents};
 use crate::{ConnectionInfo, RecvBody};
 
 /// One accepted client connection, about to be served.
@@ -121,24 +121,34 @@ impl<S: CallService> Connection<S> {
         let mut age_timer = pin!(age.map(tokio::time::sleep));
         let mut aged = false;
         let mut closing = false;
+        // Drain, idle, age and keepalive are polled only after one of them woke the task.
+        let side = SideEvents::new();
         loop {
             let event = poll_fn(|cx| {
-                if !closing {
-                    if drain.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Drain);
-                    }
-                    if idle.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Idle);
-                    }
-                }
-                if let Some(timer) = age_timer.as_mut().as_pin_mut() {
-                    if timer.poll(cx).is_ready() {
-                        return Poll::Ready(if aged { Event::GraceOver } else { Event::Aged });
-                    }
-                }
-                if let Some(keepalive) = keepalive.as_mut().as_pin_mut() {
-                    if let Poll::Ready(after) = keepalive.poll(cx) {
-                        return Poll::Ready(Event::Silent(after));
+                if let Some(mut own) = side.woken(cx) {
+                    let cx = &mut own;
+                    let event = if !closing && drain.as_mut().poll(cx).is_ready() {
+                        Some(Event::Drain)
+                    } else if !closing && idle.as_mut().poll(cx).is_ready() {
+                        Some(Event::Idle)
+                    } else if let Some(Poll::Ready(())) =
+                        age_timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx))
+                    {
+                        Some(if aged { Event::GraceOver } else { Event::Aged })
+                    } else if let Some(Poll::Ready(after)) = keepalive
+                        .as_mut()
+                        .as_pin_mut()
+                        .map(|keepalive| keepalive.poll(cx))
+                    {
+                        Some(Event::Silent(after))
+                    } else {
+                        None
+                    };
+                    if let Some(event) = event {
+                        // All polled next time: the others may have woken the task too,
+                        // and a timer replaced after this event must register.
+                        side.poll_again();
+                        return Poll::Ready(event);
                     }
                 }
                 connection.poll_accept(cx).map(|next| match next {

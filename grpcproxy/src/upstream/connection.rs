@@ -1,14 +1,17 @@
 //! One HTTP/2 connection to a backend, driven by h2 directly: its handshake, the task that
 //! runs it (with keepalive PINGs), and whether it still takes new calls.
 
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
 
 use super::{UpstreamError, UpstreamErrorKind};
-use crate::http2::Io;
+use crate::http2::{Io, SideEvents};
 use crate::Http2Settings;
 
 /// A handshaken connection: clones share it; calls open streams on it.
@@ -171,14 +174,28 @@ pub(crate) async fn handshake(
         let _running = running;
         let ended = match keepalive {
             None => connection.await,
-            Some(keepalive) => tokio::select! {
-                ended = &mut connection => ended,
-                silent = keepalive => {
-                    // Dropping the connection fails its streams as a lost connection.
-                    tracing::debug!(backend = %address, "backend did not answer a keepalive PING in {silent:?}; closing the connection");
-                    return;
+            Some(keepalive) => {
+                // The PING timer is polled only after it woke the task.
+                let mut keepalive = pin!(keepalive);
+                let side = SideEvents::new();
+                let ended = poll_fn(|cx| {
+                    if let Some(mut own) = side.woken(cx) {
+                        if let Poll::Ready(silent) = keepalive.as_mut().poll(&mut own) {
+                            return Poll::Ready(Err(silent));
+                        }
+                    }
+                    Pin::new(&mut connection).poll(cx).map(Ok)
+                })
+                .await;
+                match ended {
+                    Ok(ended) => ended,
+                    Err(silent) => {
+                        // Dropping the connection fails its streams as a lost connection.
+                        tracing::debug!(backend = %address, "backend did not answer a keepalive PING in {silent:?}; closing the connection");
+                        return;
+                    }
                 }
-            },
+            }
         };
         match ended {
             // The proxy's own h2 closed it: the backend broke a limit, and every call on
