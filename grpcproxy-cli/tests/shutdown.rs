@@ -31,16 +31,26 @@ async fn calls_open_at_the_drain_timeout_end_with_unavailable() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped = Instant::now();
     support::sigterm(&proxy);
-    let status = loop {
-        match streaming.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream ended OK"),
-            Err(status) => break status,
+    // Bounded: calls the cut misses would run on for the backend's 10 s, or hang.
+    let bound = Duration::from_secs(5);
+    let status = tokio::time::timeout(bound, async {
+        loop {
+            match streaming.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended OK"),
+                Err(status) => break status,
+            }
         }
-    };
+    })
+    .await
+    .expect("the stream was not cut");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert_eq!(status.message(), "proxy shutting down");
-    let status = unary.await.unwrap().unwrap_err();
+    let status = tokio::time::timeout(bound, unary)
+        .await
+        .expect("the unary call was not cut")
+        .unwrap()
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert_eq!(status.message(), "proxy shutting down");
     assert!(

@@ -13,8 +13,9 @@ use h2::RecvStream;
 use http::Request;
 use tokio::net::TcpStream;
 
+use super::cut::{Cut, Cutter};
 use super::open_streams::{OpenStream, StreamCount};
-use super::stream::{Cut, StreamTask};
+use super::stream::StreamTask;
 use super::{answer_http1, starts_with_preface, CallService};
 use crate::http2::{Io, SideEvents};
 use crate::{ConnectionInfo, RecvBody};
@@ -60,6 +61,8 @@ enum Event {
     GraceOver,
     /// A keepalive PING went unanswered for this long.
     Silent(Duration),
+    /// The server's drain timed out: open calls end with UNAVAILABLE.
+    Cut,
 }
 
 impl<S: CallService> Connection<S> {
@@ -121,7 +124,11 @@ impl<S: CallService> Connection<S> {
         let mut age_timer = pin!(age.map(tokio::time::sleep));
         let mut aged = false;
         let mut closing = false;
-        // Drain, idle, age and keepalive are polled only after one of them woke the task.
+        // The server's cut, watched once here; the calls watch `cutter`.
+        let mut server_cut = pin!(self.cut.cancelled());
+        let mut cutter = Cutter::default();
+        // Drain, idle, age, keepalive and the cut are polled only after one of them woke
+        // the task.
         let side = SideEvents::new();
         loop {
             let event = poll_fn(|cx| {
@@ -141,6 +148,8 @@ impl<S: CallService> Connection<S> {
                         .map(|keepalive| keepalive.poll(cx))
                     {
                         Some(Event::Silent(after))
+                    } else if !cutter.is_cut() && server_cut.as_mut().poll(cx).is_ready() {
+                        Some(Event::Cut)
                     } else {
                         None
                     };
@@ -182,9 +191,9 @@ impl<S: CallService> Connection<S> {
                     let mut request = Request::from_parts(parts, RecvBody::new(recv));
                     request.extensions_mut().insert(self.info.clone());
                     let open = OpenStream::new(&streams);
-                    let cut = self.cut.clone().cancelled_owned();
-                    start_call(self.service.clone(), request, reply, open, cut);
+                    start_call(self.service.clone(), request, reply, open, cutter.watch());
                 }
+                Event::Cut => cutter.cut(),
                 Event::Drain => {
                     closing = true;
                     connection.graceful_shutdown();

@@ -6,6 +6,7 @@
 //! by hyper (`http1.rs`), each request handed to the same service.
 
 mod connection;
+mod cut;
 mod http1;
 mod open_streams;
 mod stream;

@@ -17,6 +17,7 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 
+use super::cut::Cut;
 use super::open_streams::OpenStream;
 use crate::boxed::BoxError;
 use crate::headers::strip_hop_by_hop;
@@ -58,9 +59,6 @@ impl<F, B> StreamTask<F, B> {
         }
     }
 }
-
-/// Completes when the server gives up waiting for open calls.
-pub(super) type Cut = tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// `grpc-status` and `grpc-message` of a call the server ends because it shuts down.
 fn shutting_down() -> http::HeaderMap {
