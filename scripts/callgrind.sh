@@ -4,12 +4,14 @@
 # backend and load generator run natively, unary 16 B at 8 connections x 32 streams (or the
 # load SHAPE, CONNECTIONS and STREAMS ask for).
 # Counters are zeroed after a warm-up, so start-up is not counted.
-# Usage: [ROUTE_EXTRA='retry = {...}'] [TOP_EXTRA='[limits] ...'] [QUICK=1] [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32]
+# Usage: [ROUTE_EXTRA='retry = {...}'] [TOP_EXTRA='[limits] ...'] [QUICK=1 | FLOOR=1]
+#        [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32]
 #        bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
 # (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs; TOP_EXTRA:
 # TOML added at the end of the file, a table such as [limits]; QUICK=1:
 # quick mode, `--listen/--to`, with its default two workers, instead of the file; FLOOR=1:
-# the h2 floor, target/release/examples/h2_floor or GRPCPROXY_BINARY, instead of grpcproxy;
+# the h2 floor, target/release/examples/h2_floor or GRPCPROXY_BINARY, instead of grpcproxy
+# (its two threads, which valgrind runs one at a time);
 # SHAPE, CONNECTIONS, STREAMS: the load, as `grpcproxy-bench load` takes them: ping-pong
 # and push count a message as a call)
 # Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves

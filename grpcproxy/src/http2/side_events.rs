@@ -1,5 +1,6 @@
 //! A waker of their own for the futures a connection's task polls beside the connection
-//! (a client connection's drain, idle and age timers, either side's keepalive): the task
+//! (a client connection's drain and its cut, idle and age timers; either side's
+//! keepalive): the task
 //! polls them again only after one of them woke it, not on each of the several wake-ups
 //! every call causes.
 

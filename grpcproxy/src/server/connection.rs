@@ -193,6 +193,7 @@ impl<S: CallService> Connection<S> {
                     let open = OpenStream::new(&streams);
                     start_call(self.service.clone(), request, reply, open, cutter.watch());
                 }
+                // Marked cut: the token, ready from now on, is not polled again.
                 Event::Cut => cutter.cut(),
                 Event::Drain => {
                     closing = true;

@@ -17,6 +17,7 @@ pin_project! {
     /// call then ends with UNAVAILABLE.
     #[project = CutProj]
     pub(super) enum Cut {
+        /// Waiting for the connection's cut.
         Watching { #[pin] notified: OwnedNotified },
         /// The connection was cut before the call started.
         Now,
