@@ -5,7 +5,7 @@
 # load SHAPE, CONNECTIONS and STREAMS ask for).
 # Counters are zeroed after a warm-up, so start-up is not counted.
 # Usage: [ROUTE_EXTRA='retry = {...}'] [TOP_EXTRA='[limits] ...'] [QUICK=1 | FLOOR=1]
-#        [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32]
+#        [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32] [CACHE=1] [ATOMICS=1]
 #        bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
 # (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs; TOP_EXTRA:
 # TOML added at the end of the file, a table such as [limits]; QUICK=1:
@@ -13,7 +13,10 @@
 # the h2 floor, target/release/examples/h2_floor or GRPCPROXY_BINARY, instead of grpcproxy
 # (its two threads, which valgrind runs one at a time);
 # SHAPE, CONNECTIONS, STREAMS: the load, as `grpcproxy-bench load` takes them: ping-pong
-# and push count a message as a call)
+# and push count a message as a call; CACHE=1: valgrind also simulates the caches and the
+# branch predictor, and the simulated misses per call are printed; ATOMICS=1: the atomic
+# read-modify-write instructions per call are printed, by function; both with
+# scripts/callgrind-costs.py)
 # Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves
 # the profile in $OUT (default /tmp/grpcproxy-callgrind) for callgrind_annotate.
 set -euo pipefail
@@ -52,7 +55,10 @@ elif [ -n "${QUICK:-}" ]; then # quick mode: no file, the same listener, route a
 else
   run=(--log-level warn --config "$out/proxy.toml")
 fi
-valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
+extra=()
+[ -n "${CACHE:-}" ] && extra+=(--cache-sim=yes --branch-sim=yes)
+[ -n "${ATOMICS:-}" ] && extra+=(--dump-instr=yes)
+valgrind --tool=callgrind "${extra[@]}" --callgrind-out-file="$out/callgrind.out" \
   "$proxy" "${run[@]}" >"$out/proxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
@@ -70,3 +76,6 @@ callgrind_control -d "${pids[1]}" >/dev/null 2>&1
 calls=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"])' <<<"$report")
 instructions=$(cat "$out"/callgrind.out.* 2>/dev/null | awk '/^(summary|totals):/ {print $2}' | sort -n | tail -1)
 python3 -c "print(f'{$instructions:,} instructions / {$calls:,} calls = {$instructions/$calls:,.0f} per call')"
+if [ -n "${CACHE:-}${ATOMICS:-}" ]; then
+  python3 scripts/callgrind-costs.py "$(ls "$out"/callgrind.out.* | tail -1)" "$calls" "$proxy"
+fi

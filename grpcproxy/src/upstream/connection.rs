@@ -112,7 +112,9 @@ impl Connection {
 
     /// A guard for the call whose response is `response`: dropped unanswered, it counts
     /// as an unconfirmed reset (see [`Unanswered`]).
-    pub(crate) fn unanswered(&self, response: &h2::client::ResponseFuture) -> Unanswered {
+    /// Takes the handle: its call has started, and the guard keeps what it needs (moved,
+    /// not cloned).
+    pub(crate) fn unanswered(self, response: &h2::client::ResponseFuture) -> Unanswered {
         let state = &self.state;
         let opened = state.opened_unconfirmed.fetch_add(1, Ordering::Relaxed) + 1;
         let resets = state.unconfirmed_resets.load(Ordering::Relaxed);
@@ -127,14 +129,15 @@ impl Connection {
             }
         }
         Unanswered {
-            state: Some(self.state.clone()),
+            state: Some(self.state),
             id: response.stream_id().into(),
         }
     }
 
-    /// A handle to open one stream with.
-    pub(crate) fn sender(&self) -> SendRequest<Bytes> {
-        self.sender.clone()
+    /// The handle to open one stream with: this clone's own, taken from the pool for
+    /// one call (a clone of h2's handle takes h2's lock, and so does its drop).
+    pub(crate) fn sender(&mut self) -> &mut SendRequest<Bytes> {
+        &mut self.sender
     }
 }
 

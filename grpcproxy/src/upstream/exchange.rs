@@ -37,15 +37,14 @@ pub(crate) enum NotStarted {
 /// Not async: nothing here waits. Body polls made here use a no-op waker; when the body has
 /// nothing ready, the pipe task polls it again with its own.
 pub(crate) fn start<C: Cut + 'static>(
-    connection: &Connection,
+    connection: &mut Connection,
     request: Request<BoxBody>,
     cut: Option<&Arc<C>>,
 ) -> Result<ResponseFuture, NotStarted> {
     let mut cx = Context::from_waker(Waker::noop());
-    let mut sender = connection.sender();
-    // A fresh handle is ready at once unless the connection failed or got a GOAWAY (or,
-    // never in practice, Pending: h2 then queues the stream itself).
-    if let Poll::Ready(Err(e)) = sender.poll_ready(&mut cx) {
+    // The pool's handle is a fresh clone, ready at once unless the connection failed or got
+    // a GOAWAY (or, never in practice, Pending: h2 then queues the stream itself).
+    if let Poll::Ready(Err(e)) = connection.sender().poll_ready(&mut cx) {
         connection.retire();
         return Err(NotStarted::Closed(Box::new(request), e));
     }
@@ -65,7 +64,8 @@ pub(crate) fn start<C: Cut + 'static>(
     // request stream with no data left to send MUST end with an empty DATA frame, and
     // grpc-go servers never see the end of a request that ends on its HEADERS (the call
     // hangs until its deadline).
-    let (response, mut send) = sender
+    let (response, mut send) = connection
+        .sender()
         .send_request(Request::from_parts(parts, ()), false)
         .map_err(|e| {
             if e.is_go_away() || e.is_io() {

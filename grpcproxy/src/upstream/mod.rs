@@ -192,7 +192,7 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, Unsent> {
         let mut retried = false;
         loop {
-            let (connection, in_flight) = match pool.connection().await {
+            let (mut connection, in_flight) = match pool.connection().await {
                 Ok(connection) => connection,
                 Err(error) => {
                     return Err(Unsent {
@@ -201,7 +201,7 @@ impl Upstream {
                     })
                 }
             };
-            let failed = match exchange::start(&connection, request, cut) {
+            let failed = match exchange::start(&mut connection, request, cut) {
                 Ok(response) => {
                     let unanswered = connection.unanswered(&response);
                     return match exchange::response(response, in_flight, unanswered).await {
