@@ -249,7 +249,11 @@ impl Cluster {
         // Panic mode (Envoy's): with too few endpoints available, the health verdicts are
         // less likely than an overload of the few left; balance over all of them.
         let panic = available * 100 < usize::from(self.panic_threshold) * endpoints.len();
-        if panic != self.panicking.swap(panic, Ordering::Relaxed) {
+        // Read before it is written: the flag is shared by every worker's picks, and a write
+        // on every call would move its cache line between cores.
+        if panic != self.panicking.load(Ordering::Relaxed)
+            && panic != self.panicking.swap(panic, Ordering::Relaxed)
+        {
             if panic {
                 tracing::warn!(cluster = %self.name, available, endpoints = endpoints.len(), threshold = self.panic_threshold, "too few endpoints available: balancing over all of them (panic mode)");
             } else {

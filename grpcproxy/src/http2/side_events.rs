@@ -52,10 +52,11 @@ impl SideEvents {
     /// task of `cx`.
     pub(crate) fn woken(&self, cx: &Context<'_>) -> Option<Context<'_>> {
         // Registered before the flag is read: a wake-up after the read wakes this task.
+        // Read before it is cleared: most of the task's polls find it clear, and a load
+        // is no atomic read-modify-write.
         self.flag.task.register(cx.waker());
-        self.flag
-            .woken
-            .swap(false, Ordering::AcqRel)
+        let woken = &self.flag.woken;
+        (woken.load(Ordering::Acquire) && woken.swap(false, Ordering::AcqRel))
             .then(|| Context::from_waker(&self.waker))
     }
 
