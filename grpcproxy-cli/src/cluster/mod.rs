@@ -497,11 +497,18 @@ mod tests {
         first.checked_healthy.store(false, Ordering::Relaxed);
         // 50 % available is not below 50: only the healthy one.
         assert!((0..20).all(|_| Arc::ptr_eq(&cluster.pick().unwrap().endpoint, &second)));
+        assert!(!cluster.in_panic());
         second.checked_healthy.store(false, Ordering::Relaxed);
         // None available: all of them, rather than refusing every call.
         let picks: Vec<_> = (0..40).map(|_| cluster.pick().unwrap().endpoint).collect();
         assert!(picks.iter().any(|e| Arc::ptr_eq(e, &first)));
         assert!(picks.iter().any(|e| Arc::ptr_eq(e, &second)));
+        assert!(cluster.in_panic(), "the gauge and /clusters say so");
+        // Healthy again: out of panic mode at the next pick.
+        first.checked_healthy.store(true, Ordering::Relaxed);
+        second.checked_healthy.store(true, Ordering::Relaxed);
+        cluster.pick().unwrap();
+        assert!(!cluster.in_panic());
     }
 
     #[test]
