@@ -1,8 +1,7 @@
 //! A waker of their own for the futures a connection's task polls beside the connection
 //! (a client connection's drain and its cut, idle and age timers; either side's
-//! keepalive): the task
-//! polls them again only after one of them woke it, not on each of the several wake-ups
-//! every call causes.
+//! keepalive): the task polls them again only after one of them woke it, not on each of
+//! the several wake-ups every call causes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

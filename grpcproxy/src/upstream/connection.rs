@@ -112,6 +112,7 @@ impl Connection {
 
     /// A guard for the call whose response is `response`: dropped unanswered, it counts
     /// as an unconfirmed reset (see [`Unanswered`]).
+    ///
     /// Takes the handle: its call has started, and the guard keeps what it needs (moved,
     /// not cloned).
     pub(crate) fn unanswered(self, response: &h2::client::ResponseFuture) -> Unanswered {
