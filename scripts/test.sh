@@ -35,6 +35,10 @@ trap 'rm -f "$log"; rm -rf "$bench_out"' EXIT
 target/debug/grpcproxy-bench compare --quick --out "$bench_out" 2>&1 | tail -n 3
 grep -q "unary 8×32 16 B" "$bench_out/BENCHMARKS.md"
 grep -q "| h2 floor |" "$bench_out/BENCHMARKS.md"
+# The paired table, in the report and printed again from the run's JSON.
+grep -q "| unary 1×1 16 B | grpcproxy / nginx |" "$bench_out/BENCHMARKS.md"
+target/debug/grpcproxy-bench paired "$bench_out/bench/results/compare.json" |
+  grep -q "| unary 8×32 16 B | grpcproxy quick / grpcproxy |"
 # Stopped by a signal mid-run (SIGTERM: a background job ignores SIGINT), the harness
 # stops every server it started.
 stop_log="$bench_out/stop.log"

@@ -1,6 +1,7 @@
 //! `grpcproxy-bench`: the benchmark harness. `backend` serves the benchmark services,
 //! `load` drives one shape against a server, `compare` measures grpcproxy against a direct
-//! connection, nginx, HAProxy and an L4 relay side by side and writes BENCHMARKS.md.
+//! connection, nginx, HAProxy and an L4 relay side by side and writes BENCHMARKS.md, `paired`
+//! prints a stored comparison's grpcproxy-against-each-peer table again.
 
 mod backend;
 mod compare;
@@ -41,6 +42,12 @@ enum Command {
     Load(load::LoadArgs),
     /// Compare direct, grpcproxy, grpcproxy with its tap, nginx, HAProxy and an L4 relay.
     Compare(compare::CompareArgs),
+    /// Print grpcproxy against each peer, paired by round, from a stored compare.json.
+    Paired {
+        /// A `compare.json` that `compare` wrote.
+        #[arg(default_value = "bench/results/compare.json")]
+        json: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +58,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Backend { listen } => backend::run(listen).await,
+            Command::Paired { json } => {
+                print!("{}", compare::paired::from_file(&json)?);
+                Ok(())
+            }
             Command::Load(args) => {
                 let report = load::run(&args).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);

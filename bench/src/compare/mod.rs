@@ -1,8 +1,11 @@
 //! `grpcproxy-bench compare`: every scenario against every target, interleaved, repeated;
-//! medians, ratios to direct, proxy CPU per operation, peak memory, an h2load cross-check.
+//! medians, ratios to direct, grpcproxy against each peer paired by round, proxy CPU per
+//! operation, peak memory, an h2load cross-check.
 
+pub(crate) mod paired;
 mod procfs;
 mod report;
+mod stats;
 mod targets;
 
 use std::collections::BTreeMap;

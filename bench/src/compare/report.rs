@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::paired::{self, Run, Shape};
+use super::stats::median;
 use super::targets::Kind;
 use super::Scenario;
 use crate::load::Report;
@@ -45,19 +47,6 @@ pub(crate) struct Results {
     pub(crate) h2load: Vec<H2load>,
     /// Peak RSS of each proxy over the whole comparison, KiB.
     pub(crate) peak_rss_kib: BTreeMap<&'static str, u64>,
-}
-
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
 }
 
 /// The medians of one scenario on one target.
@@ -126,11 +115,8 @@ impl Results {
             }
             let _ = writeln!(md);
         }
-        let _ = writeln!(
-            md,
-            "\n### Every figure (medians of {} rounds)\n",
-            self.rounds
-        );
+        let _ = writeln!(md, "\n{}", self.paired());
+        let _ = writeln!(md, "### Every figure (medians of {} rounds)\n", self.rounds);
         let _ = writeln!(
             md,
             "| scenario | target | ops/s | ratio | p50 µs | p99 µs | proxy CPU µs/op | proxy switches/op | errors | every run (ops/s) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -194,6 +180,31 @@ impl Results {
         md
     }
 
+    /// grpcproxy against each peer, paired by round ([`super::paired`]).
+    fn paired(&self) -> String {
+        let shapes: Vec<Shape<'_>> = self
+            .scenarios
+            .iter()
+            .map(|s| Shape {
+                name: s.name,
+                open_loop: s.rate.is_some(),
+            })
+            .collect();
+        let runs: Vec<Run<'_>> = self
+            .samples
+            .iter()
+            .map(|s| Run {
+                scenario: s.scenario,
+                target: s.target,
+                round: s.round,
+                ops_per_sec: s.report.ops_per_sec,
+                p50_us: s.report.latency_us.p50 as f64,
+                cpu_us_per_op: s.cpu_us_per_op,
+            })
+            .collect();
+        paired::markdown(&shapes, &runs)
+    }
+
     /// Horizontal bars: each proxy's ratio to direct, per scenario.
     pub(crate) fn svg(&self) -> String {
         let kinds = &Kind::ALL[1..];
@@ -255,15 +266,5 @@ impl Results {
             height - 10.0
         );
         svg
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn medians() {
-        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(super::median(Vec::new()).is_nan());
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::procfs;
 
 /// One of the servers calls go to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Kind {
     /// The backend itself.
