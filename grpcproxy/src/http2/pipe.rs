@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use atomic_waker::AtomicWaker;
 
@@ -126,6 +126,8 @@ where
             me.send.send_reset(h2::Reason::CANCEL);
             return Poll::Ready(());
         }
+        // h2 holds a no-op waker for the stream, not this task's (below).
+        let mut quiet = false;
         loop {
             // The next frame is taken before the queued data has window: trailers and the
             // end of the stream need none, so a unary response (one DATA frame, then
@@ -175,6 +177,17 @@ where
             if *me.unsent {
                 // Everything queued must have window before more data is queued; window is
                 // asked for only then, so an idle stream holds back none of the connection's.
+                // h2 wakes the task it holds for the stream when it assigns window, even
+                // when the window is asked for by that task itself: a wasted poll per frame
+                // unless h2 holds a no-op waker meanwhile (the one of the poll for a reset,
+                // once per poll; this task's own is given back when it waits again).
+                if !quiet {
+                    quiet = true;
+                    let mut noop = Context::from_waker(Waker::noop());
+                    if me.send.poll_reset(&mut noop).is_ready() {
+                        return Poll::Ready(());
+                    }
+                }
                 me.send.reserve_capacity(1);
                 while me.send.capacity() == 0 {
                     match me.send.poll_capacity(cx) {
@@ -203,4 +216,90 @@ fn ended(sent: Result<(), h2::Error>) -> Poll<()> {
         tracing::debug!(error = %e, "the stream ended before the body");
     }
     Poll::Ready(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The second frame of a stream asks h2 for window, which h2 assigns at once; the pipe
+    /// is woken by its body's frame only, not again by its own request for window (a
+    /// wasted poll of the task per frame of every streaming call).
+    #[tokio::test]
+    async fn asking_for_window_does_not_wake_the_pipe() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut connection = h2::server::handshake(server_io).await.unwrap();
+            let (request, _respond) = connection.accept().await.unwrap().unwrap();
+            tokio::spawn(async move {
+                let mut body = request.into_body();
+                while let Some(Ok(data)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(data.len());
+                }
+            });
+            while connection.accept().await.is_some() {}
+        });
+        let (mut client, connection) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::post("http://test/a.B/C").body(()).unwrap();
+        let (_response, send) = client.send_request(request, false).unwrap();
+        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        let mut pipe = Box::pin(Pipe::new(StreamBody::new(ReceiverStream::new(rx)), send));
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        frames
+            .send(Ok(Frame::data(Bytes::from_static(b"one"))))
+            .await
+            .unwrap();
+        assert!(
+            pipe.as_mut().poll(&mut cx).is_pending(),
+            "waits for the body"
+        );
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // the connections exchange the frame
+        }
+        // Polled again as after any wake-up: waiting for the body, with h2 holding its waker.
+        assert!(pipe.as_mut().poll(&mut cx).is_pending());
+        let before = wakes.0.load(Ordering::SeqCst);
+        frames
+            .send(Ok(Frame::data(Bytes::from_static(b"two"))))
+            .await
+            .unwrap();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            before + 1,
+            "woken by the frame"
+        );
+        assert!(
+            pipe.as_mut().poll(&mut cx).is_pending(),
+            "sent, waits for the body"
+        );
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            before + 1,
+            "the pipe's own request for window woke it"
+        );
+        drop((pipe, frames, client));
+        server.abort();
+    }
 }
