@@ -23,21 +23,21 @@ const PAIRS: [(Kind, Kind); 4] = [
 
 /// One measured run, as the pairing reads it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Run<'a> {
-    pub(crate) scenario: &'a str,
-    pub(crate) target: Kind,
-    pub(crate) round: usize,
-    pub(crate) ops_per_sec: f64,
-    pub(crate) p50_us: f64,
-    pub(crate) cpu_us_per_op: Option<f64>,
+struct Run<'a> {
+    scenario: &'a str,
+    target: Kind,
+    round: usize,
+    ops_per_sec: f64,
+    p50_us: f64,
+    cpu_us_per_op: Option<f64>,
 }
 
 /// A scenario, as the pairing reads it: an open loop's load is fixed, so its figure is
 /// the p50 latency rather than throughput.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Shape<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) open_loop: bool,
+struct Shape<'a> {
+    name: &'a str,
+    open_loop: bool,
 }
 
 /// One pair's per-round figures, in round order.
@@ -92,7 +92,7 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 
 /// The Markdown table: per scenario and pair, the median of the rounds' ratios, their
 /// range, and in how many rounds the first of the pair was ahead.
-pub(crate) fn markdown(shapes: &[Shape<'_>], runs: &[Run<'_>]) -> String {
+fn markdown(shapes: &[Shape<'_>], runs: &[Run<'_>]) -> String {
     let mut md = String::from(
         "### grpcproxy against each peer, paired by round\n\n\
          Each ratio is taken within one round, where the two ran a minute or two apart; the \
@@ -174,8 +174,13 @@ struct StoredReport {
 pub(crate) fn from_file(path: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let stored: Stored = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a compare.json", path.display()))?;
+    from_json(&text).with_context(|| format!("{} is not a compare.json", path.display()))
+}
+
+/// The table above, from a comparison's JSON: what `compare` writes into the results
+/// section, and what `grpcproxy-bench paired` prints again from the file.
+pub(crate) fn from_json(json: &str) -> serde_json::Result<String> {
+    let stored: Stored = serde_json::from_str(json)?;
     let shapes: Vec<Shape<'_>> = stored
         .scenarios
         .iter()

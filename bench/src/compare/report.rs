@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::paired::{self, Run, Shape};
+use super::paired;
 use super::stats::median;
 use super::targets::Kind;
 use super::Scenario;
@@ -180,29 +180,12 @@ impl Results {
         md
     }
 
-    /// grpcproxy against each peer, paired by round ([`super::paired`]).
+    /// grpcproxy against each peer, paired by round ([`super::paired`]), from this
+    /// comparison's JSON, as `grpcproxy-bench paired` reads it from the file.
     fn paired(&self) -> String {
-        let shapes: Vec<Shape<'_>> = self
-            .scenarios
-            .iter()
-            .map(|s| Shape {
-                name: s.name,
-                open_loop: s.rate.is_some(),
-            })
-            .collect();
-        let runs: Vec<Run<'_>> = self
-            .samples
-            .iter()
-            .map(|s| Run {
-                scenario: s.scenario,
-                target: s.target,
-                round: s.round,
-                ops_per_sec: s.report.ops_per_sec,
-                p50_us: s.report.latency_us.p50 as f64,
-                cpu_us_per_op: s.cpu_us_per_op,
-            })
-            .collect();
-        paired::markdown(&shapes, &runs)
+        serde_json::to_string(self)
+            .and_then(|json| paired::from_json(&json))
+            .unwrap_or_else(|e| format!("(the paired table could not be made: {e})\n"))
     }
 
     /// Horizontal bars: each proxy's ratio to direct, per scenario.
