@@ -126,7 +126,7 @@ where
             me.send.send_reset(h2::Reason::CANCEL);
             return Poll::Ready(());
         }
-        // h2 holds a no-op waker for the stream, not this task's (below).
+        // Set once h2 holds a no-op waker for the stream instead of this task's (below).
         let mut quiet = false;
         loop {
             // The next frame is taken before the queued data has window: trailers and the
@@ -184,7 +184,8 @@ where
                 if !quiet {
                     quiet = true;
                     let mut noop = Context::from_waker(Waker::noop());
-                    if me.send.poll_reset(&mut noop).is_ready() {
+                    if let Poll::Ready(reason) = me.send.poll_reset(&mut noop) {
+                        tracing::debug!(?reason, "the peer reset the stream before the body ended");
                         return Poll::Ready(());
                     }
                 }
