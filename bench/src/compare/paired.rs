@@ -21,23 +21,36 @@ const PAIRS: [(Kind, Kind); 4] = [
     (Kind::GrpcproxyQuick, Kind::Grpcproxy),
 ];
 
-/// One measured run, as the pairing reads it.
-#[derive(Debug, Clone, PartialEq)]
-struct Run<'a> {
-    scenario: &'a str,
+/// A stored `compare.json`, as much of it as the pairing reads.
+#[derive(Debug, Deserialize)]
+struct Stored {
+    scenarios: Vec<Shape>,
+    samples: Vec<Run>,
+}
+
+/// A scenario: an open loop's load is fixed (it has a rate), so its figure is the p50
+/// latency rather than throughput.
+#[derive(Debug, Deserialize)]
+struct Shape {
+    name: String,
+    rate: Option<f64>,
+}
+
+/// One measured run.
+#[derive(Debug, Deserialize)]
+struct Run {
+    scenario: String,
     target: Kind,
     round: usize,
-    ops_per_sec: f64,
-    p50_us: f64,
+    report: Figures,
     cpu_us_per_op: Option<f64>,
 }
 
-/// A scenario, as the pairing reads it: an open loop's load is fixed, so its figure is
-/// the p50 latency rather than throughput.
-#[derive(Debug, Clone, Copy)]
-struct Shape<'a> {
-    name: &'a str,
-    open_loop: bool,
+/// What the load generator reported for a run.
+#[derive(Debug, Deserialize)]
+struct Figures {
+    ops_per_sec: f64,
+    latency_us: crate::load::Latency,
 }
 
 /// One pair's per-round figures, in round order.
@@ -49,7 +62,7 @@ struct Paired {
     cpu: Vec<f64>,
 }
 
-fn pair(runs: &[Run<'_>], shape: Shape<'_>, a: Kind, b: Kind) -> Paired {
+fn pair(runs: &[Run], shape: &Shape, a: Kind, b: Kind) -> Paired {
     let find = |target: Kind, round: usize| {
         runs.iter()
             .find(|r| r.scenario == shape.name && r.target == target && r.round == round)
@@ -66,10 +79,10 @@ fn pair(runs: &[Run<'_>], shape: Shape<'_>, a: Kind, b: Kind) -> Paired {
         let (Some(x), Some(y)) = (find(a, round), find(b, round)) else {
             continue;
         };
-        figure.push(if shape.open_loop {
-            x.p50_us - y.p50_us
+        figure.push(if shape.rate.is_some() {
+            x.report.latency_us.p50 as f64 - y.report.latency_us.p50 as f64
         } else {
-            x.ops_per_sec / y.ops_per_sec
+            x.report.ops_per_sec / y.report.ops_per_sec
         });
         if let (Some(cx), Some(cy)) = (x.cpu_us_per_op, y.cpu_us_per_op) {
             cpu.push(cx / cy);
@@ -92,7 +105,7 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 
 /// The Markdown table: per scenario and pair, the median of the rounds' ratios, their
 /// range, and in how many rounds the first of the pair was ahead.
-fn markdown(shapes: &[Shape<'_>], runs: &[Run<'_>]) -> String {
+fn markdown(shapes: &[Shape], runs: &[Run]) -> String {
     let mut md = String::from(
         "### grpcproxy against each peer, paired by round\n\n\
          Each ratio is taken within one round, where the two ran a minute or two apart; the \
@@ -104,12 +117,12 @@ fn markdown(shapes: &[Shape<'_>], runs: &[Run<'_>]) -> String {
     );
     for shape in shapes {
         for (a, b) in PAIRS {
-            let paired = pair(runs, *shape, a, b);
+            let paired = pair(runs, shape, a, b);
             if paired.figure.is_empty() {
                 continue;
             }
             let n = paired.figure.len();
-            let (figure, ahead, sign) = if shape.open_loop {
+            let (figure, ahead, sign) = if shape.rate.is_some() {
                 let show = |d: f64| format!("{d:+.0} µs");
                 let ahead = paired.figure.iter().filter(|d| **d < 0.0).count();
                 (spread(&paired.figure, show), ahead, '−')
@@ -138,34 +151,6 @@ fn markdown(shapes: &[Shape<'_>], runs: &[Run<'_>]) -> String {
     md
 }
 
-/// A stored `compare.json`, as much of it as the pairing reads.
-#[derive(Debug, Deserialize)]
-struct Stored {
-    scenarios: Vec<StoredScenario>,
-    samples: Vec<StoredSample>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StoredScenario {
-    name: String,
-    rate: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StoredSample {
-    scenario: String,
-    target: Kind,
-    round: usize,
-    report: StoredReport,
-    cpu_us_per_op: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StoredReport {
-    ops_per_sec: f64,
-    latency_us: crate::load::Latency,
-}
-
 /// `grpcproxy-bench paired FILE`: the table above, from a stored `compare.json`.
 ///
 /// ```text
@@ -181,41 +166,34 @@ pub(crate) fn from_file(path: &Path) -> anyhow::Result<String> {
 /// section, and what `grpcproxy-bench paired` prints again from the file.
 pub(crate) fn from_json(json: &str) -> serde_json::Result<String> {
     let stored: Stored = serde_json::from_str(json)?;
-    let shapes: Vec<Shape<'_>> = stored
-        .scenarios
-        .iter()
-        .map(|s| Shape {
-            name: &s.name,
-            open_loop: s.rate.is_some(),
-        })
-        .collect();
-    let runs: Vec<Run<'_>> = stored
-        .samples
-        .iter()
-        .map(|s| Run {
-            scenario: &s.scenario,
-            target: s.target,
-            round: s.round,
-            ops_per_sec: s.report.ops_per_sec,
-            p50_us: s.report.latency_us.p50 as f64,
-            cpu_us_per_op: s.cpu_us_per_op,
-        })
-        .collect();
-    Ok(markdown(&shapes, &runs))
+    Ok(markdown(&stored.scenarios, &stored.samples))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(target: Kind, round: usize, ops: f64, p50: f64, cpu: f64) -> Run<'static> {
+    fn run(target: Kind, round: usize, ops: f64, p50: u64, cpu: f64) -> Run {
         Run {
-            scenario: "s",
+            scenario: "s".into(),
             target,
             round,
-            ops_per_sec: ops,
-            p50_us: p50,
+            report: Figures {
+                ops_per_sec: ops,
+                latency_us: crate::load::Latency {
+                    p50,
+                    ..Default::default()
+                },
+            },
             cpu_us_per_op: Some(cpu),
+        }
+    }
+
+    /// Scenario `s`, closed loop or open (at some rate).
+    fn shape(open_loop: bool) -> Shape {
+        Shape {
+            name: "s".into(),
+            rate: open_loop.then_some(2000.0),
         }
     }
 
@@ -224,18 +202,15 @@ mod tests {
     #[test]
     fn a_slow_round_cancels_out() {
         let runs = [
-            run(Kind::Grpcproxy, 0, 100.0, 0.0, 10.0),
-            run(Kind::Nginx, 0, 90.0, 0.0, 12.0),
-            run(Kind::Grpcproxy, 1, 20.0, 0.0, 50.0),
-            run(Kind::Nginx, 1, 18.0, 0.0, 60.0),
-            run(Kind::Grpcproxy, 2, 95.0, 0.0, 10.0),
-            run(Kind::Nginx, 2, 100.0, 0.0, 9.0),
+            run(Kind::Grpcproxy, 0, 100.0, 0, 10.0),
+            run(Kind::Nginx, 0, 90.0, 0, 12.0),
+            run(Kind::Grpcproxy, 1, 20.0, 0, 50.0),
+            run(Kind::Nginx, 1, 18.0, 0, 60.0),
+            run(Kind::Grpcproxy, 2, 95.0, 0, 10.0),
+            run(Kind::Nginx, 2, 100.0, 0, 9.0),
         ];
-        let shape = Shape {
-            name: "s",
-            open_loop: false,
-        };
-        let paired = pair(&runs, shape, Kind::Grpcproxy, Kind::Nginx);
+        let shape = shape(false);
+        let paired = pair(&runs, &shape, Kind::Grpcproxy, Kind::Nginx);
         assert_eq!(paired.figure, vec![100.0 / 90.0, 20.0 / 18.0, 0.95]);
         assert_eq!(paired.cpu, vec![10.0 / 12.0, 50.0 / 60.0, 10.0 / 9.0]);
         let md = markdown(&[shape], &runs);
@@ -250,17 +225,13 @@ mod tests {
     #[test]
     fn an_open_loop_pairs_its_p50_latency() {
         let runs = [
-            run(Kind::Grpcproxy, 0, 2000.0, 300.0, 90.0),
-            run(Kind::H2Floor, 0, 2000.0, 280.0, 70.0),
-            run(Kind::Grpcproxy, 1, 2000.0, 250.0, 80.0),
-            run(Kind::H2Floor, 1, 2000.0, 260.0, 80.0),
-            run(Kind::H2Floor, 2, 2000.0, 260.0, 80.0),
+            run(Kind::Grpcproxy, 0, 2000.0, 300, 90.0),
+            run(Kind::H2Floor, 0, 2000.0, 280, 70.0),
+            run(Kind::Grpcproxy, 1, 2000.0, 250, 80.0),
+            run(Kind::H2Floor, 1, 2000.0, 260, 80.0),
+            run(Kind::H2Floor, 2, 2000.0, 260, 80.0),
         ];
-        let shape = Shape {
-            name: "s",
-            open_loop: true,
-        };
-        let md = markdown(&[shape], &runs);
+        let md = markdown(&[shape(true)], &runs);
         assert!(
             md.contains("| s | grpcproxy − h2 floor | +5 µs (-10 µs to +20 µs) | 1 of 2 | 1.14× (1.00× to 1.29×) | 0 of 2 |"),
             "{md}"
