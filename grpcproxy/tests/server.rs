@@ -466,3 +466,68 @@ async fn a_slow_reader_gets_every_message_in_order_then_the_trailers() {
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-last"], "yes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_queued_on_the_listener_when_the_server_stops_is_served_not_reset() {
+    // A balancer in front (HAProxy in `mode tcp`) hands a client a connection as soon as
+    // the kernel has completed it; closing the listener with it still queued would reset it
+    // (grpcio: "Socket closed"), failing a call the client had already sent.
+    let (backend, _service) = grpcproxy_testing::serve::ping_backend().await;
+    let upstream = grpcproxy::Upstream::new(&backend.url()).unwrap();
+    let proxy = grpcproxy::TransparentProxy::new(
+        grpcproxy::mq::NoQueue,
+        grpcproxy::SingleUpstream::new(upstream),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // One connection at a time: a second one waits on the listener, not accepted.
+    let options = ServerOptions {
+        max_connections: 1,
+        drain_timeout: Duration::from_secs(5),
+        ..ServerOptions::default()
+    };
+    let server = tokio::spawn(grpcproxy::server::serve(listener, proxy, options, async {
+        let _ = stopped.await;
+    }));
+    let mut first = grpcproxy_testing::serve::ping_client(addr).await;
+    first
+        .ping(grpcproxy_testing::serve::ping("first"))
+        .await
+        .unwrap();
+
+    let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(io).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let head = grpc_head(addr, "/grpcproxy.testing.TestService/Ping");
+    let (response, mut send) = client.send_request(head, false).unwrap();
+    // PingRequest { value: "queued" }
+    let request = grpcproxy_testing::raw::grpc_frame(false, b"\x0a\x06queued");
+    send.send_data(request, true).unwrap();
+    // The request reaches the queued connection's socket; then the server stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered within 5 s")
+        .expect("the queued connection was served, not reset");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        received.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+    assert!(
+        received.windows(6).any(|w| w == b"queued"),
+        "the echo: {received:?}"
+    );
+    drop((first, client, send));
+    server.await.unwrap().unwrap();
+    driver.abort();
+}

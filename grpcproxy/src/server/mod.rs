@@ -14,6 +14,7 @@ mod stream;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tower_service::Service;
 
 use crate::boxed::BoxError;
@@ -159,7 +161,8 @@ impl Default for ServerOptions {
 
 /// Serves `service` (typically a [`TransparentProxy`](crate::TransparentProxy)) on
 /// `listener` until `shutdown` completes, then stops accepting, sends GOAWAY, and lets
-/// in-flight calls finish for up to [`ServerOptions::drain_timeout`].
+/// in-flight calls finish for up to [`ServerOptions::drain_timeout`]. Connections still
+/// queued on the listener when it closes are accepted and drained too, not reset.
 ///
 /// The service gets each call as a request whose body is a [`RecvBody`]; every request
 /// carries a [`ConnectionInfo`] extension (with the client's certificates
@@ -208,24 +211,13 @@ pub async fn serve<S: CallService>(
     let mut tasks = tokio::task::JoinSet::new();
     let connections =
         std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, remote_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let drain_timeout = options.drain_timeout;
+    let drain_cut = cut.clone();
+    // Serves one accepted connection in a task of its own, holding its permit.
+    let start = move |tasks: &mut tokio::task::JoinSet<()>,
+                      stream: TcpStream,
+                      remote_addr: SocketAddr,
+                      permit: Option<OwnedSemaphorePermit>| {
         let open = OpenConnection::new(&options.stats);
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo {
@@ -261,10 +253,44 @@ pub async fn serve<S: CallService>(
                 Some(acceptor) => connection.serve_tls(acceptor, stream).await,
             }
         });
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, remote_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        start(&mut tasks, stream, remote_addr, Some(permit));
     }
-    drop(listener);
+    // Connections the kernel has completed but this loop has not accepted yet would be
+    // reset when the listener closes (a balancer in front has already handed them a
+    // client): accept them too, as draining ones, so that what their clients sent first
+    // is answered before the GOAWAY.
+    let pending = pending_connections(listener);
+    if !pending.is_empty() {
+        tracing::debug!(
+            connections = pending.len(),
+            "serving the connections still queued on the closed listener"
+        );
+    }
+    for (stream, remote_addr) in pending {
+        let permit = connections.clone().try_acquire_owned().ok();
+        start(&mut tasks, stream, remote_addr, permit);
+    }
     let _ = draining.send(true);
-    let drained = tokio::time::timeout(options.drain_timeout, async {
+    let drained = tokio::time::timeout(drain_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
@@ -275,7 +301,7 @@ pub async fn serve<S: CallService>(
         );
         // Each open call gets trailers saying why it ends; a moment to write them, then
         // whatever is left is dropped.
-        cut.cancel();
+        drain_cut.cancel();
         let _ = tokio::time::timeout(CUT_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -283,6 +309,37 @@ pub async fn serve<S: CallService>(
         tasks.shutdown().await;
     }
     Ok(())
+}
+
+/// Closes `listener`, first taking every connection queued on it (that the kernel has
+/// completed and nobody has accepted yet), ready to be served; without this, closing it
+/// would reset them.
+fn pending_connections(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut pending = Vec::new();
+    // Taken from the runtime, so that each accept asks the kernel itself rather than
+    // the readiness tokio last saw.
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(error = %e, "the listener's queued connections are reset");
+            return pending;
+        }
+    };
+    loop {
+        let accepted = listener.accept().and_then(|(stream, remote_addr)| {
+            stream.set_nonblocking(true)?;
+            Ok((TcpStream::from_std(stream)?, remote_addr))
+        });
+        match accepted {
+            Ok(connection) => pending.push(connection),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return pending,
+            Err(e) => {
+                // Out of file descriptors and the like: the rest are reset.
+                tracing::warn!(error = %e, "accepting a connection queued on the closing listener failed");
+                return pending;
+            }
+        }
+    }
 }
 
 /// How long connections get, once the drain timed out, to send the calls still open their
