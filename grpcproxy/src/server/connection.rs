@@ -14,6 +14,7 @@ use http::Request;
 use tokio::net::TcpStream;
 
 use super::cut::{Cut, Cutter};
+use super::idle_watch::idle;
 use super::open_streams::{OpenStream, StreamCount};
 use super::stream::StreamTask;
 use super::{answer_http1, starts_with_preface, CallService};
@@ -281,25 +282,6 @@ fn start_call<S: CallService>(
                     Err(never) => match never {},
                 }
             });
-        }
-    }
-}
-
-/// Completes once no stream has been open for `timeout` (never without a timeout). One
-/// timer per connection, moved only when it fires early: per-call work stays timer-free.
-pub(super) async fn idle(streams: &StreamCount, timeout: Option<Duration>) {
-    let Some(timeout) = timeout else {
-        return std::future::pending().await;
-    };
-    let sleep = tokio::time::sleep(timeout);
-    tokio::pin!(sleep);
-    loop {
-        sleep.as_mut().await;
-        let now = tokio::time::Instant::now();
-        match streams.idle_at(timeout) {
-            Some(idle_at) if now >= idle_at => return,
-            Some(idle_at) => sleep.as_mut().reset(idle_at),
-            None => sleep.as_mut().reset(now + timeout),
         }
     }
 }

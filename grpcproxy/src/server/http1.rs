@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::connection::{idle, Connection};
+use super::connection::Connection;
+use super::idle_watch::idle;
 use super::open_streams::{OpenStream, StreamCount};
 use super::CallService;
 use crate::{ConnectionInfo, RecvBody};

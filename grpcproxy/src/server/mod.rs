@@ -8,6 +8,7 @@
 mod connection;
 mod cut;
 mod http1;
+mod idle_watch;
 mod open_streams;
 mod stream;
 

@@ -59,14 +59,12 @@ impl StreamCount {
 
     /// When the connection becomes idle for `timeout`, if no stream opens before; `None`
     /// while a stream is open.
-    pub(super) fn idle_at(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+    pub(super) fn idle_at(&self, timeout: Duration) -> Option<std::time::Instant> {
         if self.open.load(Ordering::Acquire) > 0 {
             return None;
         }
         let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-        Some(tokio::time::Instant::from_std(
-            self.started + since + timeout,
-        ))
+        Some(self.started + since + timeout)
     }
 }
 
