@@ -127,9 +127,17 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 // The first try, on the common path; a retry policy's per-try timeout
                 // bounds it, and only a call that needs another try pays for more.
                 let first_deadline = retry::start_first_try(&route);
-                let send = route.send(request, &call.path, &call.client_authority, call.state());
-                let first =
-                    Bounded::new(send, &mut timers, first_deadline, idle, call.state()).await;
+                // Pinned where it is built (the bound holds a reference, not a second
+                // copy), in a block of its own so that its room is free after it.
+                let first = {
+                    let send = std::pin::pin!(route.send(
+                        request,
+                        &call.path,
+                        &call.client_authority,
+                        call.state()
+                    ));
+                    Bounded::new(send, &mut timers, first_deadline, idle, call.state()).await
+                };
                 match route
                     .resend
                     .as_ref()

@@ -2,11 +2,16 @@
 //! the request never left the proxy. A policy that sends more than once (retry, hedge,
 //! mirror) wraps [`Route::send`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use super::call_state::CallState;
 use crate::boxed::BoxBody;
@@ -40,9 +45,18 @@ impl Route {
         path: &'a PathAndQuery,
         client_authority: &'a Option<Authority>,
         call: &'a Arc<CallState>,
-    ) -> impl std::future::Future<Output = Sent> + 'a {
+    ) -> impl Future<Output = Sent> + 'a {
         let (to, alternate) = self.endpoints_for(1);
-        self.send_to(to, alternate, request, path, client_authority, call)
+        match alternate {
+            // No alternate to fail over to: the try itself, its answer labelled.
+            None => Either::Left(Answered {
+                sending: to.try_send(request, Some(call)),
+                upstream: to,
+            }),
+            Some(_) => {
+                Either::Right(self.send_to(to, alternate, request, path, client_authority, call))
+            }
+        }
     }
 
     /// Sends `request` to `upstream` and waits for the response head; returns it with the
@@ -99,5 +113,30 @@ impl Route {
             Some(alternate) if attempt % 2 == 0 => (alternate, Some(&self.upstream)),
             alternate => (&self.upstream, alternate.as_ref()),
         }
+    }
+}
+
+pin_project! {
+    /// A try on an endpoint without an alternate: its response with the endpoint's address,
+    /// or its error.
+    struct Answered<'a, F> {
+        #[pin]
+        sending: F,
+        upstream: &'a Upstream,
+    }
+}
+
+impl<F> Future for Answered<'_, F>
+where
+    F: Future<Output = Result<Response<UpstreamBody>, Unsent>>,
+{
+    type Output = Sent;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        let this = self.project();
+        this.sending.poll(cx).map(|sent| match sent {
+            Ok(response) => Ok((response, this.upstream.shared_address().clone())),
+            Err(unsent) => Err(unsent.error),
+        })
     }
 }

@@ -8,6 +8,7 @@ mod in_flight;
 mod pool;
 mod tls;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_util::either::Either;
 
 pub use error::{UpstreamConfigError, UpstreamError, UpstreamErrorKind};
 
@@ -152,34 +154,42 @@ impl Upstream {
     /// may send it elsewhere.
     /// `cut`, if any, resets the request's stream when it says so, even while the backend
     /// is not reading (see [`Cut`](crate::http2::Cut)); a tonic `Channel` does without.
-    pub(crate) async fn try_send<C: Cut + 'static>(
-        &self,
+    pub(crate) fn try_send<'a, C: Cut + 'static>(
+        &'a self,
         request: Request<BoxBody>,
-        cut: Option<&Arc<C>>,
-    ) -> Result<Response<UpstreamBody>, Unsent> {
+        cut: Option<&'a Arc<C>>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Unsent>> + 'a {
+        // Not async itself: the request is held once, by the transport's own future.
         match &self.inner.transport {
-            Transport::Pool(pool) => self.send_pooled(pool, request, cut).await,
+            Transport::Pool(pool) => Either::Left(self.send_pooled(pool, request, cut)),
             Transport::Channel { channel, .. } => {
-                use tower_service::Service;
-                let mut channel = channel.clone();
-                let sent = async {
-                    std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
-                    channel
-                        .call(
-                            request.map(|body| tonic::body::Body::new(body::EndsOnData::new(body))),
-                        )
-                        .await
-                };
-                // Boxed: tower's futures are large, and this is not the main path.
-                Box::pin(sent)
-                    .await
-                    .map(|response| response.map(UpstreamBody::Tonic))
-                    .map_err(|e| Unsent {
-                        error: self.request_error(e),
-                        request: None,
-                    })
+                Either::Right(self.send_on_channel(channel, request))
             }
         }
+    }
+
+    /// Sends on a tonic `Channel` (a user's, [`Upstream::from_channel`]).
+    async fn send_on_channel(
+        &self,
+        channel: &tonic::transport::Channel,
+        request: Request<BoxBody>,
+    ) -> Result<Response<UpstreamBody>, Unsent> {
+        use tower_service::Service;
+        let mut channel = channel.clone();
+        let sent = async {
+            std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+            channel
+                .call(request.map(|body| tonic::body::Body::new(body::EndsOnData::new(body))))
+                .await
+        };
+        // Boxed: tower's futures are large, and this is not the main path.
+        Box::pin(sent)
+            .await
+            .map(|response| response.map(UpstreamBody::Tonic))
+            .map_err(|e| Unsent {
+                error: self.request_error(e),
+                request: None,
+            })
     }
 
     /// Sends on the pool's connections; a connection found closed (GOAWAY, lost) before the
