@@ -62,6 +62,9 @@ pub struct ServerOptions {
     /// Terminate TLS with this configuration (see [`tls_config`]); `None`: cleartext h2c.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Close (GOAWAY) a client connection that has had no open stream for this long.
+    /// Watched by one thread for the whole process (`grpcproxy-idle`, started with the
+    /// first such connection), which looks every eighth of the timeout (1 s at most), so a
+    /// connection closes within an eighth of the timeout after it; calls pay no timer.
     pub idle_timeout: Option<Duration>,
     /// Close (GOAWAY) a client connection this long after it opened, whatever it carries:
     /// its client reconnects, and behind an L4 balancer lands on whichever replica the
