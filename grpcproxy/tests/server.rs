@@ -251,14 +251,24 @@ where
     }
 }
 
-#[tokio::test]
-async fn a_service_that_is_not_ready_yet_is_waited_for() {
+/// A ping backend, and a proxy to it (for `serve` to serve); the backend lives as long as
+/// its handle.
+async fn proxy_to_ping_backend() -> (
+    grpcproxy_testing::serve::TestServer,
+    grpcproxy::TransparentProxy<grpcproxy::SingleUpstream, grpcproxy::mq::NoQueue>,
+) {
     let (backend, _service) = grpcproxy_testing::serve::ping_backend().await;
     let upstream = grpcproxy::Upstream::new(&backend.url()).unwrap();
     let proxy = grpcproxy::TransparentProxy::new(
         grpcproxy::mq::NoQueue,
         grpcproxy::SingleUpstream::new(upstream),
     );
+    (backend, proxy)
+}
+
+#[tokio::test]
+async fn a_service_that_is_not_ready_yet_is_waited_for() {
+    let (_backend, proxy) = proxy_to_ping_backend().await;
     let calls_before_ready = Arc::default();
     let service = ReadyOnSecondAsk {
         inner: proxy,
@@ -472,12 +482,7 @@ async fn a_connection_queued_on_the_listener_when_the_server_stops_is_served_not
     // A balancer in front (HAProxy in `mode tcp`) hands a client a connection as soon as
     // the kernel has completed it; closing the listener with it still queued would reset it
     // (grpcio: "Socket closed"), failing a call the client had already sent.
-    let (backend, _service) = grpcproxy_testing::serve::ping_backend().await;
-    let upstream = grpcproxy::Upstream::new(&backend.url()).unwrap();
-    let proxy = grpcproxy::TransparentProxy::new(
-        grpcproxy::mq::NoQueue,
-        grpcproxy::SingleUpstream::new(upstream),
-    );
+    let (_backend, proxy) = proxy_to_ping_backend().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
