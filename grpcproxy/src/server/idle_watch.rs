@@ -201,8 +201,9 @@ mod tests {
             .expect("idle once the stream ended");
         let after = closed.elapsed();
         assert!(after >= timeout, "idle after {after:?}, before the timeout");
+        // Looked at every 12.5 ms; the margin is for a loaded machine, not the looks.
         assert!(
-            after < timeout + Duration::from_millis(150),
+            after < timeout + Duration::from_millis(600),
             "idle {after:?} after the stream ended (timeout 100 ms, looked at every 12.5 ms)"
         );
         assert!(started.elapsed() >= Duration::from_millis(500));
