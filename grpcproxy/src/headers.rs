@@ -39,18 +39,41 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 /// assert_eq!(headers["x-user"], "alice");
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_reading(headers, None, |_| ());
+}
+
+/// Removes hop-by-hop headers as [`strip_hop_by_hop`] does and gives the first value of
+/// `wanted` (a name that is not hop-by-hop), read with `read` in the same pass over the
+/// fields, before anything is removed.
+pub(crate) fn strip_hop_by_hop_reading<T>(
+    headers: &mut HeaderMap,
+    wanted: Option<&HeaderName>,
+    read: impl FnOnce(&HeaderValue) -> T,
+) -> Option<T> {
     // One pass over the fields first: a well-formed gRPC request has nothing to remove,
-    // and looking each hop-by-hop name up would hash it.
-    let clean = headers.iter().all(|(name, value)| {
-        if name == header::TE {
-            value.as_bytes().eq_ignore_ascii_case(b"trailers")
-        } else {
-            !HOP_BY_HOP.contains(name)
+    // and looking each hop-by-hop name up would hash it. Matched by spelling: a switch on
+    // the length and one comparison, where comparing names would compare each with every
+    // hop-by-hop one.
+    let (mut clean, mut read, mut value) = (true, Some(read), None);
+    for (name, field) in headers.iter() {
+        match name.as_str() {
+            "te" => clean &= field.as_bytes().eq_ignore_ascii_case(b"trailers"),
+            "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+            | "host" => clean = false,
+            other if wanted.is_some_and(|wanted| wanted.as_str() == other) => {
+                value = read.take().map(|read| read(field));
+            }
+            _ => {}
         }
-    });
-    if clean {
-        return;
     }
+    if !clean {
+        remove_hop_by_hop(headers);
+    }
+    value
+}
+
+/// Removes the hop-by-hop fields `headers` has.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(connection) = headers.remove(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()

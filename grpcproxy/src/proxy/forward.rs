@@ -38,7 +38,7 @@ use super::{mirror, reject, Shared};
 use crate::boxed::{BoxBody, BoxError};
 use crate::call::{connection_info, split_method};
 use crate::deadline::{format_timeout, parse_timeout};
-use crate::headers::{strip_hop_by_hop, GRPC_TIMEOUT};
+use crate::headers::{strip_hop_by_hop_reading, GRPC_TIMEOUT};
 use crate::mq::tap::CallTap;
 use crate::mq::{CallStarted, MessageQueue, TapEvent};
 use crate::{CallInfo, StreamDirector, Target};
@@ -211,7 +211,14 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
             let status = malformed_method(parts.uri.path());
             return Err(self.refused(parts.uri.path(), peer.remote_addr, received, status));
         };
-        let requested = match parts.headers.get(GRPC_TIMEOUT).map(parse_timeout) {
+        let client_authority = parts.uri.authority().cloned().or_else(|| {
+            let host = parts.headers.get(HOST)?;
+            Authority::try_from(host.as_bytes()).ok()
+        });
+        // The deadline, read in the pass that looks for hop-by-hop fields.
+        let timeout =
+            strip_hop_by_hop_reading(&mut parts.headers, Some(&GRPC_TIMEOUT), parse_timeout);
+        let requested = match timeout {
             None => None,
             Some(Ok(requested)) => Some(requested),
             Some(Err(invalid)) => {
@@ -219,11 +226,6 @@ impl<D: StreamDirector, Q: MessageQueue> Shared<D, Q> {
                 return Err(self.refused(path.path(), peer.remote_addr, received, status));
             }
         };
-        let client_authority = parts.uri.authority().cloned().or_else(|| {
-            let host = parts.headers.get(HOST)?;
-            Authority::try_from(host.as_bytes()).ok()
-        });
-        strip_hop_by_hop(&mut parts.headers);
         if let (true, Some(addr)) = (self.options.x_forwarded_for, peer.remote_addr) {
             crate::headers::append_forwarded_for(&mut parts.headers, addr.ip());
         }

@@ -124,8 +124,16 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(self.shared.clone().forward(request))
+        // The room first, then the future made in it: `Box::pin(future)` would make the
+        // future on the stack and copy all of it (its size, not what it holds yet).
+        boxed_in_place(|| self.shared.clone().forward(request))
     }
+}
+
+/// The future `make` makes, made in its box.
+fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let room = Box::<F>::new_uninit();
+    Box::into_pin(Box::write(room, make()))
 }
 
 /// What the refusal observer is told of a call the proxy answered itself.
