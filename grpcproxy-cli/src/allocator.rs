@@ -45,7 +45,7 @@ pub struct MiMalloc;
 
 /// Whether a plain block of `size` bytes is aligned to `align`.
 fn plain(align: usize, size: usize) -> bool {
-    align <= PLAIN_ALIGN && size % align == 0
+    align <= PLAIN_ALIGN && size.is_multiple_of(align)
 }
 
 // SAFETY: every block comes from mimalloc and goes back to it (`mi_free` takes blocks from

@@ -90,7 +90,7 @@ async fn a_client_streaming_small_messages_to_a_slow_backend_keeps_its_connectio
             panic!("the proxy closed the connection after {sent} messages: {e}");
         }
         sent += 1;
-        if sent % 64 == 0 {
+        if sent.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     }

@@ -110,7 +110,7 @@ impl Route {
         attempt: u32,
     ) -> (&crate::Upstream, Option<&crate::Upstream>) {
         match &self.alternate {
-            Some(alternate) if attempt % 2 == 0 => (alternate, Some(&self.upstream)),
+            Some(alternate) if attempt.is_multiple_of(2) => (alternate, Some(&self.upstream)),
             alternate => (&self.upstream, alternate.as_ref()),
         }
     }
