@@ -19,6 +19,7 @@ use grpcproxy_testing::raw::{
 };
 use http::HeaderMap;
 use http_body::Frame;
+use http_body_util::BodyExt;
 use support::baseline::rss_mib;
 use support::Proxy;
 
@@ -302,6 +303,47 @@ async fn a_hanging_shadow_never_slows_or_fails_the_primary() {
         p99_mirrored < p99_quiet * 3 + Duration::from_millis(20),
         "primary p99 {p99_mirrored:?} with a hanging mirror, {p99_quiet:?} without"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_answers_before_the_half_close_leaves_the_shadow_its_request() {
+    // The primary answers with the first message it reads and reads no more (h2 then
+    // resets the request's stream with NO_ERROR, RFC 9113 §8.1), as grpcio can answer a
+    // unary call whose END_STREAM comes in a frame of its own.
+    let primary = RawBackend::start(|request: http::Request<hyper::body::Incoming>| async move {
+        let first = request.into_body().frame().await;
+        let message = first
+            .and_then(Result::ok)
+            .and_then(|frame| frame.into_data().ok())
+            .unwrap_or_default();
+        grpc_response(frames_body(vec![
+            Frame::data(message),
+            Frame::trailers(header_map(&[("grpc-status", "0")])),
+        ]))
+    })
+    .await;
+    // The shadow answers with all it read, once the request ends.
+    let (shadow, seen) = recording_backend(|body| body).await;
+    let (proxy, _file) = mirrored_proxy(
+        primary.addr(),
+        shadow.addr(),
+        "percent = 100, compare = true",
+    );
+    let client = RawClient::connect(proxy.listening[0]).await;
+    let message = grpc_frame(false, b"one message");
+    let (tx, body) = channel_body();
+    tx.send(Ok(Frame::data(message.clone()))).await.unwrap();
+    // The client's half-close has not come when the primary answers.
+    let answer = client.call("/pkg.Svc/Early", header_map(&[]), body).await;
+    assert_eq!(answer.grpc_status(), Some("0"));
+    assert_eq!(answer.data, message);
+    let [matched, differed, dropped, errors, sent] = settled(&proxy, 1);
+    assert_eq!((matched, differed, dropped, errors, sent), (1, 0, 0, 0, 0));
+    // The shadow got what the primary got, and the end of the request.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].2, message);
+    drop(tx);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

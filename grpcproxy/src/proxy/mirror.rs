@@ -4,6 +4,7 @@
 //! the copy is queued without blocking and given up when its buffer is full.
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -14,7 +15,7 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::request_copy::{request_copy, CopySender, CopyWatch};
+use super::request_copy::{request_copy_settled_later, CopySender, CopyWatch, Settle};
 use crate::boxed::{BoxBody, BoxError};
 use crate::compare::{differences, Answer, Message};
 use crate::mq::tap::CallTap;
@@ -45,7 +46,9 @@ pub(super) fn start(
         policy.stats().record(MirrorResult::Dropped);
         return None;
     };
-    let (feed, body) = request_copy(policy.buffer_limit());
+    // The primary may answer before the client's half-close and read no more (a unary
+    // call's END_STREAM in a frame of its own): the shadow then gets what it got.
+    let (feed, body, settle) = request_copy_settled_later(policy.buffer_limit());
     let cut = body.cut();
     let mut request = Request::new(BoxBody::new(body));
     *request.method_mut() = http::Method::POST;
@@ -93,6 +96,8 @@ pub(super) fn start(
     let watch = MirrorWatch {
         capture: compare.then(|| Mutex::new(Capture::new(policy.compare_limit()))),
         primary: primary_tx,
+        answered: AtomicBool::new(false),
+        settle,
     };
     Some((feed, watch))
 }
@@ -149,6 +154,10 @@ pub(crate) struct MirrorWatch {
     /// The primary's answer so far; `None` when the policy does not compare.
     capture: Option<Mutex<Capture>>,
     primary: oneshot::Sender<PrimaryEnd>,
+    /// The primary's backend answered (its trailers went by).
+    answered: AtomicBool,
+    /// How the copy ends if the primary stopped reading the request before its end.
+    settle: Settle,
 }
 
 impl MirrorWatch {
@@ -161,6 +170,7 @@ impl MirrorWatch {
 
     /// The primary's trailers (or trailers-only response headers).
     pub(crate) fn response_trailers(&self, trailers: &HeaderMap) {
+        self.answered.store(true, Ordering::Relaxed);
         if let Some(capture) = &self.capture {
             capture.lock().expect("mirror capture poisoned").trailers = Some(trailers.clone());
         }
@@ -170,8 +180,11 @@ impl MirrorWatch {
     /// the client ended it (the shadow's call is then cancelled).
     pub(crate) fn primary_ended(self, code: Option<tonic::Code>) {
         let Some(code) = code else {
-            return; // dropping the sender cancels the shadow's call
+            return; // dropping the sender and the settle cancels the shadow's call
         };
+        if self.answered.load(Ordering::Relaxed) {
+            self.settle.completed();
+        }
         let capture = self.capture.map(|c| {
             c.into_inner()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())

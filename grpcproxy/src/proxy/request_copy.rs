@@ -2,6 +2,7 @@
 //! member): the same `Bytes` queued (no copy of the bytes), within a byte budget, and the
 //! body that gives them to that backend's stream.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::boxed::BoxError;
 use crate::http2::PipeCut;
@@ -18,6 +19,21 @@ use crate::http2::PipeCut;
 /// A copy with room for `buffer` bytes not yet taken by its backend's stream: the sending
 /// end (kept with the request) and the body (sent to the other backend).
 pub(super) fn request_copy(buffer: usize) -> (CopySender, CopyBody) {
+    copy(buffer, None)
+}
+
+/// A copy like [`request_copy`]'s, for a request whose first backend may stop reading it
+/// before the client's half-close (it answered and needs no more, RFC 9113 §8.1): a sender
+/// dropped then leaves the copy open until the [`Settle`] says how the call ended, and the
+/// copy then ends as its first backend's request did (what it read, then the half-close)
+/// or is given up.
+pub(super) fn request_copy_settled_later(buffer: usize) -> (CopySender, CopyBody, Settle) {
+    let (settle, settled) = oneshot::channel();
+    let (sender, body) = copy(buffer, Some(settled));
+    (sender, body, Settle(settle))
+}
+
+fn copy(buffer: usize, settled: Option<oneshot::Receiver<()>>) -> (CopySender, CopyBody) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         room: Semaphore::new(buffer),
@@ -28,9 +44,28 @@ pub(super) fn request_copy(buffer: usize) -> (CopySender, CopyBody) {
         tx: Some(tx),
         shared: shared.clone(),
         buffer,
+        settled_later: settled.is_some(),
     };
-    let body = CopyBody { rx, shared, buffer };
+    let body = CopyBody {
+        rx,
+        shared,
+        buffer,
+        settled,
+    };
     (sender, body)
+}
+
+/// How a copy whose sender went away before the client's half-close ends (see
+/// [`request_copy_settled_later`]); dropped without [`Settle::completed`], the copy is
+/// given up.
+#[derive(Debug)]
+pub(super) struct Settle(oneshot::Sender<()>);
+
+impl Settle {
+    /// The call completed with its backend's answer: the copy ends with what it has.
+    pub(super) fn completed(self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// One piece of the copy.
@@ -58,6 +93,8 @@ pub(super) struct CopySender {
     tx: Option<mpsc::UnboundedSender<Item>>,
     shared: Arc<Shared>,
     buffer: usize,
+    /// Dropped before the half-close, the copy waits for its [`Settle`].
+    settled_later: bool,
 }
 
 impl CopySender {
@@ -141,9 +178,14 @@ impl CopyWatch {
 
 impl Drop for CopySender {
     /// A request that ends without its half-close (the client reset it, the call failed):
-    /// the copy's stream is reset too.
+    /// the copy's stream is reset too, or, when the copy is settled later, left to its
+    /// [`Settle`].
     fn drop(&mut self) {
-        self.abandon();
+        if self.settled_later {
+            self.tx = None;
+        } else {
+            self.abandon();
+        }
     }
 }
 
@@ -153,6 +195,8 @@ pub(super) struct CopyBody {
     rx: mpsc::UnboundedReceiver<Item>,
     shared: Arc<Shared>,
     buffer: usize,
+    /// How the copy ends if its sender goes away before the half-close.
+    settled: Option<oneshot::Receiver<()>>,
 }
 
 impl CopyBody {
@@ -190,7 +234,21 @@ impl Body for CopyBody {
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
             Some(Item::End) => Poll::Ready(None),
-            None => Poll::Ready(Some(Err(Box::new(GivenUp)))),
+            None => {
+                // The sender went away before the half-close without giving the copy up:
+                // the call's end says how the copy ends.
+                let abandoned = self.shared.abandoned.load(Ordering::Acquire);
+                let Some(settled) = self.settled.as_mut().filter(|_| !abandoned) else {
+                    return Poll::Ready(Some(Err(Box::new(GivenUp))));
+                };
+                let completed = std::task::ready!(Pin::new(settled).poll(cx)).is_ok();
+                self.settled = None;
+                if completed {
+                    return Poll::Ready(None);
+                }
+                self.shared.abandoned.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(Box::new(GivenUp))))
+            }
         }
     }
 }
@@ -231,6 +289,61 @@ mod tests {
         assert_eq!(data, "ab");
         assert!(body.frame().await.is_none());
         assert!(!watch.abandoned());
+    }
+
+    #[tokio::test]
+    async fn a_copy_settled_later_ends_with_what_it_has_when_the_call_completed() {
+        let (mut sender, mut body, settle) = request_copy_settled_later(5);
+        let watch = sender.watch();
+        assert!(sender.send_now(&Bytes::from_static(b"ab")));
+        // Its first backend answered and read no more: the request's body goes away
+        // before the client's half-close.
+        drop(sender);
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "ab");
+        // Nothing more until the call's end is known.
+        let mut next = std::pin::pin!(body.frame());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        settle.completed();
+        assert!(next.await.is_none(), "the copy ends cleanly");
+        assert!(!watch.abandoned());
+    }
+
+    #[tokio::test]
+    async fn a_copy_settled_later_is_given_up_when_the_call_did_not_complete() {
+        let (mut sender, mut body, settle) = request_copy_settled_later(5);
+        let watch = sender.watch();
+        assert!(sender.send_now(&Bytes::from_static(b"ab")));
+        drop(sender);
+        drop(settle);
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "ab");
+        assert!(
+            body.frame().await.unwrap().is_err(),
+            "the copy's stream fails"
+        );
+        assert!(watch.abandoned());
+    }
+
+    #[tokio::test]
+    async fn a_copy_settled_later_that_fell_behind_stays_given_up() {
+        let (mut sender, mut body, settle) = request_copy_settled_later(2);
+        let watch = sender.watch();
+        assert!(sender.send_now(&Bytes::from_static(b"ab")));
+        assert!(
+            !sender.send_now(&Bytes::from_static(b"c")),
+            "no room: given up"
+        );
+        drop(sender);
+        settle.completed();
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "ab");
+        assert!(
+            body.frame().await.unwrap().is_err(),
+            "the copy's stream fails"
+        );
+        assert!(watch.abandoned());
     }
 
     #[tokio::test(start_paused = true)]
