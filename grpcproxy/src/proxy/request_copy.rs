@@ -30,7 +30,11 @@ pub(super) fn request_copy(buffer: usize) -> (CopySender, CopyBody) {
 pub(super) fn request_copy_settled_later(buffer: usize) -> (CopySender, CopyBody, Settle) {
     let (settle, settled) = oneshot::channel();
     let (sender, body) = copy(buffer, Some(settled));
-    (sender, body, Settle(settle))
+    let settle = Settle {
+        completed: Some(settle),
+        shared: body.shared.clone(),
+    };
+    (sender, body, settle)
 }
 
 fn copy(buffer: usize, settled: Option<oneshot::Receiver<()>>) -> (CopySender, CopyBody) {
@@ -38,6 +42,7 @@ fn copy(buffer: usize, settled: Option<oneshot::Receiver<()>>) -> (CopySender, C
     let shared = Arc::new(Shared {
         room: Semaphore::new(buffer),
         abandoned: AtomicBool::new(false),
+        left_open: AtomicBool::new(false),
         cut: Arc::default(),
     });
     let sender = CopySender {
@@ -56,15 +61,32 @@ fn copy(buffer: usize, settled: Option<oneshot::Receiver<()>>) -> (CopySender, C
 }
 
 /// How a copy whose sender went away before the client's half-close ends (see
-/// [`request_copy_settled_later`]); dropped without [`Settle::completed`], the copy is
-/// given up.
+/// [`request_copy_settled_later`]); dropped without [`Settle::completed`], a copy left
+/// open is given up and its stream reset.
 #[derive(Debug)]
-pub(super) struct Settle(oneshot::Sender<()>);
+pub(super) struct Settle {
+    completed: Option<oneshot::Sender<()>>,
+    shared: Arc<Shared>,
+}
 
 impl Settle {
     /// The call completed with its backend's answer: the copy ends with what it has.
-    pub(super) fn completed(self) {
-        let _ = self.0.send(());
+    pub(super) fn completed(mut self) {
+        if let Some(completed) = self.completed.take() {
+            let _ = completed.send(());
+        }
+    }
+}
+
+impl Drop for Settle {
+    /// The call did not complete: a copy left open is given up, even while its stream
+    /// waits for window.
+    fn drop(&mut self) {
+        let unsettled = self.completed.take().is_some();
+        if unsettled && self.shared.left_open.load(Ordering::Acquire) {
+            self.shared.abandoned.store(true, Ordering::Release);
+            self.shared.cut.cut();
+        }
     }
 }
 
@@ -82,6 +104,8 @@ struct Shared {
     room: Semaphore,
     /// The proxy gave the copy up (its backend fell behind, the request ended early).
     abandoned: AtomicBool,
+    /// The sender went away before the half-close, leaving the copy to its [`Settle`].
+    left_open: AtomicBool,
     /// Resets the copy's stream, even while it waits for window.
     cut: Arc<PipeCut>,
 }
@@ -182,7 +206,9 @@ impl Drop for CopySender {
     /// [`Settle`].
     fn drop(&mut self) {
         if self.settled_later {
-            self.tx = None;
+            if self.tx.take().is_some() {
+                self.shared.left_open.store(true, Ordering::Release);
+            }
         } else {
             self.abandon();
         }
@@ -246,7 +272,7 @@ impl Body for CopyBody {
                 if completed {
                     return Poll::Ready(None);
                 }
-                self.shared.abandoned.store(true, Ordering::Release);
+                // Given up by the settle's drop.
                 Poll::Ready(Some(Err(Box::new(GivenUp))))
             }
         }
@@ -316,7 +342,12 @@ mod tests {
         let watch = sender.watch();
         assert!(sender.send_now(&Bytes::from_static(b"ab")));
         drop(sender);
+        let cut = body.cut();
+        let cx = Context::from_waker(std::task::Waker::noop());
+        assert!(!crate::http2::Cut::is_cut(&*cut, &cx));
         drop(settle);
+        // Reset even while its stream waits for window.
+        assert!(crate::http2::Cut::is_cut(&*cut, &cx));
         let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(data, "ab");
         assert!(
