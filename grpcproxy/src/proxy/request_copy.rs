@@ -317,16 +317,25 @@ mod tests {
         assert!(!watch.abandoned());
     }
 
-    #[tokio::test]
-    async fn a_copy_settled_later_ends_with_what_it_has_when_the_call_completed() {
-        let (mut sender, mut body, settle) = request_copy_settled_later(5);
+    /// A copy settled later that got `ab`, whose sender then went away before the
+    /// half-close (its first backend answered and read no more).
+    fn left_open() -> (CopyBody, Settle, CopyWatch) {
+        let (mut sender, body, settle) = request_copy_settled_later(5);
         let watch = sender.watch();
         assert!(sender.send_now(&Bytes::from_static(b"ab")));
-        // Its first backend answered and read no more: the request's body goes away
-        // before the client's half-close.
         drop(sender);
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, "ab");
+        (body, settle, watch)
+    }
+
+    /// The next frame of `body`, as data.
+    async fn next_data(body: &mut CopyBody) -> Bytes {
+        body.frame().await.unwrap().unwrap().into_data().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_copy_settled_later_ends_with_what_it_has_when_the_call_completed() {
+        let (mut body, settle, watch) = left_open();
+        assert_eq!(next_data(&mut body).await, "ab");
         // Nothing more until the call's end is known.
         let mut next = std::pin::pin!(body.frame());
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -338,18 +347,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_copy_settled_later_is_given_up_when_the_call_did_not_complete() {
-        let (mut sender, mut body, settle) = request_copy_settled_later(5);
-        let watch = sender.watch();
-        assert!(sender.send_now(&Bytes::from_static(b"ab")));
-        drop(sender);
+        let (mut body, settle, watch) = left_open();
         let cut = body.cut();
         let cx = Context::from_waker(std::task::Waker::noop());
         assert!(!crate::http2::Cut::is_cut(&*cut, &cx));
         drop(settle);
         // Reset even while its stream waits for window.
         assert!(crate::http2::Cut::is_cut(&*cut, &cx));
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, "ab");
+        assert_eq!(next_data(&mut body).await, "ab");
         assert!(
             body.frame().await.unwrap().is_err(),
             "the copy's stream fails"
@@ -368,8 +373,7 @@ mod tests {
         );
         drop(sender);
         settle.completed();
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, "ab");
+        assert_eq!(next_data(&mut body).await, "ab");
         assert!(
             body.frame().await.unwrap().is_err(),
             "the copy's stream fails"
