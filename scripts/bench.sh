@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/peers.sh
 install_peers nginx-light haproxy nghttp2-client
 cargo build --release --locked -p grpcproxy-cli -p grpcproxy-bench --bins --examples
+# The hot functions' link order (grpcproxy-cli/build.rs): said when it no longer matches.
+python3 scripts/symbol-order.py --check target/release/grpcproxy grpcproxy-cli/hot-symbols.txt ||
+  echo "warning: grpcproxy-cli/hot-symbols.txt is stale: run scripts/symbol-order.sh, then build again" >&2
 exec target/release/grpcproxy-bench compare "$@"

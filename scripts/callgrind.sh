@@ -5,7 +5,8 @@
 # load SHAPE, CONNECTIONS and STREAMS ask for).
 # Counters are zeroed after a warm-up, so start-up is not counted.
 # Usage: [ROUTE_EXTRA='retry = {...}'] [TOP_EXTRA='[limits] ...'] [QUICK=1 | FLOOR=1]
-#        [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32] [CACHE=1] [ATOMICS=1]
+#        [SHAPE=unary] [CONNECTIONS=8] [STREAMS=32] [RATE=calls/s] [CACHE=1] [ATOMICS=1]
+#        [INSTR=1]
 #        bash scripts/callgrind.sh [GRPCPROXY_BINARY] [SECONDS]
 # (ROUTE_EXTRA: TOML added to the route's table, to count what a policy costs; TOP_EXTRA:
 # TOML added at the end of the file, a table such as [limits]; QUICK=1:
@@ -13,10 +14,12 @@
 # the h2 floor, target/release/examples/h2_floor or GRPCPROXY_BINARY, instead of grpcproxy
 # (its two threads, which valgrind runs one at a time);
 # SHAPE, CONNECTIONS, STREAMS: the load, as `grpcproxy-bench load` takes them: ping-pong
-# and push count a message as a call; CACHE=1: valgrind also simulates the caches and the
+# and push count a message as a call; RATE: an open loop of unary calls at that rate
+# instead of CONNECTIONS x STREAMS; CACHE=1: valgrind also simulates the caches and the
 # branch predictor, and the simulated misses per call are printed; ATOMICS=1: the atomic
 # read-modify-write instructions per call are printed, by function; both with
-# scripts/callgrind-costs.py)
+# scripts/callgrind-costs.py; INSTR=1: instruction addresses in the profile, nothing
+# printed, for scripts/symbol-order.py)
 # Prints: `<instructions> instructions / <calls> calls = <per call> per call` and leaves
 # the profile in $OUT (default /tmp/grpcproxy-callgrind) for callgrind_annotate.
 set -euo pipefail
@@ -57,7 +60,7 @@ else
 fi
 extra=()
 [ -n "${CACHE:-}" ] && extra+=(--cache-sim=yes --branch-sim=yes)
-[ -n "${ATOMICS:-}" ] && extra+=(--dump-instr=yes)
+[ -n "${ATOMICS:-}${INSTR:-}" ] && extra+=(--dump-instr=yes)
 valgrind --tool=callgrind "${extra[@]}" --callgrind-out-file="$out/callgrind.out" \
   "$proxy" "${run[@]}" >"$out/proxy.log" 2>&1 &
 pids+=($!)
@@ -67,7 +70,8 @@ for _ in $(seq 1 300); do
 done
 load() {
   "$bench" load --target "127.0.0.1:$proxy_port" --shape "${SHAPE:-unary}" \
-    --connections "${CONNECTIONS:-8}" --streams "${STREAMS:-32}" --warmup 0s --duration "$1"
+    --connections "${CONNECTIONS:-8}" --streams "${STREAMS:-32}" ${RATE:+--rate "$RATE"} \
+    --warmup 0s --duration "$1"
 }
 load 3s >/dev/null # warm-up: connections, caches, the allocator's arenas
 callgrind_control -z "${pids[1]}" >/dev/null 2>&1

@@ -15,6 +15,7 @@
 #   GRPCPROXY_B: another build for side b (two builds side by side: GRPCPROXY for a).
 #   QUICK_B=1: side b runs quick mode (`--listen/--to`, with `--admin`) instead of a file.
 #   CONNECTIONS / STREAMS: the load's shape (default 8 x 32).
+#   RATE: an open loop of unary calls at that rate instead (p50 latency is the figure).
 # At the end: each proxy's peak RSS (VmHWM) and its grpcproxy_mirror_calls_total lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +94,7 @@ for round in $(seq 1 "$rounds"); do
     before=$(cpu "${pid[$side]}")
     shape=${SHAPE_A:-unary}
     [ "$side" = b ] && shape=${SHAPE_B:-unary}
-    report=$("$bench" load --target "${addr[$side]}" --shape "$shape" --connections "${CONNECTIONS:-8}" --streams "${STREAMS:-32}" --warmup 1s --duration "${seconds}s")
+    report=$("$bench" load --target "${addr[$side]}" --shape "$shape" --connections "${CONNECTIONS:-8}" --streams "${STREAMS:-32}" ${RATE:+--rate "$RATE"} --warmup 1s --duration "${seconds}s")
     after=$(cpu "${pid[$side]}")
     python3 - "$side" "$round" "$before" "$after" "$ticks" "$report" >>"$dir/$side.results" <<'PY'
 import json, sys
@@ -101,7 +102,7 @@ side, rnd, before, after, ticks, report = sys.argv[1:]
 r = json.loads(report)
 calls = r["ops"] + r["ops_per_sec"] * 1.0  # the warm-up second's calls count towards CPU
 cpu_us = (float(after) - float(before)) / float(ticks) * 1e6 / calls
-print(f"{r['ops_per_sec']:.0f} {cpu_us:.2f} {r['errors']}")
+print(f"{r['ops_per_sec']:.0f} {cpu_us:.2f} {r['errors']} {r['latency_us']['p50']}")
 PY
     echo "round $round $side: $(tail -1 "$dir/$side.results")" >&2
   done
@@ -113,8 +114,8 @@ done
 python3 - "$dir/a.results" "$dir/b.results" <<'PY'
 import statistics, sys
 rows = [[list(map(float, l.split())) for l in open(p)] for p in sys.argv[1:]]
-med = [(statistics.median(r[0] for r in side), statistics.median(r[1] for r in side)) for side in rows]
-for name, (ops, cpu) in zip("ab", med):
-    print(f"{name}: median {ops:,.0f} calls/s, {cpu:.2f} us CPU per call, errors {sum(r[2] for r in rows['ab'.index(name)]):.0f}")
-print(f"b/a: {med[1][0] / med[0][0]:.3f} calls/s, {med[1][1] / med[0][1]:.3f} CPU per call")
+med = [[statistics.median(r[i] for r in side) for i in (0, 1, 3)] for side in rows]
+for name, (ops, cpu, p50) in zip("ab", med):
+    print(f"{name}: median {ops:,.0f} calls/s, {cpu:.2f} us CPU per call, p50 {p50:.0f} us, errors {sum(r[2] for r in rows['ab'.index(name)]):.0f}")
+print(f"b/a: {med[1][0] / med[0][0]:.3f} calls/s, {med[1][1] / med[0][1]:.3f} CPU per call, p50 {med[1][2] - med[0][2]:+.0f} us")
 PY
