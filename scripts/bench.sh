@@ -9,6 +9,6 @@ source scripts/peers.sh
 install_peers nginx-light haproxy nghttp2-client
 cargo build --release --locked -p grpcproxy-cli -p grpcproxy-bench --bins --examples
 # The hot functions' link order (grpcproxy-cli/build.rs): said when it no longer matches.
-python3 scripts/symbol-order.py --check target/release/grpcproxy grpcproxy-cli/hot-symbols.txt ||
-  echo "warning: grpcproxy-cli/hot-symbols.txt is stale: run scripts/symbol-order.sh, then build again" >&2
+python3 scripts/symbol-order.py --check target/release/grpcproxy grpcproxy-cli/hot-functions.ld ||
+  echo "warning: grpcproxy-cli/hot-functions.ld no longer matches the call path: run scripts/symbol-order.sh, then build again" >&2
 exec target/release/grpcproxy-bench compare "$@"

@@ -1,25 +1,28 @@
 #!/usr/bin/env python3
-"""The link order of grpcproxy's hot functions, from callgrind dumps with instruction
-addresses (scripts/callgrind.sh with INSTR=1), for lld's `--symbol-ordering-file`
-(grpcproxy-cli/build.rs; BENCHMARKS.md, "#24, eleventh slice").
+"""A linker script that places grpcproxy's hot functions side by side, from callgrind
+dumps with instruction addresses (scripts/callgrind.sh with INSTR=1); release builds link
+with it (grpcproxy-cli/build.rs; BENCHMARKS.md, "#24, eleventh slice").
 
 Usage: symbol-order.py BINARY OUT DUMP [DUMP...]
-       symbol-order.py --check BINARY FILE
+       symbol-order.py --check BINARY SCRIPT
 
+Every function of BINARY that ran in the dumps becomes a section pattern in OUT, the most
+executed first, placed at the start of `.text` (the rest follows as the linker places it):
+a call then touches a few dozen pages of code instead of hundreds spread over the binary. A
+pattern is the function's section name with its hash left out (`...17h*`): the hash
+changes with the features, the dependencies and the toolchain, the path does not; an
+instance of a generic function with many instances is named whole (hash included), so
+that the others are not pulled in with it.
 
-Every function of BINARY that ran in the dumps is written to OUT by its mangled name, the
-most executed first: the linker then places them side by side at the start of `.text`,
-so a call touches a few dozen pages of code instead of hundreds spread over the binary.
-
-With --check: how many of FILE's functions BINARY has and how much of `.text` they span
-(the names carry hashes that change with the toolchain and the dependencies: a file
-that no longer matches is ignored by the linker, and its calls run unordered); exits
-with 1 when fewer than 90 % are found.
+With --check: how many of SCRIPT's patterns match a function of BINARY, and whether BINARY
+was linked with it; exits with 1 when fewer than 90 % match (the call path has moved on:
+run scripts/symbol-order.sh again).
 """
 import bisect
 import collections
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -47,17 +50,52 @@ def functions(binary):
     return sorted(symbols)
 
 
-def check(binary, listed):
-    """Prints how many of the `listed` file's functions `binary` has, and their span."""
-    names = [line.strip() for line in open(listed) if line.strip()]
-    placed = {name: (start, size) for start, size, name in functions(binary)}
-    found = [placed[name] for name in names if name in placed]
-    span = max(s + n for s, n in found) - min(s for s, _ in found) if found else 0
+HASH = re.compile(r"17h[0-9a-f]{16}E(\.llvm\.\d+)?$")
+
+
+def pattern(name, family):
+    """The section pattern of function `name`: its legacy-mangled hash left out, unless
+    the binary has more than three functions of that name (instances of a generic
+    function: the one that ran is named whole, not all of them)."""
+    key = HASH.sub("17h*", name)
+    return key if family[key] <= 3 else name
+
+
+def script(patterns):
+    """The linker script: the patterns, in order, first in `.text` (the output section the
+    linker then adds every other function to, as it would without the script). A
+    function's code is in `.text.NAME`, or in `.text.unlikely.NAME` when it is marked
+    cold (as `Once::call` and hashbrown's `reserve_rehash` are, which run on every call)."""
+    lines = [
+        "/* Written by scripts/symbol-order.sh: the functions a proxied call runs, most",
+        "   executed first, placed side by side (grpcproxy-cli/build.rs). */",
+        "SECTIONS {",
+        "  .text : {",
+    ]
+    lines += [f"    *(.text.{p} .text.unlikely.{p})" for p in patterns]
+    lines += ["  }", "}", "INSERT BEFORE .init;", ""]
+    return "\n".join(lines)
+
+
+def check(binary, path):
+    """Prints how many of the script's patterns match a function of `binary`, and whether
+    the script was linked in (the first function of `.text` is the first pattern's)."""
+    patterns = re.findall(r"^\s*\*\(\.text\.(\S+) ", open(path).read(), re.MULTILINE)
+    symbols = functions(binary)
+    keys = {HASH.sub("17h*", name) for _, _, name in symbols}
+    keys |= {name for _, _, name in symbols}  # the whole names too
+    matched = sum(1 for p in patterns if p in keys)
+    headers = subprocess.run(
+        ["readelf", "-SW", binary], capture_output=True, text=True, check=True
+    ).stdout
+    text = int(re.search(r"\s\.text\s+PROGBITS\s+(\S+)", headers).group(1), 16)
+    first = next((name for start, _, name in symbols if start >= text), "")
+    linked = bool(patterns) and patterns[0] in (first, HASH.sub("17h*", first))
     print(
-        f"{listed}: {len(found)} of {len(names)} functions in {binary}, "
-        f"spanning {span / 1024:.0f} KiB"
+        f"{path}: {matched} of {len(patterns)} patterns match functions of {binary}; "
+        f"linked in: {'yes' if linked else 'no'}"
     )
-    return len(found) >= 0.9 * len(names)
+    return matched >= 0.9 * len(patterns)
 
 
 def main():
@@ -78,12 +116,17 @@ def main():
             i = bisect.bisect_right(starts, addr) - 1
             if i >= 0 and addr < symbols[i][0] + symbols[i][1]:
                 cost[symbols[i][2]] += n
+    # Every function that ran (those run rarely too: leaving them out measured worse);
+    # names a linker script could misread (none, in Rust's manglings) are left out.
+    plain = re.compile(r"^[A-Za-z0-9_$.]+$")
+    names = [name for name, _ in cost.most_common() if plain.match(name)]
+    family = collections.Counter(HASH.sub("17h*", name) for _, _, name in symbols)
+    patterns = list(dict.fromkeys(pattern(name, family) for name in names))
     with open(out, "w") as f:
-        for name, _ in cost.most_common():
-            f.write(name + "\n")
+        f.write(script(patterns))
     size = {name: s for _, s, name in symbols}
     total = sum(size[name] for name in cost)
-    print(f"{len(cost)} functions, {total / 1024:.0f} KiB, written to {out}")
+    print(f"{len(cost)} functions ({total / 1024:.0f} KiB), {len(patterns)} patterns, written to {out}")
 
 
 if __name__ == "__main__":
