@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/peers.sh
 install_peers nginx-light haproxy nghttp2-client
 cargo build --release --locked -p grpcproxy-cli -p grpcproxy-bench --bins --examples
-# The hot functions' link order (grpcproxy-cli/build.rs): said when it no longer matches.
+# The hot functions' link order (grpcproxy-cli/build.rs): said when the build did not use
+# it or it no longer matches the call path.
 python3 scripts/symbol-order.py --check target/release/grpcproxy grpcproxy-cli/hot-functions.ld ||
-  echo "warning: grpcproxy-cli/hot-functions.ld no longer matches the call path: run scripts/symbol-order.sh, then build again" >&2
+  echo "warning: the hot functions are not in their order: see grpcproxy-cli/build.rs, or run scripts/symbol-order.sh and build again" >&2
 exec target/release/grpcproxy-bench compare "$@"

@@ -15,8 +15,8 @@ instance of a generic function with many instances is named whole (hash included
 that the others are not pulled in with it.
 
 With --check: how many of SCRIPT's patterns match a function of BINARY, and whether BINARY
-was linked with it; exits with 1 when fewer than 90 % match (the call path has moved on:
-run scripts/symbol-order.sh again).
+was linked with it; exits with 1 when it was not, or when fewer than 90 % match (the call
+path has moved on: run scripts/symbol-order.sh again).
 """
 import bisect
 import collections
@@ -95,7 +95,7 @@ def check(binary, path):
         f"{path}: {matched} of {len(patterns)} patterns match functions of {binary}; "
         f"linked in: {'yes' if linked else 'no'}"
     )
-    return matched >= 0.9 * len(patterns)
+    return linked and matched >= 0.9 * len(patterns)
 
 
 def main():
